@@ -1,0 +1,170 @@
+"""The one place where data moves between numpy, torch and devices.
+
+Conventions (DESIGN.md section 3):
+
+- ``device="auto"``: a torch input keeps its device; numpy input goes to CUDA when available.
+- Computation is float32 by default; float64 input stays float64; integer, bool and
+  float16/bfloat16 input is upcast to float32 (documented, never an error).
+- Results go back in the input's format: numpy float32 for numpy input, a detached tensor
+  on the input's device for torch input.
+- ``random_state`` becomes a local :class:`torch.Generator`; global RNGs are never seeded.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import check_finite_rows
+
+DeviceLike = str | torch.device | None
+
+
+def cuda_available() -> bool:
+    """Return whether a CUDA device can be used."""
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: DeviceLike, data: Any = None) -> torch.device:
+    """Turn a user ``device`` argument into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device
+        ``'auto'`` / ``None`` (torch input keeps its device, other input goes to CUDA when
+        available, else CPU), or anything :class:`torch.device` accepts.
+    data
+        The input data, consulted for ``'auto'``.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if isinstance(data, torch.Tensor):
+            return data.device
+        return torch.device("cuda") if cuda_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        msg = f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}."
+        raise ValueError(msg) from err
+    if dev.type == "cuda" and not cuda_available():
+        msg = "`device` is 'cuda' but no CUDA device is available; use device='cpu' or 'auto'."
+        raise ValueError(msg)
+    return dev
+
+
+def _is_scipy_sparse(x: Any) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a core dependency
+        return False
+    return sp.issparse(x)
+
+
+def as_float_tensor(
+    x: Any,
+    *,
+    device: torch.device,
+    name: str = "X",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Validate a 2-D data matrix and return it as a float tensor on ``device``.
+
+    Parameters
+    ----------
+    x
+        numpy array, torch tensor or array-like of shape ``(n_samples, n_features)``.
+    device
+        Target device.
+    name
+        Name used in error messages.
+    dtype
+        Force a dtype; by default float64 stays float64 and everything else is float32.
+
+    Raises
+    ------
+    TypeError
+        For scipy sparse input (densify a small representation such as PCA first).
+    ValueError
+        For input that is not 2-D, is empty, or holds NaN / inf.
+    """
+    if _is_scipy_sparse(x):
+        msg = (
+            f"`{name}` is a scipy sparse matrix; neighbor embeddings need a dense "
+            "representation: compute PCA first (e.g. sc.pp.pca) and pass that, or call "
+            ".toarray() if the matrix is small."
+        )
+        raise TypeError(msg)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if x.dtype == object or not (
+            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
+        ):
+            msg = f"`{name}` must hold numbers; got an array of dtype {x.dtype}."
+            raise TypeError(msg)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if x.ndim != 2:
+        msg = f"`{name}` must be 2-D (n_samples, n_features); got shape {tuple(x.shape)}."
+        raise ValueError(msg)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        msg = f"`{name}` is empty; got shape {tuple(x.shape)}."
+        raise ValueError(msg)
+    if dtype is None:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.detach().to(device=device, dtype=dtype)
+    check_finite_rows(x, name)
+    return x.contiguous()
+
+
+def to_output(z: torch.Tensor, like: Any) -> Any:
+    """Return ``z`` in the format of the user's input ``like``.
+
+    torch input -> detached tensor on the input's device with the input's float dtype;
+    anything else -> numpy float32 (float64 if the input was float64).
+    """
+    z = z.detach()
+    if isinstance(like, torch.Tensor):
+        out_dtype = like.dtype if like.is_floating_point() else torch.float32
+        return z.to(device=like.device, dtype=out_dtype)
+    out = z.cpu().numpy()
+    in_dtype = getattr(like, "dtype", None)
+    if in_dtype is not None and np.dtype(in_dtype) == np.float64:
+        return out.astype(np.float64, copy=False)
+    return out.astype(np.float32, copy=False)
+
+
+def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
+    """Build a local generator on ``device`` from ``random_state``.
+
+    Parameters
+    ----------
+    random_state
+        ``None`` (fresh entropy), an int seed, a :class:`numpy.random.RandomState` /
+        :class:`numpy.random.Generator` (a seed is drawn from it) or a
+        :class:`torch.Generator` (its state seeds the new one).
+    device
+        Device of the generator.
+    """
+    gen = torch.Generator(device=device)
+    if random_state is None:
+        gen.seed()
+        return gen
+    if isinstance(random_state, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (1,), generator=random_state))
+    elif isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(0, 2**31 - 1))
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(0, 2**62))
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        seed = int(random_state)
+    elif isinstance(random_state, float) and random_state.is_integer():
+        seed = int(random_state)
+    else:
+        msg = (
+            "`random_state` must be None, an int, a numpy RandomState / Generator or a "
+            f"torch.Generator; got {random_state!r}."
+        )
+        raise TypeError(msg)
+    gen.manual_seed(seed % (2**63))
+    return gen

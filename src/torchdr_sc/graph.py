@@ -1,0 +1,247 @@
+"""Value types shared by the kNN backends, the affinities and the optimiser.
+
+:class:`KNNGraph` is a k-nearest-neighbour graph (self excluded, rows sorted by distance);
+:class:`SparseAffinity` is a sparse affinity matrix P as CSR-ordered edges. Both live on a
+torch device and convert to and from scipy CSR without recomputation, which is how the
+AnnData layer stores them in ``adata.obsp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+METRICS = ("sqeuclidean", "euclidean", "cosine", "manhattan")
+
+
+@dataclass(frozen=True)
+class KNNGraph:
+    """k nearest neighbours of every sample.
+
+    Attributes
+    ----------
+    indices
+        ``(n, k)`` int64 neighbour indices; the sample itself is excluded; rows are sorted
+        by increasing distance.
+    distances
+        ``(n, k)`` distances in the units of ``metric`` (squared distances for
+        ``'sqeuclidean'``, ``1 - cos`` for ``'cosine'``).
+    metric
+        Name of the metric, one of :data:`METRICS`.
+    """
+
+    indices: torch.Tensor
+    distances: torch.Tensor
+    metric: str
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples (rows)."""
+        return int(self.indices.shape[0])
+
+    @property
+    def k(self) -> int:
+        """Number of neighbours per row."""
+        return int(self.indices.shape[1])
+
+    def to(self, device: torch.device | str) -> KNNGraph:
+        """Return the graph on ``device``."""
+        return KNNGraph(self.indices.to(device), self.distances.to(device), self.metric)
+
+    def truncate(self, k: int) -> KNNGraph:
+        """Keep the ``k`` nearest neighbours of every row."""
+        if k > self.k:
+            msg = f"Cannot keep {k} neighbours from a kNN graph with k={self.k}."
+            raise ValueError(msg)
+        return KNNGraph(self.indices[:, :k], self.distances[:, :k], self.metric)
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """CSR matrix of distances (n x n, float32), one row per sample.
+
+        Zero distances (exact duplicates) are stored explicitly so that no edge is lost.
+        """
+        n, k = self.indices.shape
+        indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+        data = self.distances.detach().cpu().numpy().astype(np.float32).ravel()
+        cols = self.indices.detach().cpu().numpy().astype(np.int64).ravel()
+        return sp.csr_matrix((data, cols, indptr), shape=(n, n))
+
+    @classmethod
+    def from_scipy(
+        cls,
+        matrix: sp.spmatrix,
+        *,
+        metric: str = "euclidean",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> KNNGraph:
+        """Read a kNN distance matrix (such as scanpy's ``obsp['distances']``).
+
+        Rows may hold different numbers of stored entries (scanpy drops zero distances);
+        the graph keeps the smallest row count for every row, sorted by distance.
+        The diagonal (self) is ignored.
+
+        Parameters
+        ----------
+        matrix
+            Square sparse matrix whose row ``i`` stores the distances to the neighbours of i.
+        metric
+            The metric of the stored distances.
+        device, dtype
+            Where and how the tensors are created.
+        """
+        csr = sp.csr_matrix(matrix, copy=True)
+        if csr.shape[0] != csr.shape[1]:
+            msg = f"A kNN distance matrix must be square; got shape {csr.shape}."
+            raise ValueError(msg)
+        csr.setdiag(0)
+        coo = csr.tocoo()
+        keep = coo.row != coo.col
+        rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
+        n = csr.shape[0]
+        counts = np.bincount(rows, minlength=n)
+        k = int(counts.min()) if n else 0
+        if k < 1:
+            msg = "The kNN distance matrix has a row without neighbours."
+            raise ValueError(msg)
+        order = np.lexsort((vals, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        take = (starts[:, None] + np.arange(k)[None, :]).ravel()
+        idx = torch.as_tensor(cols[take].reshape(n, k), dtype=torch.int64, device=device)
+        dist = torch.as_tensor(vals[take].reshape(n, k), dtype=dtype, device=device)
+        return cls(idx, dist, metric)
+
+
+@dataclass(frozen=True)
+class SparseAffinity:
+    """A sparse affinity matrix P stored as CSR-ordered edges.
+
+    Attributes
+    ----------
+    rows, cols
+        ``(E,)`` int64 endpoints of every stored entry, sorted by row.
+    weights
+        ``(E,)`` float values P[rows, cols].
+    n
+        Number of samples (P is n x n).
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    weights: torch.Tensor
+    n: int
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the tensors."""
+        return self.weights.device
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries."""
+        return int(self.weights.shape[0])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Return the affinity on ``device`` with weights of ``dtype``."""
+        return SparseAffinity(
+            self.rows.to(device),
+            self.cols.to(device),
+            self.weights.to(device=device, dtype=dtype or self.weights.dtype),
+            self.n,
+        )
+
+    def row_sums(self) -> torch.Tensor:
+        """Sum of every row, shape ``(n,)``."""
+        out = torch.zeros(self.n, dtype=self.weights.dtype, device=self.device)
+        return out.index_add_(0, self.rows, self.weights)
+
+    def scaled(self, factor: float) -> SparseAffinity:
+        """Return ``factor * P``."""
+        return SparseAffinity(self.rows, self.cols, self.weights * factor, self.n)
+
+    def to_dense(self) -> torch.Tensor:
+        """Dense ``(n, n)`` tensor (small n only)."""
+        out = torch.zeros(self.n, self.n, dtype=self.weights.dtype, device=self.device)
+        out.index_put_((self.rows, self.cols), self.weights, accumulate=True)
+        return out
+
+    def to_scipy(self, dtype: np.dtype = np.float32) -> sp.csr_matrix:
+        """CSR matrix holding P (float32 by default)."""
+        rows = self.rows.detach().cpu().numpy()
+        cols = self.cols.detach().cpu().numpy()
+        vals = self.weights.detach().cpu().numpy().astype(dtype)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(self.n, self.n))
+
+    @classmethod
+    def from_scipy(
+        cls,
+        matrix: sp.spmatrix,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> SparseAffinity:
+        """Build from any scipy sparse matrix (duplicates summed, explicit zeros dropped)."""
+        csr = sp.csr_matrix(matrix)
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        coo = csr.tocoo()
+        return cls(
+            torch.as_tensor(coo.row.astype(np.int64), device=device),
+            torch.as_tensor(coo.col.astype(np.int64), device=device),
+            torch.as_tensor(coo.data, dtype=dtype, device=device),
+            int(csr.shape[0]),
+        )
+
+    @classmethod
+    def from_dense(cls, matrix: torch.Tensor, *, threshold: float = 0.0) -> SparseAffinity:
+        """Keep the entries of a dense matrix above ``threshold``."""
+        rows, cols = torch.nonzero(matrix > threshold, as_tuple=True)
+        return cls(rows, cols, matrix[rows, cols], int(matrix.shape[0]))
+
+    @classmethod
+    def from_knn(cls, indices: torch.Tensor, weights: torch.Tensor) -> SparseAffinity:
+        """Directed affinity with ``weights[i, j]`` on the edge ``i -> indices[i, j]``."""
+        n, k = indices.shape
+        rows = torch.arange(n, device=indices.device).repeat_interleave(k)
+        return cls(rows, indices.reshape(-1), weights.reshape(-1), int(n))
+
+    def _lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        """Values of P at flat positions ``keys = row * n + col`` (0 where absent)."""
+        own = self.rows * self.n + self.cols
+        own, order = torch.sort(own)
+        vals = self.weights[order]
+        if own.numel() == 0:
+            return torch.zeros_like(keys, dtype=self.weights.dtype)
+        pos = torch.searchsorted(own, keys).clamp_max(own.numel() - 1)
+        hit = own[pos] == keys
+        return torch.where(hit, vals[pos], torch.zeros((), dtype=vals.dtype, device=vals.device))
+
+    def symmetrize(self, mode: str = "mean") -> SparseAffinity:
+        """Symmetric version of P, computed on P's device.
+
+        Parameters
+        ----------
+        mode
+            ``'mean'``: (P + P^T) / 2 (t-SNE, van der Maaten 2014); ``'sum'``: P + P^T;
+            ``'fuzzy_union'``: P + P^T - P * P^T (UMAP, McInnes et al. 2018).
+        """
+        if mode not in ("mean", "sum", "fuzzy_union"):
+            msg = f"`mode` must be one of 'fuzzy_union', 'mean', 'sum'; got {mode!r}."
+            raise ValueError(msg)
+        n = self.n
+        keys = torch.unique(torch.cat([self.rows * n + self.cols, self.cols * n + self.rows]))
+        rows, cols = keys // n, keys % n
+        a = self._lookup(keys)
+        b = self._lookup(cols * n + rows)
+        if mode == "mean":
+            w = 0.5 * (a + b)
+        elif mode == "sum":
+            w = a + b
+        else:
+            w = a + b - a * b
+        keep = w > 0
+        return SparseAffinity(rows[keep], cols[keep], w[keep], n)
