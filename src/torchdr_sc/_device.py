@@ -120,12 +120,13 @@ def as_float_tensor(
 def to_output(z: torch.Tensor, like: Any) -> Any:
     """Return ``z`` in the format of the user's input ``like``.
 
-    torch input -> detached tensor on the input's device with the input's float dtype;
-    anything else -> numpy float32 (float64 if the input was float64).
+    torch input -> detached tensor on the input's device, float64 for float64 input and
+    float32 otherwise (half-precision and integer input were computed in float32); anything else -> numpy float32 (float64 if the input was float64).
     """
     z = z.detach()
     if isinstance(like, torch.Tensor):
-        out_dtype = like.dtype if like.is_floating_point() else torch.float32
+        keep = like.dtype in (torch.float32, torch.float64)
+        out_dtype = like.dtype if keep else torch.float32
         return z.to(device=like.device, dtype=out_dtype)
     out = z.cpu().numpy()
     in_dtype = getattr(like, "dtype", None)

@@ -1,0 +1,155 @@
+"""Closed-form gradients of the exact (all-pairs) neighbor-embedding objectives.
+
+All functions take the embedding ``z`` of shape ``(n, d)``, the input affinity ``P`` as a
+:class:`~torchdr_sc.graph.SparseAffinity`, and the rows this process owns (a
+:class:`RowShard`; all rows on one device). They return the gradient restricted to the
+owned rows' contributions, so that summing the results of all shards (an all-reduce)
+gives the full gradient. The all-pairs repulsion is computed in row blocks so that no
+``n x n`` matrix is ever allocated: memory is ``O(block * n)``.
+
+References
+----------
+- G. Hinton, S. Roweis. Stochastic Neighbor Embedding. NeurIPS 2002.
+- L. van der Maaten, G. Hinton. Visualizing Data using t-SNE. JMLR 2008.
+- H. Van Assel, T. Vayer, R. Flamary, N. Courty. SNEkhorn: Dimension Reduction with
+  Symmetric Entropic Affinities. NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..graph import SparseAffinity
+
+#: Bytes allowed for one block of pairwise values (block x n floats), per temporary.
+BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class RowShard:
+    """The contiguous block of rows ``[start, stop)`` one process owns."""
+
+    start: int
+    stop: int
+
+    @classmethod
+    def full(cls, n: int) -> RowShard:
+        """All rows (single process)."""
+        return cls(0, n)
+
+    def blocks(self, n: int, itemsize: int = 4) -> Iterator[tuple[int, int]]:
+        """Row blocks of this shard small enough that ``block x n`` fits :data:`BLOCK_BYTES`."""
+        size = max(1, BLOCK_BYTES // max(1, n * itemsize))
+        for s in range(self.start, self.stop, size):
+            yield s, min(s + size, self.stop)
+
+
+def _sqdist_block(zb: torch.Tensor, z: torch.Tensor, sq: torch.Tensor, s: int) -> torch.Tensor:
+    """Squared distances between rows ``zb`` (starting at row ``s``) and all of ``z``."""
+    d = sq[s : s + zb.shape[0], None] + sq[None, :] - 2.0 * (zb @ z.T)
+    return d.clamp_min_(0.0)
+
+
+def attraction_student(
+    z: torch.Tensor, P: SparseAffinity, edge_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attractive gradient ``4 sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` over P's edges."""
+    rows, cols, w = P.rows, P.cols, P.weights
+    if edge_mask is not None:
+        rows, cols, w = rows[edge_mask], cols[edge_mask], w[edge_mask]
+    diff = z[rows] - z[cols]
+    coef = (4.0 * w.to(z.dtype)) / (1.0 + (diff * diff).sum(1))
+    return torch.zeros_like(z).index_add_(0, rows, coef[:, None] * diff)
+
+
+def student_repulsion_terms(
+    z: torch.Tensor, shard: RowShard, workspace: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-normalised t-SNE repulsion of the shard's rows and its part of the normaliser.
+
+    Returns ``(rep, zsum)`` where ``rep_i = sum_j w_ij^2 (z_i - z_j)`` for owned rows (zero
+    elsewhere), ``w_ij = 1 / (1 + |z_i - z_j|^2)``, and ``zsum = sum_{i owned, j != i} w_ij``.
+    Every block is computed in place in one reusable buffer (``workspace``, kept by the
+    caller across iterations), so an iteration allocates no ``block x n`` temporaries.
+    """
+    n = z.shape[0]
+    sq = (z * z).sum(1)
+    rep = torch.zeros_like(z)
+    zsum = torch.zeros((), dtype=z.dtype, device=z.device)
+    workspace = {} if workspace is None else workspace
+    zt = z.T
+    for s, e in shard.blocks(n, z.element_size()):
+        buf = workspace.get(e - s)
+        if buf is None or buf.dtype != z.dtype or buf.device != z.device:
+            buf = workspace[e - s] = torch.empty(e - s, n, dtype=z.dtype, device=z.device)
+        # 1 + |z_i - z_j|^2 = (1 + |z_i|^2) + |z_j|^2 - 2 z_i . z_j, then w = 1 / that
+        torch.addmm(sq[None, :], z[s:e], zt, beta=1.0, alpha=-2.0, out=buf)
+        w = buf.add_(sq[s:e, None] + 1.0).clamp_min_(1.0).reciprocal_()
+        zsum = zsum + w.sum() - (e - s)  # remove the diagonal (w_ii = 1)
+        w2 = w.square_()
+        rep[s:e] = z[s:e] * w2.sum(1, keepdim=True) - w2 @ z
+    return rep, zsum
+
+
+def tsne_gradient(
+    z: torch.Tensor,
+    P: SparseAffinity,
+    exaggeration: float,
+    shard: RowShard,
+    reduce_scalar: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    workspace: dict | None = None,
+) -> torch.Tensor:
+    """Exact t-SNE gradient (van der Maaten & Hinton 2008) for P summing to 1.
+
+    ``grad_i = 4 (exaggeration * sum_j P_ij w_ij (z_i - z_j) - sum_j w_ij^2 (z_i - z_j) / Z)``
+    with ``Z = sum_{k != l} w_kl``; ``reduce_scalar`` all-reduces the normaliser across shards.
+    """
+    mask = (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < P.n else None
+    attr = attraction_student(z, P, mask)
+    rep, zsum = student_repulsion_terms(z, shard, workspace)
+    zsum = reduce_scalar(zsum)
+    return exaggeration * attr - (4.0 / zsum) * rep
+
+
+def tsne_kl(z: torch.Tensor, P: SparseAffinity) -> torch.Tensor:
+    """KL(P || Q) of t-SNE, for logging (single process)."""
+    _, zsum = student_repulsion_terms(z, RowShard.full(z.shape[0]))
+    d2 = ((z[P.rows] - z[P.cols]) ** 2).sum(1)
+    w = P.weights.to(z.dtype)
+    log_q = -torch.log1p(d2) - torch.log(zsum)
+    return (w * (torch.log(w.clamp_min(1e-30)) - log_q)).sum()
+
+
+def sne_gradient(
+    z: torch.Tensor,
+    P: SparseAffinity,
+    exaggeration: float,
+    shard: RowShard,
+) -> torch.Tensor:
+    """Exact SNE gradient (Hinton & Roweis 2002) for a row-stochastic P.
+
+    Loss ``sum_i KL(P_i || Q_i)`` with ``Q_{j|i} = softmax_j(-|z_i - z_j|^2)`` (j != i):
+    ``grad_i = 2 sum_j (e p_{j|i} - q_{j|i} + e p_{i|j} - q_{i|j}) (z_i - z_j)``.
+    """
+    n = z.shape[0]
+    mask = (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < n else None
+    rows, cols, w = P.rows, P.cols, P.weights.to(z.dtype)
+    if mask is not None:
+        rows, cols, w = rows[mask], cols[mask], w[mask]
+    diff = z[rows] - z[cols]
+    grad = torch.zeros_like(z)
+    edge = (2.0 * exaggeration) * w[:, None] * diff
+    grad.index_add_(0, rows, edge).index_add_(0, cols, -edge)
+    sq = (z * z).sum(1)
+    for s, e in shard.blocks(n, z.element_size()):
+        d = _sqdist_block(z[s:e], z, sq, s)
+        d[torch.arange(e - s, device=z.device), torch.arange(s, e, device=z.device)] = float("inf")
+        q = torch.softmax(-d, dim=1)  # q[b, j] = q_{j|s+b}
+        # rows of the block: -2 sum_j q_{j|i} (z_i - z_j)
+        grad[s:e] -= 2.0 * (z[s:e] * q.sum(1, keepdim=True) - q @ z)
+        # every row i as the neighbour of block rows b: -2 sum_b q_{i|b} (z_i - z_b)
+        grad -= 2.0 * (z * q.sum(0)[:, None] - q.T @ z[s:e])
+    return grad

@@ -1,0 +1,166 @@
+"""The one optimisation loop, with the schedule given as data.
+
+A schedule is a list of :class:`Phase`: early exaggeration, the momentum switch and the
+learning-rate decay are properties of a phase, not flags flipped inside callbacks (the
+pattern of openTSNE and sklearn). The loop works on "my rows": the gradient function
+returns this process's contribution and ``sync`` (a no-op on one device, an all-reduce
+under ``torchrun``) sums the contributions, so every process applies the same update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._logging import get_logger
+
+logger = get_logger(__name__)
+
+GradientFn = Callable[[torch.Tensor, int, "Phase"], torch.Tensor]
+SyncFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of the optimisation.
+
+    Attributes
+    ----------
+    n_iter
+        Number of iterations of this phase.
+    exaggeration
+        Multiplier of the attractive term.
+    momentum
+        SGD momentum for this phase (``None`` keeps the optimiser's own setting).
+    lr_decay
+        ``'none'`` or ``'linear'`` (during this phase the learning rate follows a linear
+        decay to 0 over the whole schedule, as in UMAP).
+    check_convergence
+        Whether the gradient-norm stopping rule applies in this phase.
+    """
+
+    n_iter: int
+    exaggeration: float = 1.0
+    momentum: float | None = None
+    lr_decay: str = "none"
+    check_convergence: bool = True
+
+
+@dataclass
+class OptimizeResult:
+    """What the loop returns."""
+
+    embedding: torch.Tensor
+    n_iter: int
+    converged: bool
+    elapsed_s: float
+    grad_norms: list[float] = field(default_factory=list)
+
+
+def build_optimizer(
+    name: str | type[torch.optim.Optimizer],
+    param: torch.Tensor,
+    lr: float,
+    kwargs: dict[str, Any] | None,
+) -> torch.optim.Optimizer:
+    """Instantiate a torch optimiser given by name (``'SGD'``, ``'Adam'`` ...) or class."""
+    if isinstance(name, str):
+        cls = getattr(torch.optim, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            names = sorted(
+                k
+                for k, v in vars(torch.optim).items()
+                if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and k[0].isupper()
+                and k != "Optimizer"
+            )
+            shown = ", ".join(repr(k) for k in names)
+            msg = f"`optimizer` must be one of {shown} or an Optimizer class; got {name!r}."
+            raise ValueError(msg)
+    else:
+        cls = name
+    return cls([param], lr=lr, **(kwargs or {}))
+
+
+def _decayed_lr(base_lr: float, it_total: int, n_total: int) -> float:
+    """Linear decay to 0 over the whole schedule (UMAP's rule)."""
+    return base_lr * (1.0 - it_total / n_total)
+
+
+def optimize(
+    z0: torch.Tensor,
+    gradient: GradientFn,
+    phases: Sequence[Phase],
+    *,
+    lr: float,
+    optimizer: str | type[torch.optim.Optimizer] = "SGD",
+    optimizer_kwargs: dict[str, Any] | None = None,
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    min_grad_norm: float = 1e-7,
+    check_interval: int = 50,
+    sync: SyncFn | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> OptimizeResult:
+    """Run the phases on ``z0`` and return the final embedding.
+
+    Parameters
+    ----------
+    z0
+        Initial embedding ``(n, d)``; not modified.
+    gradient
+        ``gradient(z, global_iteration, phase) -> grad`` of this process's rows.
+    phases
+        The schedule.
+    lr
+        Base learning rate.
+    optimizer, optimizer_kwargs
+        A ``torch.optim`` optimiser (name or class) and its arguments.
+    scheduler
+        Optional factory ``scheduler(optimizer)`` of a torch LR scheduler, stepped every
+        iteration (phases with ``lr_decay='linear'`` set the rate themselves instead).
+    min_grad_norm
+        Stop when the gradient norm falls below this (checked every ``check_interval``
+        iterations in phases with ``check_convergence``).
+    sync
+        Sums gradients across processes (``None`` on one device).
+    progress
+        Called with the number of iterations done since the last call.
+    """
+    start = time.perf_counter()
+    z = z0.detach().clone()
+    opt = build_optimizer(optimizer, z, lr, optimizer_kwargs)
+    sched = scheduler(opt) if scheduler is not None else None
+    it_total, converged, norms = 0, False, []
+    n_total = max(1, sum(p.n_iter for p in phases))
+    for phase in phases:
+        if phase.momentum is not None and "momentum" in opt.param_groups[0]:
+            opt.param_groups[0]["momentum"] = phase.momentum
+        for _ in range(phase.n_iter):
+            grad = gradient(z, it_total, phase)
+            if sync is not None:
+                grad = sync(grad)
+            if phase.lr_decay != "none":
+                opt.param_groups[0]["lr"] = _decayed_lr(lr, it_total, n_total)
+            z.grad = grad
+            opt.step()
+            if sched is not None and phase.lr_decay == "none":
+                sched.step()
+            it_total += 1
+            if it_total % check_interval == 0:
+                if progress is not None:
+                    progress(check_interval)
+                norm = float(torch.linalg.vector_norm(grad))
+                norms.append(norm)
+                logger.debug("iteration %d: gradient norm %.3e", it_total, norm)
+                if phase.check_convergence and norm < min_grad_norm:
+                    converged = True
+                    break
+        if converged:
+            break
+    z.grad = None
+    if progress is not None and it_total % check_interval:
+        progress(it_total % check_interval)
+    return OptimizeResult(z.detach(), it_total, converged, time.perf_counter() - start, norms)

@@ -1,0 +1,24 @@
+"""sklearn-style neighbor-embedding estimators."""
+
+from ._base import Embedder
+from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
+from .pca import PCA
+from .sampled import UMAP, InfoTSNE, LargeVis, find_ab_params
+from .tsne import SNE, TSNE
+from .tsnekhorn import TSNEkhorn
+
+__all__ = [
+    "PCA",
+    "SNE",
+    "TSNE",
+    "UMAP",
+    "AffinityMatcher",
+    "Embedder",
+    "GaussianKernel",
+    "InfoTSNE",
+    "LargeVis",
+    "NeighborEmbedding",
+    "StudentKernel",
+    "TSNEkhorn",
+    "find_ab_params",
+]

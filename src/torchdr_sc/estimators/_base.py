@@ -1,0 +1,340 @@
+"""Shared base of the neighbor-embedding estimators.
+
+Parameters are declared once, as dataclass fields of :class:`Embedder`; a method declares
+only its own parameters (or a different default) in its subclass. sklearn's ``get_params``,
+``set_params`` and ``clone`` work because the dataclass ``__init__`` lists every field.
+
+``fit_transform`` runs the same pipeline for every method::
+
+    check parameters -> data to tensor -> kNN -> input affinity P -> init -> optimise
+
+and records ``timings_`` (seconds per stage), ``affinity_in_`` (the sparse P, reusable),
+``n_iter_`` and ``embedding_``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from .._device import as_float_tensor, make_generator, resolve_device, to_output
+from .._logging import get_logger, verbosity
+from .._validation import check_enough_samples, check_number, check_option
+from ..distributed import DistContext, resolve_distributed
+from ..embed.init import INIT_NAMES, initialize
+from ..embed.loop import OptimizeResult
+from ..graph import KNNGraph, SparseAffinity
+
+logger = get_logger(__name__)
+
+BACKENDS = ("auto", "torch", "faiss", "keops", None)
+METRICS_IN = ("sqeuclidean", "euclidean", "cosine", "manhattan")
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class Embedder(BaseEstimator):
+    """Parameters and pipeline shared by every neighbor embedding.
+
+    Parameters
+    ----------
+    n_components
+        Dimension of the embedding.
+    lr
+        Learning rate, or ``'auto'`` (method-specific rule).
+    optimizer
+        Name of a ``torch.optim`` optimiser or an optimiser class.
+    optimizer_kwargs
+        Arguments of the optimiser; ``'auto'`` sets SGD momentum per phase (0.5 during early
+        exaggeration, then 0.8) for the t-SNE family and no momentum for UMAP-style SGD.
+    scheduler
+        Name of a ``torch.optim.lr_scheduler`` class, a class, or ``None``. UMAP-style
+        methods decay the rate linearly by default (``scheduler='linear'``).
+    scheduler_kwargs
+        Arguments of the scheduler.
+    init
+        ``'pca'``, ``'spectral'``, ``'normal'`` (``'random'``) or an array ``(n, n_components)``.
+    init_scaling
+        Standard deviation of the first coordinate of the initial embedding.
+    max_iter
+        Number of iterations (epochs for negative-sampling methods); ``None``: method default.
+    min_grad_norm
+        Stop when the gradient norm falls below this (checked every ``check_interval``).
+    early_exaggeration_coeff, early_exaggeration_iter
+        Multiplier of the attraction and length of the first phase.
+    metric_in
+        Metric of the input space: 'sqeuclidean', 'euclidean', 'cosine' or 'manhattan'.
+    metric_out
+        Metric of the embedding space (only 'sqeuclidean').
+    tol_affinity, max_iter_affinity
+        Precision and iterations of the affinity calibration.
+    sparsity
+        Compute P on a kNN graph (``True``) - the only mode of the sparse methods.
+    device
+        ``'auto'`` (torch input keeps its device, otherwise CUDA when available), 'cpu', 'cuda'.
+    backend
+        kNN backend: 'auto', 'torch' (``None`` is the same), 'faiss' or 'keops'.
+    random_state
+        Seed (int), numpy RandomState / Generator, or ``None``.
+    verbose
+        Log progress on stderr.
+    check_interval
+        Iterations between convergence checks and progress updates.
+    compile
+        Accepted for TorchDR compatibility; the closed-form gradients need no compilation.
+    distributed
+        'auto' (use an initialised torch.distributed group), True (require one) or False.
+    progress_bar
+        Show a tqdm progress bar over the optimisation.
+    """
+
+    n_components: int = 2
+    lr: float | str = "auto"
+    optimizer: Any = "SGD"
+    optimizer_kwargs: Any = "auto"
+    scheduler: Any = None
+    scheduler_kwargs: dict | None = None
+    init: Any = "pca"
+    init_scaling: float = 1e-4
+    max_iter: int | None = None
+    min_grad_norm: float = 1e-7
+    early_exaggeration_coeff: float | None = None
+    early_exaggeration_iter: int | None = None
+    metric_in: str = "sqeuclidean"
+    metric_out: str = "sqeuclidean"
+    tol_affinity: float = 1e-5
+    max_iter_affinity: int = 200
+    sparsity: bool = True
+    device: Any = "auto"
+    backend: str | None = "auto"
+    random_state: Any = None
+    verbose: bool = False
+    check_interval: int = 50
+    compile: bool = False
+    distributed: Any = "auto"
+    progress_bar: bool = False
+
+    # ---- to be provided by subclasses -------------------------------------------------
+    def _check_method_params(self) -> None:
+        """Validate the method's own parameters."""
+
+    def _neighbours_needed(self) -> int:
+        """Neighbours (self excluded) needed from the kNN graph."""
+        raise NotImplementedError
+
+    def _min_samples_text(self) -> str:
+        raise NotImplementedError
+
+    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
+        raise NotImplementedError
+
+    def affinity_params(self) -> dict[str, Any]:
+        """Parameters that determine the input affinity (the cache key of the AnnData layer)."""
+        raise NotImplementedError
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        raise NotImplementedError
+
+    def _default_init_scaling(self) -> float:
+        return self.init_scaling
+
+    # ---- validation -------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Validate every parameter; raises before any data is touched."""
+        check_number("n_components", self.n_components, kind=int, low=1, closed="left")
+        if isinstance(self.lr, str):
+            check_option("lr", self.lr, ["auto"])
+        else:
+            check_number("lr", self.lr, low=0)
+        if self.max_iter is not None:
+            check_number("max_iter", self.max_iter, kind=int, low=1, closed="left")
+        check_number("min_grad_norm", self.min_grad_norm, low=0, closed="left")
+        check_number("init_scaling", self.init_scaling, low=0)
+        check_number("check_interval", self.check_interval, kind=int, low=1, closed="left")
+        if self.early_exaggeration_coeff is not None:
+            check_number("early_exaggeration_coeff", self.early_exaggeration_coeff, low=0)
+        if self.early_exaggeration_iter is not None:
+            check_number(
+                "early_exaggeration_iter", self.early_exaggeration_iter, kind=int, low=0,
+                closed="left",
+            )
+        check_option("backend", self.backend, BACKENDS)
+        check_option("metric_in", self.metric_in, METRICS_IN)
+        check_option("metric_out", self.metric_out, ["sqeuclidean"])
+        check_option("distributed", self.distributed, ["auto", True, False])
+        if isinstance(self.init, str):
+            check_option("init", self.init, INIT_NAMES)
+        if isinstance(self.optimizer, str):
+            from ..embed.loop import build_optimizer
+
+            build_optimizer(self.optimizer, torch.zeros(1), 1.0, None)
+        self._check_method_params()
+
+    def _check_data(self, n: int) -> None:
+        check_enough_samples(n, self._neighbours_needed_for(n), self._min_samples_text())
+        if not isinstance(self.init, str):
+            shape = tuple(np.shape(self.init))
+            if shape != (n, self.n_components):
+                msg = (
+                    f"`init` array must have shape (n_samples, n_components) = "
+                    f"({n}, {self.n_components}); got {shape}."
+                )
+                raise ValueError(msg)
+
+    def _neighbours_needed_for(self, n: int) -> int:
+        return self._neighbours_needed()
+
+    # ---- pipeline ---------------------------------------------------------------------
+    def fit(self, X: Any = None, y: Any = None, **kwargs: Any) -> Embedder:
+        """Compute the embedding (see :meth:`fit_transform`) and return the estimator."""
+        self.fit_transform(X, y, **kwargs)
+        return self
+
+    def fit_transform(
+        self,
+        X: Any = None,
+        y: Any = None,
+        *,
+        affinity: SparseAffinity | None = None,
+        knn: KNNGraph | None = None,
+    ) -> Any:
+        """Embed ``X`` and return the embedding in the format of ``X``.
+
+        Parameters
+        ----------
+        X
+            Data ``(n_samples, n_features)``: numpy array (-> numpy float32 out) or torch
+            tensor (-> tensor on its device). May be ``None`` when ``affinity`` or ``knn``
+            is given and ``init`` does not need the data.
+        y
+            Ignored (sklearn compatibility).
+        affinity
+            A precomputed input affinity (e.g. read back from ``adata.obsp``): skips the
+            kNN search and the affinity computation.
+        knn
+            A precomputed kNN graph (e.g. scanpy's ``obsp['distances']``): skips the search.
+        """
+        self._check_params()
+        with verbosity(self.verbose):
+            z = self._fit(X, affinity, knn)
+        return to_output(z, X if X is not None else np.empty((0, 0), np.float32))
+
+    def _prepare_input(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None):
+        if X is not None:
+            device = resolve_device(self.device, X)
+            x = as_float_tensor(X, device=device)
+            n = x.shape[0]
+        else:
+            source = affinity if affinity is not None else knn
+            if source is None:
+                msg = "fit_transform needs `X`, or a precomputed `affinity` or `knn`."
+                raise ValueError(msg)
+            device = resolve_device(self.device, None)
+            x, n = None, source.n if affinity is not None else knn.n_samples
+        self._check_data(n)
+        return x, n, device
+
+    def _fit(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None) -> torch.Tensor:
+        x, n, device = self._prepare_input(X, affinity, knn)
+        self._run_device = device
+        ctx = resolve_distributed(self.distributed, n)
+        dtype = x.dtype if x is not None else torch.float32
+        timings = {"knn": 0.0, "affinity": 0.0, "optimize": 0.0, "init": 0.0}
+        if affinity is None:
+            affinity, knn = self._input_affinity(x, knn, ctx, timings)
+        else:
+            affinity = affinity.to(device)
+            if affinity.n != n:
+                msg = f"`affinity` is for {affinity.n} samples but the data has {n} rows."
+                raise ValueError(msg)
+        t0 = time.perf_counter()
+        init_gen = make_generator(self.random_state, device)
+        z0 = initialize(
+            self.init, x=x, n=n, n_components=self.n_components,
+            scaling=self._default_init_scaling(), generator=init_gen, device=device,
+            dtype=dtype, affinity=affinity,
+        )
+        timings["init"] = time.perf_counter() - t0
+        opt_gen = make_generator(self.random_state, device)
+        if ctx.active:  # different negatives on every rank, same init everywhere
+            opt_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=opt_gen)) + ctx.rank)
+        result = self._optimize(z0, affinity, ctx, opt_gen)
+        timings["optimize"] = result.elapsed_s
+        self.affinity_in_ = affinity
+        self.knn_ = knn
+        self.embedding_ = result.embedding
+        self.n_iter_ = result.n_iter
+        self.converged_ = result.converged
+        self.timings_ = timings
+        return result.embedding
+
+    def _input_affinity(
+        self, x: torch.Tensor | None, knn: KNNGraph | None, ctx: DistContext, timings: dict
+    ) -> tuple[SparseAffinity, KNNGraph | None]:
+        """Compute P from the data (dense methods) or from a kNN graph (searched if needed)."""
+        dense = getattr(self, "_affinity_from_data", None)
+        t0 = time.perf_counter()
+        if dense is not None:
+            if x is None:
+                msg = f"{type(self).__name__} computes its affinity from the data: pass `X`."
+                raise ValueError(msg)
+            affinity = dense(x)
+        else:
+            if knn is None:
+                knn = self._search_knn(x, ctx)
+            else:
+                knn = _convert_metric(knn.to(self._run_device), self.metric_in)
+            timings["knn"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            affinity = self._affinity_from_knn(knn)
+        timings["affinity"] = time.perf_counter() - t0
+        logger.info("input affinity: %d edges (%.2fs)", affinity.nnz, timings["affinity"])
+        return affinity, knn
+
+    def _search_knn(self, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
+        from ..knn import knn as knn_search
+
+        n = x.shape[0]
+        k = min(self._neighbours_needed_for(n), n - 1)
+        if not ctx.active:
+            return knn_search(x, k, backend=self.backend, metric=self.metric_in)
+        rows = x[ctx.shard.start : ctx.shard.stop]
+        local = knn_search(x, k + 1, backend=self.backend, metric=self.metric_in, query=rows)
+        idx, dist = _drop_self(local, ctx.shard.start, k)
+        idx = ctx.all_gather_rows(idx, n)
+        dist = ctx.all_gather_rows(dist, n)
+        return KNNGraph(idx, dist, local.metric)
+
+
+def _drop_self(graph: KNNGraph, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove each query row's own index from a (k + 1)-NN result of rows ``offset + i``."""
+    idx, dist = graph.indices, graph.distances
+    own = torch.arange(idx.shape[0], device=idx.device)[:, None] + offset
+    is_self = idx == own
+    # rows where self is absent (duplicates): drop the farthest entry instead
+    missing = ~is_self.any(1)
+    is_self[missing, -1] = True
+    keep = ~is_self
+    # the first self occurrence only: rows have exactly one True after the fix above
+    return idx[keep].reshape(-1, k), dist[keep].reshape(-1, k)
+
+
+def _convert_metric(knn: KNNGraph, metric: str) -> KNNGraph:
+    """Express a given kNN graph in ``metric`` (euclidean <-> sqeuclidean only)."""
+    if knn.metric == metric:
+        return knn
+    if (knn.metric, metric) == ("euclidean", "sqeuclidean"):
+        return KNNGraph(knn.indices, knn.distances.square(), metric)
+    if (knn.metric, metric) == ("sqeuclidean", "euclidean"):
+        return KNNGraph(knn.indices, knn.distances.clamp_min(0).sqrt(), metric)
+    msg = (
+        f"The given kNN graph uses metric {knn.metric!r} but `metric_in` is {metric!r}; "
+        "recompute the graph with the same metric."
+    )
+    raise ValueError(msg)

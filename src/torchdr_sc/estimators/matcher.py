@@ -1,0 +1,189 @@
+"""Generic, autograd-based embeddings from an input affinity and an output kernel.
+
+These are the flexible (and dense, so small-n) counterparts of the specialised estimators:
+any input affinity object and any differentiable output kernel can be matched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._validation import check_option
+from ..distributed import DistContext
+from ..embed.loop import OptimizeResult, optimize
+from ..graph import KNNGraph, SparseAffinity
+from ._base import Embedder
+from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
+from .tsnekhorn import MAX_DENSE_SAMPLES
+
+LOSSES = ("cross_entropy", "kl", "square_loss")
+
+
+def _sqdist(z: torch.Tensor) -> torch.Tensor:
+    sq = (z * z).sum(1)
+    return (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class StudentKernel:
+    """Output kernel ``(1 + |z_i - z_j|^2 / dof)^{-(dof + 1) / 2}`` (diagonal 0).
+
+    Parameters
+    ----------
+    degrees_of_freedom
+        1 gives the Cauchy kernel of t-SNE.
+    """
+
+    degrees_of_freedom: float = 1.0
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Dense kernel matrix of ``z``."""
+        nu = self.degrees_of_freedom
+        k = (1.0 + _sqdist(z) / nu).pow(-(nu + 1) / 2)
+        return k * (1.0 - torch.eye(z.shape[0], dtype=z.dtype, device=z.device))
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class GaussianKernel:
+    """Output kernel ``exp(-|z_i - z_j|^2 / sigma)`` (diagonal 0)."""
+
+    sigma: float = 1.0
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Dense kernel matrix of ``z``."""
+        k = torch.exp(-_sqdist(z) / self.sigma)
+        return k * (1.0 - torch.eye(z.shape[0], dtype=z.dtype, device=z.device))
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class AffinityMatcher(Embedder):
+    """Match an input affinity P with an output affinity Q = ``affinity_out(Z)``.
+
+    Minimises ``loss_fn(P, Q)`` by autograd on dense ``n x n`` matrices (small n only):
+    ``'cross_entropy'`` ``-sum P log Q``, ``'kl'`` ``sum P log(P / Q) - P + Q``,
+    ``'square_loss'`` ``sum (P - Q)^2``. P is normalised to sum to 1.
+
+    Parameters
+    ----------
+    affinity_in
+        Callable on the data returning a dense tensor or a
+        :class:`~torchdr_sc.graph.SparseAffinity` (e.g. ``EntropicAffinity(perplexity=30)``).
+    affinity_out
+        Differentiable callable on the embedding returning a dense ``(n, n)`` tensor
+        (e.g. :class:`StudentKernel`).
+    kwargs_affinity_out
+        Extra keyword arguments of ``affinity_out``.
+    loss_fn
+        One of 'cross_entropy', 'kl', 'square_loss'.
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    affinity_in: Any = None
+    affinity_out: Any = None
+    kwargs_affinity_out: dict | None = None
+    loss_fn: str = "cross_entropy"
+    optimizer: Any = "Adam"
+    lr: float | str = 0.1
+    init_scaling: float = 1.0
+    early_exaggeration_coeff: float | None = 1.0
+    early_exaggeration_iter: int | None = 0
+
+    def _check_method_params(self) -> None:
+        if not callable(self.affinity_in) or not callable(self.affinity_out):
+            msg = "`affinity_in` and `affinity_out` must be callables (affinity objects)."
+            raise TypeError(msg)
+        check_option("loss_fn", self.loss_fn, LOSSES)
+
+    def _check_data(self, n: int) -> None:
+        if n > MAX_DENSE_SAMPLES:
+            msg = f"{type(self).__name__} is dense and supports at most {MAX_DENSE_SAMPLES} samples; got {n}."
+            raise ValueError(msg)
+        if n < 2:
+            msg = f"At least 2 samples are needed for a neighbor embedding; got {n}."
+            raise ValueError(msg)
+
+    def affinity_params(self) -> dict[str, Any]:
+        """Parameters that determine P."""
+        return {"affinity": repr(self.affinity_in)}
+
+    def _affinity_from_data(self, x: torch.Tensor) -> SparseAffinity:
+        p = self.affinity_in(x)
+        if isinstance(p, SparseAffinity):
+            return p
+        return SparseAffinity.from_dense(p.to(x.dtype))
+
+    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:  # pragma: no cover
+        raise NotImplementedError
+
+    def _auto_lr(self, n: int) -> float:
+        return 0.1
+
+    def _loss(self, p: torch.Tensor, q: torch.Tensor, exaggeration: float) -> torch.Tensor:
+        if self.loss_fn == "square_loss":
+            return ((exaggeration * p - q) ** 2).sum()
+        q = q / q.sum()
+        log_q = torch.log(q.clamp_min(1e-30))
+        if self.loss_fn == "cross_entropy":
+            return -(exaggeration * p * log_q).sum()
+        return (p * (torch.log(p.clamp_min(1e-30)) - log_q)).sum() * exaggeration
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        max_iter = self.max_iter or 1000
+        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
+        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
+        phases = exaggeration_phases(
+            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
+            momentum=momenta, lr_decay=decay,
+        )
+        p = P.to(dtype=z0.dtype).to_dense()
+        p = p / p.sum()
+        extra = self.kwargs_affinity_out or {}
+
+        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+            zz = z.detach().requires_grad_(True)
+            loss = self._loss(p, self.affinity_out(zz, **extra), phase.exaggeration)
+            return torch.autograd.grad(loss, zz)[0]
+
+        lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
+        return optimize(
+            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
+            scheduler=factory, min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval,
+        )
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class NeighborEmbedding(AffinityMatcher):
+    """Neighbor embedding ``min_Z -lambda sum P log Q + log sum Q`` (TorchDR's formulation).
+
+    ``Q = affinity_out(Z)`` is the unnormalised output kernel; the repulsion is the global
+    normaliser ``log sum_ij Q_ij`` and ``lambda`` is the early-exaggeration coefficient during
+    the first ``early_exaggeration_iter`` iterations. With ``EntropicAffinity`` in and
+    :class:`StudentKernel` out this is t-SNE computed by autograd (dense, small n).
+
+    Parameters
+    ----------
+    affinity_in, affinity_out, kwargs_affinity_out
+        As in :class:`AffinityMatcher`.
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    optimizer: Any = "SGD"
+    lr: float | str = "auto"
+    init_scaling: float = 1e-4
+    early_exaggeration_coeff: float | None = 12.0
+    early_exaggeration_iter: int | None = 250
+
+    def _loss(self, p: torch.Tensor, q: torch.Tensor, exaggeration: float) -> torch.Tensor:
+        p = (p + p.T) / 2
+        return -(exaggeration * p * torch.log(q.clamp_min(1e-30))).sum() + torch.log(q.sum())
+
+    def _auto_lr(self, n: int) -> float:
+        return max(n / (4.0 * (self.early_exaggeration_coeff or 1.0)), 50.0)

@@ -1,0 +1,63 @@
+"""Principal component analysis in torch (used for ``init='pca'`` and as an estimator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .._device import as_float_tensor, resolve_device, to_output
+from .._validation import check_number
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class PCA(TransformerMixin, BaseEstimator):
+    """PCA by an eigen-decomposition of the covariance (exact), in torch.
+
+    Parameters
+    ----------
+    n_components
+        Number of components kept.
+    device
+        'auto' (torch input keeps its device, otherwise CUDA when available), 'cpu', 'cuda'.
+
+    Attributes
+    ----------
+    mean_
+        Feature means ``(n_features,)``.
+    components_
+        Principal axes ``(n_components, n_features)``, signs made deterministic.
+    explained_variance_
+        Variance along each component.
+    """
+
+    n_components: int = 2
+    device: Any = "auto"
+
+    def fit(self, X: Any, y: Any = None) -> PCA:
+        """Learn the principal axes of ``X``."""
+        check_number("n_components", self.n_components, kind=int, low=1, closed="left")
+        x = as_float_tensor(X, device=resolve_device(self.device, X))
+        if self.n_components > x.shape[1]:
+            msg = f"`n_components` ({self.n_components}) must be at most n_features ({x.shape[1]})."
+            raise ValueError(msg)
+        self.mean_ = x.mean(0)
+        xc = x - self.mean_
+        evals, evecs = torch.linalg.eigh((xc.T @ xc).double() / max(1, x.shape[0] - 1))
+        order = torch.argsort(evals, descending=True)[: self.n_components]
+        comps = evecs[:, order].T.to(x.dtype)
+        signs = torch.sign(comps[torch.arange(comps.shape[0]), comps.abs().argmax(1)])
+        self.components_ = comps * signs[:, None]
+        self.explained_variance_ = evals[order].to(x.dtype)
+        return self
+
+    def transform(self, X: Any) -> Any:
+        """Project ``X`` on the principal axes."""
+        x = as_float_tensor(X, device=self.mean_.device, dtype=self.mean_.dtype)
+        return to_output((x - self.mean_) @ self.components_.T, X)
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """Fit and project ``X``."""
+        return self.fit(X).transform(X)

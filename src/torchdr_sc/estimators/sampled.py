@@ -1,0 +1,233 @@
+"""Negative-sampling embeddings: UMAP, LargeVis and InfoTSNE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_number
+from ..distributed import DistContext
+from ..embed.loop import OptimizeResult, optimize
+from ..embed.sampled import EdgeSchedule, SampledKernel, draw_negatives, sampled_gradient
+from ..graph import KNNGraph, SparseAffinity
+from ._base import Embedder
+from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
+from .tsne import _PerplexityMixin, _progress
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class _SampledEmbedder(Embedder):
+    """UMAP-style stochastic optimisation with edge sampling and negative samples.
+
+    Defaults follow umap-learn: plain SGD, learning rate 1 decaying linearly to 0, 500
+    epochs below 10,000 samples and 200 above.
+    """
+
+    n_negatives: int = 5
+    lr: float | str = 1.0
+    scheduler: Any = "linear"
+    init_scaling: float = 1.0
+    early_exaggeration_coeff: float | None = 1.0
+    early_exaggeration_iter: int | None = 0
+    discard_NNs: bool = False
+
+    def _kernel(self) -> SampledKernel:
+        raise NotImplementedError
+
+    def _check_sampled_params(self) -> None:
+        check_number("n_negatives", self.n_negatives, kind=int, low=1, closed="left")
+
+    def _default_max_iter(self, n: int) -> int:
+        return 500 if n <= 10_000 else 200
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        n = z0.shape[0]
+        max_iter = self.max_iter or self._default_max_iter(n)
+        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.0, 0.0))
+        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
+        phases = exaggeration_phases(
+            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
+            momentum=momenta, lr_decay=decay,
+        )
+        schedule = EdgeSchedule(P, (ctx.shard.start, ctx.shard.stop) if ctx.active else None)
+        kernel, m, discard = self._kernel(), int(self.n_negatives), self.discard_NNs
+
+        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+            heads, tails = schedule.active(it)
+            negs = draw_negatives(n, heads.shape[0], m, gen, z.device)
+            if discard:  # a negative equal to the positive is redrawn once
+                same = negs == tails[:, None]
+                negs = torch.where(same, (negs + 1) % n, negs)
+            return sampled_gradient(z, heads, tails, negs, kernel, phase.exaggeration)
+
+        lr = 1.0 if self.lr == "auto" else float(self.lr)
+        return optimize(
+            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
+            scheduler=factory, min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval, sync=ctx.sync if ctx.active else None,
+            progress=_progress(self, max_iter),
+        )
+
+
+@lru_cache(maxsize=64)
+def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
+    """Fit UMAP's ``a, b`` so that ``1 / (1 + a x^{2b})`` matches the target curve.
+
+    The target is 1 for ``x < min_dist`` and ``exp(-(x - min_dist) / spread)`` beyond, on
+    ``x`` in ``[0, 3 spread]`` (McInnes et al. 2018, section 4).
+    """
+    from scipy.optimize import curve_fit
+
+    x = np.linspace(0, spread * 3, 300)
+    y = np.where(x < min_dist, 1.0, np.exp(-(x - min_dist) / spread))
+
+    def curve(x: np.ndarray, a: float, b: float) -> np.ndarray:
+        return 1.0 / (1.0 + a * x ** (2 * b))
+
+    (a, b), _ = curve_fit(curve, x, y, p0=(1.0, 1.0), maxfev=10_000)
+    return float(a), float(b)
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class UMAP(_SampledEmbedder):
+    """UMAP (McInnes, Healy & Melville 2018).
+
+    Input affinity: :class:`~torchdr_sc.affinity.UMAPAffinity` (fuzzy simplicial set on the
+    ``n_neighbors`` graph, fuzzy union). Embedding kernel ``q = 1 / (1 + a d^{2b})``; loss
+    ``-sum P log q - sum_{neg} log(1 - q)`` with ``n_negatives`` negatives per sampled edge.
+
+    Parameters
+    ----------
+    n_neighbors
+        Size of the neighbourhood, counting the point itself (umap-learn's convention).
+    min_dist, spread
+        Shape of the embedding kernel; ``a`` and ``b`` are fitted from them unless given.
+    a, b
+        Embedding kernel parameters.
+    n_negatives
+        Negative samples per sampled edge (umap-learn's ``negative_sample_rate``).
+    repulsion_strength
+        Weight of the repulsive term (umap-learn's ``repulsion_strength``).
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    spread: float = 1.0
+    a: float | None = None
+    b: float | None = None
+    repulsion_strength: float = 1.0
+
+    def _check_method_params(self) -> None:
+        check_number("n_neighbors", self.n_neighbors, kind=int, low=2, closed="left")
+        check_number("spread", self.spread, low=0)
+        check_number("min_dist", self.min_dist, low=0, high=self.spread, closed="left")
+        for name in ("a", "b"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), low=0)
+        check_number("repulsion_strength", self.repulsion_strength, low=0, closed="left")
+        self._check_sampled_params()
+
+    def _neighbours_needed(self) -> int:
+        return int(self.n_neighbors) - 1
+
+    def _min_samples_text(self) -> str:
+        return f"n_neighbors ({self.n_neighbors})"
+
+    def _check_data(self, n: int) -> None:
+        if n >= 2 and self.n_neighbors > n:
+            msg = f"n_neighbors ({self.n_neighbors}) must not exceed the number of samples ({n})."
+            raise ValueError(msg)
+        super()._check_data(n)
+
+    def _neighbours_needed_for(self, n: int) -> int:
+        return min(int(self.n_neighbors) - 1, n - 1)
+
+    def ab(self) -> tuple[float, float]:
+        """The embedding kernel's ``(a, b)``."""
+        if self.a is not None and self.b is not None:
+            return float(self.a), float(self.b)
+        a, b = find_ab_params(float(self.spread), float(self.min_dist))
+        return (float(self.a) if self.a is not None else a, float(self.b) if self.b is not None else b)
+
+    def _kernel(self) -> SampledKernel:
+        a, b = self.ab()
+        return SampledKernel("umap", a=a, b=b, repulsion=self.repulsion_strength, clip=4.0)
+
+    def affinity_params(self) -> dict[str, Any]:
+        """Parameters that determine P."""
+        metric = "euclidean" if self.metric_in in ("sqeuclidean", "euclidean") else self.metric_in
+        return {"affinity": "UMAPAffinity", "n_neighbors": int(self.n_neighbors), "metric": metric}
+
+    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
+        from ..affinity import UMAPAffinity
+
+        return UMAPAffinity(n_neighbors=self.n_neighbors, metric=self.metric_in).from_knn(
+            knn.truncate(min(knn.k, self._neighbours_needed_for(knn.n_samples)))
+        )
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class LargeVis(_PerplexityMixin, _SampledEmbedder):
+    """LargeVis (Tang et al. 2016).
+
+    Input affinity: symmetrised :class:`~torchdr_sc.affinity.EntropicAffinity`; embedding
+    kernel ``q = 1 / (1 + d^2)``; loss ``-sum P log q - gamma sum_{neg} log(1 - q)`` with
+    ``n_negatives`` negatives per sampled edge.
+
+    Parameters
+    ----------
+    perplexity
+        Effective number of neighbours of the entropic affinity.
+    repulsion_strength
+        ``gamma``, the weight of the negative term.
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    repulsion_strength: float = 1.0
+
+    def _check_method_params(self) -> None:
+        self._check_perplexity()
+        check_number("repulsion_strength", self.repulsion_strength, low=0, closed="left")
+        self._check_sampled_params()
+
+    def _kernel(self) -> SampledKernel:
+        return SampledKernel("largevis", repulsion=self.repulsion_strength, clip=5.0)
+
+    def affinity_params(self) -> dict[str, Any]:
+        """Parameters that determine P (shared with TSNE and InfoTSNE)."""
+        return {"affinity": "EntropicAffinity", "perplexity": float(self.perplexity),
+                "metric": self.metric_in, "symmetrize": "mean"}
+
+    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
+        return self._entropic(knn).symmetrize("mean")
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class InfoTSNE(LargeVis):
+    """InfoNC-t-SNE (Damrich, Böhm, Hamprecht & Kobak 2023).
+
+    Input affinity: symmetrised :class:`~torchdr_sc.affinity.EntropicAffinity`; embedding
+    kernel ``q = 1 / (1 + d^2)``; per sampled edge ``(i, j)`` with negatives ``k``, loss
+    ``-log(q_ij / (q_ij + sum_k q_ik))`` - a contrastive estimate of the t-SNE loss.
+
+    Parameters
+    ----------
+    perplexity
+        Effective number of neighbours of the entropic affinity.
+    n_negatives
+        Negatives per sampled edge.
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    def _kernel(self) -> SampledKernel:
+        return SampledKernel("infonce", clip=4.0)

@@ -1,0 +1,105 @@
+"""TSNEkhorn: t-SNE with doubly stochastic (Sinkhorn) affinities on both sides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._validation import check_number
+from ..distributed import DistContext
+from ..embed.loop import OptimizeResult, optimize
+from ..graph import SparseAffinity
+from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
+from .tsne import _ExactEmbedder, _progress
+
+#: Largest n for which the dense n x n computations of TSNEkhorn are allowed.
+MAX_DENSE_SAMPLES = 15_000
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class TSNEkhorn(_ExactEmbedder):
+    """TSNEkhorn (Van Assel, Vayer, Flamary & Courty, SNEkhorn, NeurIPS 2023).
+
+    Input affinity: :class:`~torchdr_sc.affinity.SymmetricEntropicAffinity` (symmetric,
+    doubly stochastic, row entropies log(perplexity)). Embedding affinity: the Student
+    kernel ``(1 + |z_i - z_j|^2)^{-1}`` projected onto doubly stochastic matrices by
+    symmetric Sinkhorn iterations, warm-started at every step. The gradient uses the
+    envelope theorem (the Sinkhorn potentials are held fixed), which gives the loss
+    ``-sum P log K + sum Q`` of the TorchDR method table. Dense ``n x n`` computation:
+    at most :data:`MAX_DENSE_SAMPLES` samples.
+
+    Parameters
+    ----------
+    perplexity
+        Effective number of neighbours of the symmetric entropic affinity.
+    sinkhorn_iter
+        Sinkhorn iterations per optimisation step (warm-started).
+    **kwargs
+        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+    """
+
+    sinkhorn_iter: int = 5
+
+    def _check_method_params(self) -> None:
+        self._check_perplexity()
+        check_number("sinkhorn_iter", self.sinkhorn_iter, kind=int, low=1, closed="left")
+
+    def _check_data(self, n: int) -> None:
+        if n > MAX_DENSE_SAMPLES:
+            msg = (
+                f"TSNEkhorn works on dense n x n matrices and supports at most "
+                f"{MAX_DENSE_SAMPLES} samples; got {n}. Use TSNE, InfoTSNE or UMAP for larger data."
+            )
+            raise ValueError(msg)
+        super()._check_data(n)
+
+    def affinity_params(self) -> dict[str, Any]:
+        """Parameters that determine P."""
+        return {"affinity": "SymmetricEntropicAffinity", "perplexity": float(self.perplexity),
+                "metric": self.metric_in}
+
+    def _affinity_from_data(self, x: torch.Tensor) -> SparseAffinity:
+        from ..affinity import SymmetricEntropicAffinity
+
+        aff = SymmetricEntropicAffinity(
+            perplexity=self.perplexity, tol=self.tol_affinity, metric=self.metric_in,
+        )
+        dense = aff(x)
+        return SparseAffinity.from_dense(dense, threshold=0.0)
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        from ..affinity import log_sinkhorn_potentials
+
+        n = z0.shape[0]
+        max_iter = self.max_iter or 1000
+        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
+        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
+        phases = exaggeration_phases(
+            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
+            momentum=momenta, lr_decay=decay,
+        )
+        p_dense = P.to(dtype=z0.dtype).to_dense() / n
+        state: dict[str, torch.Tensor | None] = {"f": None}
+        eye = torch.eye(n, dtype=torch.bool, device=z0.device)
+
+        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+            sq = (z * z).sum(1)
+            d2 = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min_(0.0)
+            log_k = -torch.log1p(d2).masked_fill_(eye, 0.0)
+            log_k.masked_fill_(eye, float("-inf"))
+            f = log_sinkhorn_potentials(log_k, state["f"], self.sinkhorn_iter, 0.0)
+            state["f"] = f
+            q = torch.exp(f[:, None] + f[None, :] + log_k) / n
+            m = (phase.exaggeration * p_dense - q).mul_(torch.exp(log_k))
+            return 4.0 * (z * m.sum(1, keepdim=True) - m @ z)
+
+        lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
+        return optimize(
+            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
+            scheduler=factory, min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval, progress=_progress(self, max_iter),
+        )

@@ -1,0 +1,79 @@
+"""Embedding quality on real labelled data, against the established tools on the same data.
+
+10-NN label accuracy = mean 5-fold CV accuracy of a 10-NN classifier on the 2-D embedding.
+Targets (issue 2): UMAP >= umap-learn - 0.02; TSNE >= openTSNE - 0.02; InfoTSNE and LargeVis
+within 0.03 of the better of the two peers; TSNEkhorn >= 0.90 on digits.
+"""
+
+import numpy as np
+import pytest
+
+import torchdr_sc as tdr
+
+from .conftest import knn_accuracy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def peers(request):
+    """Peer accuracies per dataset, computed once."""
+    return {}
+
+
+def _peer_umap(x, labels):
+    umap = pytest.importorskip("umap")
+    z = umap.UMAP(random_state=0, n_jobs=1).fit_transform(x)
+    return knn_accuracy(z, labels)
+
+
+def _peer_opentsne(x, labels):
+    opentsne = pytest.importorskip("openTSNE")
+    z = np.asarray(opentsne.TSNE(random_state=0, n_jobs=2).fit(x))
+    return knn_accuracy(z, labels)
+
+
+def _peer(peers, dataset, name, data):
+    key = (dataset, name)
+    if key not in peers:
+        peers[key] = (_peer_umap if name == "umap" else _peer_opentsne)(*data)
+    return peers[key]
+
+
+@pytest.fixture(params=["digits", "pbmc"])
+def dataset(request):
+    return request.param, request.getfixturevalue(request.param)
+
+
+def test_umap_quality(dataset, peers):
+    name, (x, labels) = dataset
+    ours = knn_accuracy(tdr.UMAP(random_state=0).fit_transform(x), labels)
+    ref = _peer(peers, name, "umap", (x, labels))
+    print(f"{name}: UMAP {ours:.4f} vs umap-learn {ref:.4f}")
+    assert ours >= ref - 0.02
+
+
+def test_tsne_quality(dataset, peers):
+    name, (x, labels) = dataset
+    ours = knn_accuracy(tdr.TSNE(random_state=0).fit_transform(x), labels)
+    ref = _peer(peers, name, "opentsne", (x, labels))
+    print(f"{name}: TSNE {ours:.4f} vs openTSNE {ref:.4f}")
+    assert ours >= ref - 0.02
+
+
+@pytest.mark.parametrize("method", ["InfoTSNE", "LargeVis"])
+def test_sampled_methods_quality(dataset, peers, method):
+    name, (x, labels) = dataset
+    ours = knn_accuracy(getattr(tdr, method)(random_state=0).fit_transform(x), labels)
+    ref = max(_peer(peers, name, "umap", (x, labels)), _peer(peers, name, "opentsne", (x, labels)))
+    print(f"{name}: {method} {ours:.4f} vs best peer {ref:.4f}")
+    assert ours >= ref - 0.03
+
+
+def test_tsnekhorn_and_sne_on_digits(digits):
+    x, labels = digits
+    khorn = knn_accuracy(tdr.TSNEkhorn(random_state=0).fit_transform(x), labels)
+    sne = knn_accuracy(tdr.SNE(random_state=0).fit_transform(x), labels)
+    print(f"digits: TSNEkhorn {khorn:.4f}, SNE {sne:.4f}")
+    assert khorn >= 0.90
+    assert sne >= 0.80
