@@ -31,7 +31,6 @@ from .estimators import (
     TSNEkhorn,
 )
 from .graph import KNNGraph, SparseAffinity
-from .knn import knn
 
 try:
     __version__ = version("torchdr-sc")
@@ -59,5 +58,4 @@ __all__ = [
     "TSNEkhorn",
     "UMAPAffinity",
     "__version__",
-    "knn",
 ]

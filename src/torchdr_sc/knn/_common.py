@@ -1,0 +1,170 @@
+"""Pieces shared by every kNN backend: the registry record, exact re-ranking, self exclusion.
+
+Every backend selects candidate neighbours its own way (blockwise matmul, faiss index, keops
+reduction), then hands the candidates to :func:`finalize`, which recomputes their distances
+exactly from the coordinates in the data's dtype, clamps round-off at 0 and sorts each row.
+So all backends return distances in the same units and with the same accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..graph import METRICS, KNNGraph
+
+#: Upper bound, in bytes, of the temporaries a backend allocates at once on CPU (distance
+#: blocks, gathered neighbour coordinates): memory stays bounded whatever the sample count.
+BLOCK_BYTES = 256 * 2**20
+#: The same bound on GPU, where bigger blocks pay: exact torch search of 1M x 50 on an H100
+#: takes 20.5 s with 256 MiB blocks, 16.7 s with 1 GiB.
+CUDA_BLOCK_BYTES = 2**30
+
+
+def _always_available() -> None:
+    """Requirement check of a backend that needs no optional package."""
+
+
+@dataclass(frozen=True)
+class KNNBackend:
+    """A registered kNN backend.
+
+    Calling it runs the search: ``backend(X, k, metric=..., query=..., index=...,
+    nprobe=..., generator=...) -> KNNGraph``. Inputs are already validated by
+    :func:`torchdr_sc.knn.knn`.
+
+    Attributes
+    ----------
+    name
+        Registry name, e.g. ``'faiss'``.
+    search
+        The search function (signature above).
+    metrics
+        Metrics the backend supports.
+    require
+        Raises :class:`ImportError` (in the project style) when the backend's optional
+        package is missing; returns nothing otherwise.
+    """
+
+    name: str
+    search: Callable[..., KNNGraph]
+    metrics: tuple[str, ...] = METRICS
+    require: Callable[[], None] = field(default=_always_available)
+
+    def __call__(
+        self,
+        X: torch.Tensor,
+        k: int,
+        *,
+        metric: str = "sqeuclidean",
+        query: torch.Tensor | None = None,
+        index: str = "auto",
+        nprobe: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> KNNGraph:
+        """Run the search (see :func:`torchdr_sc.knn.knn` for the parameters)."""
+        return self.search(
+            X,
+            k,
+            metric=metric,
+            query=query,
+            index=index,
+            nprobe=nprobe,
+            generator=generator,
+        )
+
+    def is_available(self) -> bool:
+        """Whether the backend's optional package can be imported."""
+        try:
+            self.require()
+        except ImportError:
+            return False
+        return True
+
+
+def block_bytes(device: torch.device) -> int:
+    """Temporary-memory bound for a device (:data:`BLOCK_BYTES` / :data:`CUDA_BLOCK_BYTES`)."""
+    return CUDA_BLOCK_BYTES if device.type == "cuda" else BLOCK_BYTES
+
+
+def rows_per_block(n_cols: int, bytes_per_row_item: int, budget: int = BLOCK_BYTES) -> int:
+    """Number of rows of a ``(rows, n_cols)`` temporary that fit in ``budget`` bytes."""
+    return max(1, budget // max(1, n_cols * bytes_per_row_item))
+
+
+def normalize_rows(X: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero (cosine distance 1 to anything)."""
+    norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
+    return X / norms.clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def search_coordinates(
+    X: torch.Tensor, Q: torch.Tensor | None, metric: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates in which candidates are searched, for the data and the queries.
+
+    Cosine: rows normalised. Other metrics (translation invariant): centred on the mean of
+    ``X``, which keeps the matmul formula ``||x||^2 + ||y||^2 - 2 x.y`` well conditioned
+    for data far from the origin. ``Q=None`` (self search) returns ``X``'s coordinates twice.
+    """
+    if metric == "cosine":
+        Xs = normalize_rows(X)
+        return Xs, (Xs if Q is None else normalize_rows(Q))
+    mean = X.mean(dim=0, keepdim=True)
+    Xs = X - mean
+    return Xs, (Xs if Q is None else Q - mean)
+
+
+def exact_distances(
+    Q: torch.Tensor, X: torch.Tensor, indices: torch.Tensor, metric: str
+) -> torch.Tensor:
+    """Distances in ``metric`` units between ``Q[i]`` and ``X[indices[i, j]]``.
+
+    Computed directly from coordinate differences (no ``||x||^2 + ||y||^2 - 2 x.y``
+    cancellation), in chunks of rows bounded by :data:`BLOCK_BYTES`.
+    """
+    m, k = indices.shape
+    out = torch.empty((m, k), dtype=X.dtype, device=X.device)
+    step = rows_per_block(k * X.shape[1], X.element_size())
+    for s in range(0, m, step):
+        q = Q[s : s + step, None, :]
+        y = X[indices[s : s + step]]
+        if metric in ("sqeuclidean", "euclidean"):
+            d = (q - y).square_().sum(-1)
+            if metric == "euclidean":
+                d = d.sqrt_()
+        elif metric == "manhattan":
+            d = (q - y).abs_().sum(-1)
+        else:  # cosine: 1 - cos = ||q/|q| - y/|y|||^2 / 2 (accurate for close pairs)
+            qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+            yn = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+            tiny = torch.finfo(X.dtype).tiny
+            d = 0.5 * (q / qn.clamp_min(tiny) - y / yn.clamp_min(tiny)).square_().sum(-1)
+            zero = (qn == 0).squeeze(-1) | (yn == 0).squeeze(-1)
+            d = torch.where(zero, torch.ones((), dtype=d.dtype, device=d.device), d)
+        out[s : s + step] = d
+    return out.clamp_min_(0)
+
+
+def finalize(Q: torch.Tensor, X: torch.Tensor, indices: torch.Tensor, metric: str) -> KNNGraph:
+    """Exact distances of the candidate ``indices``, rows sorted by increasing distance."""
+    dist = exact_distances(Q, X, indices, metric)
+    dist, order = torch.sort(dist, dim=1, stable=True)
+    return KNNGraph(torch.gather(indices, 1, order), dist, metric)
+
+
+def drop_self(indices: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Remove each row's own index from ``k + 1`` sorted candidates, keeping ``k``.
+
+    Row ``r`` is sample ``start + r``. If the sample is among its candidates (the usual
+    case) that entry goes; otherwise (many exact duplicates) the farthest candidate goes,
+    so the result never holds the sample itself.
+    """
+    m, kp1 = indices.shape
+    rows = torch.arange(start, start + m, device=indices.device)[:, None]
+    is_self = indices == rows
+    missing = ~is_self.any(dim=1)
+    is_self[missing, -1] = True
+    return indices[~is_self].view(m, kp1 - 1)

@@ -1,0 +1,103 @@
+"""Exact kNN in plain torch, blockwise with bounded memory, on any device.
+
+Query rows are processed in blocks so that the ``(block, n)`` distance block stays under
+:func:`~torchdr_sc.knn._common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever
+``n``; the block buffer is allocated once and reused. Candidates are selected with
+``torch.topk`` on a matmul-based score and their distances are then recomputed exactly
+from the coordinates (see :func:`~torchdr_sc.knn._common.finalize`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..graph import KNNGraph
+from ._common import block_bytes, finalize, rows_per_block, search_coordinates
+
+
+def _scores(
+    q: torch.Tensor,
+    X: torch.Tensor,
+    sq_norms: torch.Tensor | None,
+    metric: str,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    """Block of scores whose ``k`` smallest (largest for cosine) per row are the neighbours.
+
+    Written into ``out`` (reused across blocks: fresh large allocations cost page faults
+    that, on CPU, take longer than the matmul itself).
+    """
+    if metric == "manhattan":
+        return torch.cdist(q, X, p=1.0)
+    if metric == "cosine":  # rows are normalised: largest q.x = smallest 1 - cos
+        return torch.mm(q, X.T, out=out)
+    # ||q - x||^2 - ||q||^2 = ||x||^2 - 2 q.x: same ranking, one fused call
+    return torch.addmm(sq_norms, q, X.T, beta=1.0, alpha=-2.0, out=out)
+
+
+def _select(
+    Qs: torch.Tensor,
+    Xs: torch.Tensor,
+    k: int,
+    sq_norms: torch.Tensor | None,
+    metric: str,
+    self_search: bool,
+) -> torch.Tensor:
+    """Indices of the ``k`` best scores of every query row, block by block."""
+    n, m = Xs.shape[0], Qs.shape[0]
+    step = max(1, min(m, rows_per_block(n, Xs.element_size(), block_bytes(Xs.device))))
+    largest = metric == "cosine"
+    fill = float("-inf") if largest else float("inf")
+    buffer = None
+    if metric != "manhattan":
+        buffer = torch.empty((step, n), dtype=Xs.dtype, device=Xs.device)
+    indices = torch.empty((m, k), dtype=torch.int64, device=Xs.device)
+    for s in range(0, m, step):
+        q = Qs[s : s + step]
+        out = None if buffer is None else buffer[: q.shape[0]]
+        scores = _scores(q, Xs, sq_norms, metric, out)
+        if self_search:  # entries (r, s + r) are the rows themselves
+            scores.diagonal(offset=s).fill_(fill)
+        indices[s : s + step] = torch.topk(scores, k, dim=1, largest=largest, sorted=False)[1]
+    return indices
+
+
+def torch_knn(
+    X: torch.Tensor,
+    k: int,
+    *,
+    metric: str = "sqeuclidean",
+    query: torch.Tensor | None = None,
+    index: str = "auto",
+    nprobe: int | None = None,
+    generator: torch.Generator | None = None,
+) -> KNNGraph:
+    """Exact k nearest neighbours with torch (``backend='torch'`` or ``None``).
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` float data; results are on its device, distances in its dtype.
+    k
+        Number of neighbours.
+    metric
+        ``'sqeuclidean'``, ``'euclidean'``, ``'cosine'`` or ``'manhattan'``.
+    query
+        ``(m, d)`` rows to search among ``X``; ``None`` searches every row of ``X`` among
+        the others (the row itself excluded, by index, so exact duplicates are kept).
+    index, nprobe, generator
+        Unused (faiss options); accepted for the common backend signature.
+
+    Returns
+    -------
+    KNNGraph
+        ``(m, k)`` indices and distances, rows sorted by increasing distance.
+    """
+    del index, nprobe, generator
+    self_search = query is None
+    Q = X if self_search else query
+    Xs, Qs = search_coordinates(X, query, metric)
+    sq_norms = Xs.square().sum(1) if metric in ("sqeuclidean", "euclidean") else None
+
+    indices = _select(Qs, Xs, k, sq_norms, metric, self_search)
+    return finalize(Q, X, indices, metric)
