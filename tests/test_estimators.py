@@ -81,7 +81,10 @@ def test_affinity_reuse_skips_computation(blobs):
     ("params", "match"),
     [
         ({"perplexity": -1}, r"`perplexity` must be a float in \(0, inf\); got -1"),
-        ({"backend": "foo"}, r"`backend` must be one of 'auto', 'faiss', 'keops', 'torch', None; got 'foo'"),
+        (
+            {"backend": "foo"},
+            r"`backend` must be one of 'auto', 'faiss', 'keops', 'torch', None; got 'foo'",
+        ),
         ({"metric_in": "minkowski"}, r"`metric_in` must be one of"),
         ({"n_components": 0}, r"`n_components` must be an int in \[1, inf\)"),
         ({"optimizer": "Nope"}, r"`optimizer` must be one of .*'Adam'.*'SGD'"),
@@ -108,15 +111,22 @@ def test_bad_data():
     bad[7, 0] = np.inf
     with pytest.raises(ValueError, match=r"NaN or inf values in 2 of 50 rows"):
         tdr.UMAP().fit_transform(bad)
-    with pytest.raises(ValueError, match=r"perplexity \(30\) must be smaller than the number of samples \(20\)"):
+    with pytest.raises(
+        ValueError, match=r"perplexity \(30\) must be smaller than the number of samples \(20\)"
+    ):
         tdr.TSNE().fit_transform(x[:20])
-    with pytest.raises(ValueError, match=r"n_neighbors \(15\) must not exceed the number of samples \(10\)"):
+    with pytest.raises(
+        ValueError, match=r"n_neighbors \(15\) must not exceed the number of samples \(10\)"
+    ):
         tdr.UMAP().fit_transform(x[:10])
     with pytest.raises(ValueError, match=r"At least 2 samples"):
         tdr.UMAP(n_neighbors=2).fit_transform(x[:1])
     with pytest.raises(TypeError, match=r"scipy sparse matrix.*sc.pp.pca"):
         tdr.UMAP().fit_transform(sp.csr_matrix(x))
-    with pytest.raises(ValueError, match=r"`init` array must have shape \(n_samples, n_components\) = \(50, 2\); got \(50, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`init` array must have shape \(n_samples, n_components\) = \(50, 2\); got \(50, 3\)",
+    ):
         tdr.UMAP(init=np.zeros((50, 3))).fit_transform(x)
     with pytest.raises(ValueError, match=r"must be 2-D"):
         tdr.UMAP().fit_transform(x[0])

@@ -70,13 +70,16 @@ def test_sne_gradient_matches_autograd(z):
     (expected,) = torch.autograd.grad(loss, zz)
     got = sne_gradient(z, SparseAffinity.from_dense(p), 3.0, RowShard.full(N))
     torch.testing.assert_close(got, expected)
-    parts = sum(sne_gradient(z, SparseAffinity.from_dense(p), 3.0, RowShard(s, e))
-                for s, e in [(0, 9), (9, N)])
+    parts = sum(
+        sne_gradient(z, SparseAffinity.from_dense(p), 3.0, RowShard(s, e))
+        for s, e in [(0, 9), (9, N)]
+    )
     torch.testing.assert_close(parts, expected)
 
 
-@pytest.mark.parametrize(("kind", "a", "b"), [("umap", 1.58, 0.9), ("largevis", 1.0, 1.0),
-                                               ("infonce", 1.0, 1.0)])
+@pytest.mark.parametrize(
+    ("kind", "a", "b"), [("umap", 1.58, 0.9), ("largevis", 1.0, 1.0), ("infonce", 1.0, 1.0)]
+)
 def test_sampled_gradient_matches_autograd(z, kind, a, b, monkeypatch):
     monkeypatch.setattr(sampled_mod, "REPULSION_EPS", 0.0)
     gen = torch.Generator().manual_seed(3)

@@ -121,7 +121,8 @@ def to_output(z: torch.Tensor, like: Any) -> Any:
     """Return ``z`` in the format of the user's input ``like``.
 
     torch input -> detached tensor on the input's device, float64 for float64 input and
-    float32 otherwise (half-precision and integer input were computed in float32); anything else -> numpy float32 (float64 if the input was float64).
+    float32 otherwise (half-precision and integer input were computed in float32);
+    anything else -> numpy float32 (float64 if the input was float64).
     """
     z = z.detach()
     if isinstance(like, torch.Tensor):

@@ -107,7 +107,9 @@ def tsne_gradient(
     ``grad_i = 4 (exaggeration * sum_j P_ij w_ij (z_i - z_j) - sum_j w_ij^2 (z_i - z_j) / Z)``
     with ``Z = sum_{k != l} w_kl``; ``reduce_scalar`` all-reduces the normaliser across shards.
     """
-    mask = (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < P.n else None
+    mask = (
+        (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < P.n else None
+    )
     attr = attraction_student(z, P, mask)
     rep, zsum = student_repulsion_terms(z, shard, workspace)
     zsum = reduce_scalar(zsum)
@@ -135,7 +137,9 @@ def sne_gradient(
     ``grad_i = 2 sum_j (e p_{j|i} - q_{j|i} + e p_{i|j} - q_{i|j}) (z_i - z_j)``.
     """
     n = z.shape[0]
-    mask = (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < n else None
+    mask = (
+        (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < n else None
+    )
     rows, cols, w = P.rows, P.cols, P.weights.to(z.dtype)
     if mask is not None:
         rows, cols, w = rows[mask], cols[mask], w[mask]

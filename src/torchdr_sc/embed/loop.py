@@ -74,7 +74,9 @@ def build_optimizer(
             names = sorted(
                 k
                 for k, v in vars(torch.optim).items()
-                if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and k[0].isupper()
+                if isinstance(v, type)
+                and issubclass(v, torch.optim.Optimizer)
+                and k[0].isupper()
                 and k != "Optimizer"
             )
             shown = ", ".join(repr(k) for k in names)

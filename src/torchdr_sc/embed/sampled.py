@@ -12,7 +12,8 @@ kernels over ``(edges + negatives) x dims`` values instead of a Python loop.
 The embedding kernels:
 
 - UMAP: ``q = 1 / (1 + a d^{2b})``, loss ``-log q_ij - sum_k log(1 - q_ik)``.
-- LargeVis (Tang et al. 2016): ``q = 1 / (1 + d^2)``, loss ``-log q_ij - gamma sum_k log(1 - q_ik)``.
+- LargeVis (Tang et al. 2016): ``q = 1 / (1 + d^2)``,
+  loss ``-log q_ij - gamma sum_k log(1 - q_ik)``.
 - InfoNC-t-SNE (Damrich et al. 2023): ``q = 1 / (1 + d^2)``,
   loss ``-log(q_ij / (q_ij + sum_k q_ik))``.
 
@@ -174,7 +175,11 @@ def sampled_gradient(
 def draw_negatives(
     n: int, n_active: int, n_negatives: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Uniform negatives ``(n_active, n_negatives)`` in ``[0, n)``."""
-    return torch.randint(
-        0, n, (n_active, n_negatives), generator=generator, device=device, dtype=torch.int64
-    )
+    """Uniform negatives ``(n_active, n_negatives)`` in ``[0, n)``.
+
+    Drawn as int32 when ``n`` allows it (about twice as fast on CPU as int64, and half the
+    memory traffic in the gathers that use them).
+    """
+    dtype = torch.int32 if n < 2**31 - 1 else torch.int64
+    out = torch.empty((n_active, n_negatives), dtype=dtype, device=device)
+    return out.random_(0, n, generator=generator)

@@ -39,8 +39,13 @@ def exaggeration_phases(
     phases = []
     if n_early:
         phases.append(
-            Phase(n_early, exaggeration=coeff, momentum=m_early, lr_decay=lr_decay,
-                  check_convergence=False)
+            Phase(
+                n_early,
+                exaggeration=coeff,
+                momentum=m_early,
+                lr_decay=lr_decay,
+                check_convergence=False,
+            )
         )
     if max_iter - n_early:
         phases.append(Phase(max_iter - n_early, momentum=m_late, lr_decay=lr_decay))
@@ -63,7 +68,8 @@ def scheduler_factory(
         cls = getattr(torch.optim.lr_scheduler, scheduler, None)
         if not isinstance(cls, type):
             names = [
-                k for k, v in vars(torch.optim.lr_scheduler).items()
+                k
+                for k, v in vars(torch.optim.lr_scheduler).items()
                 if isinstance(v, type) and k[0].isupper() and k != "LRScheduler"
             ]
             check_option("scheduler", scheduler, [*SCHEDULER_ALIASES, *names, None])

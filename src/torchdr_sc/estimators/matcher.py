@@ -100,7 +100,8 @@ class AffinityMatcher(Embedder):
 
     def _check_data(self, n: int) -> None:
         if n > MAX_DENSE_SAMPLES:
-            msg = f"{type(self).__name__} is dense and supports at most {MAX_DENSE_SAMPLES} samples; got {n}."
+            name = type(self).__name__
+            msg = f"{name} is dense and supports at most {MAX_DENSE_SAMPLES} samples; got {n}."
             raise ValueError(msg)
         if n < 2:
             msg = f"At least 2 samples are needed for a neighbor embedding; got {n}."
@@ -138,8 +139,11 @@ class AffinityMatcher(Embedder):
         kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
         factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
         phases = exaggeration_phases(
-            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
-            momentum=momenta, lr_decay=decay,
+            max_iter,
+            self.early_exaggeration_coeff or 1.0,
+            self.early_exaggeration_iter or 0,
+            momentum=momenta,
+            lr_decay=decay,
         )
         p = P.to(dtype=z0.dtype).to_dense()
         p = p / p.sum()
@@ -152,8 +156,14 @@ class AffinityMatcher(Embedder):
 
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
         return optimize(
-            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
-            scheduler=factory, min_grad_norm=self.min_grad_norm,
+            z0,
+            grad,
+            phases,
+            lr=lr,
+            optimizer=self.optimizer,
+            optimizer_kwargs=kwargs,
+            scheduler=factory,
+            min_grad_norm=self.min_grad_norm,
             check_interval=self.check_interval,
         )
 

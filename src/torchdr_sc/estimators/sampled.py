@@ -52,8 +52,11 @@ class _SampledEmbedder(Embedder):
         kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.0, 0.0))
         factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
         phases = exaggeration_phases(
-            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
-            momentum=momenta, lr_decay=decay,
+            max_iter,
+            self.early_exaggeration_coeff or 1.0,
+            self.early_exaggeration_iter or 0,
+            momentum=momenta,
+            lr_decay=decay,
         )
         schedule = EdgeSchedule(P, (ctx.shard.start, ctx.shard.stop) if ctx.active else None)
         kernel, m, discard = self._kernel(), int(self.n_negatives), self.discard_NNs
@@ -68,9 +71,16 @@ class _SampledEmbedder(Embedder):
 
         lr = 1.0 if self.lr == "auto" else float(self.lr)
         return optimize(
-            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
-            scheduler=factory, min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval, sync=ctx.sync if ctx.active else None,
+            z0,
+            grad,
+            phases,
+            lr=lr,
+            optimizer=self.optimizer,
+            optimizer_kwargs=kwargs,
+            scheduler=factory,
+            min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval,
+            sync=ctx.sync if ctx.active else None,
             progress=_progress(self, max_iter),
         )
 
@@ -155,7 +165,10 @@ class UMAP(_SampledEmbedder):
         if self.a is not None and self.b is not None:
             return float(self.a), float(self.b)
         a, b = find_ab_params(float(self.spread), float(self.min_dist))
-        return (float(self.a) if self.a is not None else a, float(self.b) if self.b is not None else b)
+        return (
+            float(self.a) if self.a is not None else a,
+            float(self.b) if self.b is not None else b,
+        )
 
     def _kernel(self) -> SampledKernel:
         a, b = self.ab()
@@ -204,8 +217,12 @@ class LargeVis(_PerplexityMixin, _SampledEmbedder):
 
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine P (shared with TSNE and InfoTSNE)."""
-        return {"affinity": "EntropicAffinity", "perplexity": float(self.perplexity),
-                "metric": self.metric_in, "symmetrize": "mean"}
+        return {
+            "affinity": "EntropicAffinity",
+            "perplexity": float(self.perplexity),
+            "metric": self.metric_in,
+            "symmetrize": "mean",
+        }
 
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         return self._entropic(knn).symmetrize("mean")

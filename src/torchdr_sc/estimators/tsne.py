@@ -25,14 +25,17 @@ class _PerplexityMixin:
         check_number("perplexity", self.perplexity, low=0)
 
     def _neighbours_needed(self) -> int:
-        return int(math.ceil(3 * self.perplexity))
+        return math.ceil(3 * self.perplexity)
 
     def _neighbours_needed_for(self, n: int) -> int:
-        return min(int(math.ceil(3 * self.perplexity)), n - 1)
+        return min(math.ceil(3 * self.perplexity), n - 1)
 
     def _check_data(self, n: int) -> None:
         if n >= 2 and self.perplexity >= n:
-            msg = f"perplexity ({self.perplexity:g}) must be smaller than the number of samples ({n})."
+            msg = (
+                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
+                f"samples ({n})."
+            )
             raise ValueError(msg)
         super()._check_data(n)
 
@@ -43,7 +46,9 @@ class _PerplexityMixin:
         from ..affinity import EntropicAffinity
 
         aff = EntropicAffinity(
-            perplexity=self.perplexity, tol=self.tol_affinity, max_iter=self.max_iter_affinity,
+            perplexity=self.perplexity,
+            tol=self.tol_affinity,
+            max_iter=self.max_iter_affinity,
             metric=self.metric_in,
         )
         return aff.from_knn(knn)
@@ -74,15 +79,25 @@ class _ExactEmbedder(_PerplexityMixin, Embedder):
         kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
         factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
         phases = exaggeration_phases(
-            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
-            momentum=momenta, lr_decay=decay,
+            max_iter,
+            self.early_exaggeration_coeff or 1.0,
+            self.early_exaggeration_iter or 0,
+            momentum=momenta,
+            lr_decay=decay,
         )
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         return optimize(
-            z0, self._gradient_fn(P.to(dtype=z0.dtype), ctx), phases, lr=lr,
-            optimizer=self.optimizer, optimizer_kwargs=kwargs, scheduler=factory,
-            min_grad_norm=self.min_grad_norm, check_interval=self.check_interval,
-            sync=ctx.sync if ctx.active else None, progress=_progress(self, max_iter),
+            z0,
+            self._gradient_fn(P.to(dtype=z0.dtype), ctx),
+            phases,
+            lr=lr,
+            optimizer=self.optimizer,
+            optimizer_kwargs=kwargs,
+            scheduler=factory,
+            min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval,
+            sync=ctx.sync if ctx.active else None,
+            progress=_progress(self, max_iter),
         )
 
 
@@ -123,8 +138,12 @@ class TSNE(_ExactEmbedder):
 
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine P (shared with InfoTSNE and LargeVis)."""
-        return {"affinity": "EntropicAffinity", "perplexity": float(self.perplexity),
-                "metric": self.metric_in, "symmetrize": "mean"}
+        return {
+            "affinity": "EntropicAffinity",
+            "perplexity": float(self.perplexity),
+            "metric": self.metric_in,
+            "symmetrize": "mean",
+        }
 
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         return self._entropic(knn).symmetrize("mean")
@@ -160,8 +179,12 @@ class SNE(_ExactEmbedder):
 
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine P."""
-        return {"affinity": "EntropicAffinity", "perplexity": float(self.perplexity),
-                "metric": self.metric_in, "symmetrize": "none"}
+        return {
+            "affinity": "EntropicAffinity",
+            "perplexity": float(self.perplexity),
+            "metric": self.metric_in,
+            "symmetrize": "none",
+        }
 
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         return self._entropic(knn)

@@ -57,14 +57,19 @@ class TSNEkhorn(_ExactEmbedder):
 
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine P."""
-        return {"affinity": "SymmetricEntropicAffinity", "perplexity": float(self.perplexity),
-                "metric": self.metric_in}
+        return {
+            "affinity": "SymmetricEntropicAffinity",
+            "perplexity": float(self.perplexity),
+            "metric": self.metric_in,
+        }
 
     def _affinity_from_data(self, x: torch.Tensor) -> SparseAffinity:
         from ..affinity import SymmetricEntropicAffinity
 
         aff = SymmetricEntropicAffinity(
-            perplexity=self.perplexity, tol=self.tol_affinity, metric=self.metric_in,
+            perplexity=self.perplexity,
+            tol=self.tol_affinity,
+            metric=self.metric_in,
         )
         dense = aff(x)
         return SparseAffinity.from_dense(dense, threshold=0.0)
@@ -79,8 +84,11 @@ class TSNEkhorn(_ExactEmbedder):
         kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
         factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
         phases = exaggeration_phases(
-            max_iter, self.early_exaggeration_coeff or 1.0, self.early_exaggeration_iter or 0,
-            momentum=momenta, lr_decay=decay,
+            max_iter,
+            self.early_exaggeration_coeff or 1.0,
+            self.early_exaggeration_iter or 0,
+            momentum=momenta,
+            lr_decay=decay,
         )
         p_dense = P.to(dtype=z0.dtype).to_dense() / n
         state: dict[str, torch.Tensor | None] = {"f": None}
@@ -99,7 +107,14 @@ class TSNEkhorn(_ExactEmbedder):
 
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         return optimize(
-            z0, grad, phases, lr=lr, optimizer=self.optimizer, optimizer_kwargs=kwargs,
-            scheduler=factory, min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval, progress=_progress(self, max_iter),
+            z0,
+            grad,
+            phases,
+            lr=lr,
+            optimizer=self.optimizer,
+            optimizer_kwargs=kwargs,
+            scheduler=factory,
+            min_grad_norm=self.min_grad_norm,
+            check_interval=self.check_interval,
+            progress=_progress(self, max_iter),
         )
