@@ -30,6 +30,7 @@ from .estimators import (
     StudentKernel,
     TSNEkhorn,
 )
+from . import pp, tl
 from .graph import KNNGraph, SparseAffinity
 
 try:
@@ -58,4 +59,6 @@ __all__ = [
     "TSNEkhorn",
     "UMAPAffinity",
     "__version__",
+    "pp",
+    "tl",
 ]

@@ -47,10 +47,45 @@ class RowShard:
             yield s, min(s + size, self.stop)
 
 
+def matvec_columns(m: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """``m @ coords.T`` as one matrix-vector product per coordinate.
+
+    ``coords`` is ``(d, n)``. For the thin right-hand sides of embeddings (d = 2 or 3),
+    ``d`` BLAS gemv calls are several times faster on CPU than one gemm.
+    """
+    return torch.stack([torch.mv(m, c) for c in coords], 1)
+
+
 def _sqdist_block(zb: torch.Tensor, z: torch.Tensor, sq: torch.Tensor, s: int) -> torch.Tensor:
     """Squared distances between rows ``zb`` (starting at row ``s``) and all of ``z``."""
     d = sq[s : s + zb.shape[0], None] + sq[None, :] - 2.0 * (zb @ z.T)
     return d.clamp_min_(0.0)
+
+
+def edge_differences(
+    z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-coordinate differences ``z[rows] - z[cols]`` and squared distances of edges.
+
+    Works on contiguous 1-D coordinate vectors with ``index_select``: on CPU this is several
+    times faster than indexing rows of an ``(n, d)`` tensor.
+    """
+    coords = z.T.contiguous()
+    diffs = [c.index_select(0, rows) - c.index_select(0, cols) for c in coords]
+    d2 = diffs[0] * diffs[0]
+    for dc in diffs[1:]:
+        d2 = d2.addcmul_(dc, dc)
+    return diffs, d2
+
+
+def scatter_rows(
+    n: int, index: torch.Tensor, coef: torch.Tensor, diffs: list[torch.Tensor]
+) -> torch.Tensor:
+    """``out[index[e]] += coef[e] * diffs[:, e]`` as an ``(n, d)`` tensor."""
+    out = torch.zeros(len(diffs), n, dtype=coef.dtype, device=coef.device)
+    for o, dc in zip(out, diffs, strict=True):
+        o.index_add_(0, index, coef * dc)
+    return out.T
 
 
 def attraction_student(
@@ -60,9 +95,9 @@ def attraction_student(
     rows, cols, w = P.rows, P.cols, P.weights
     if edge_mask is not None:
         rows, cols, w = rows[edge_mask], cols[edge_mask], w[edge_mask]
-    diff = z[rows] - z[cols]
-    coef = (4.0 * w.to(z.dtype)) / (1.0 + (diff * diff).sum(1))
-    return torch.zeros_like(z).index_add_(0, rows, coef[:, None] * diff)
+    diffs, d2 = edge_differences(z, rows, cols)
+    coef = (4.0 * w.to(z.dtype)) / (1.0 + d2)
+    return scatter_rows(z.shape[0], rows, coef, diffs)
 
 
 def student_repulsion_terms(
@@ -81,6 +116,7 @@ def student_repulsion_terms(
     zsum = torch.zeros((), dtype=z.dtype, device=z.device)
     workspace = {} if workspace is None else workspace
     zt = z.T
+    coords = zt.contiguous()
     for s, e in shard.blocks(n, z.element_size()):
         buf = workspace.get(e - s)
         if buf is None or buf.dtype != z.dtype or buf.device != z.device:
@@ -90,7 +126,7 @@ def student_repulsion_terms(
         w = buf.add_(sq[s:e, None] + 1.0).clamp_min_(1.0).reciprocal_()
         zsum = zsum + w.sum() - (e - s)  # remove the diagonal (w_ii = 1)
         w2 = w.square_()
-        rep[s:e] = z[s:e] * w2.sum(1, keepdim=True) - w2 @ z
+        rep[s:e] = z[s:e] * w2.sum(1, keepdim=True) - matvec_columns(w2, coords)
     return rep, zsum
 
 
@@ -143,17 +179,17 @@ def sne_gradient(
     rows, cols, w = P.rows, P.cols, P.weights.to(z.dtype)
     if mask is not None:
         rows, cols, w = rows[mask], cols[mask], w[mask]
-    diff = z[rows] - z[cols]
-    grad = torch.zeros_like(z)
-    edge = (2.0 * exaggeration) * w[:, None] * diff
-    grad.index_add_(0, rows, edge).index_add_(0, cols, -edge)
+    diffs, _ = edge_differences(z, rows, cols)
+    coef = (2.0 * exaggeration) * w
+    grad = scatter_rows(n, rows, coef, diffs) - scatter_rows(n, cols, coef, diffs)
     sq = (z * z).sum(1)
+    coords = z.T.contiguous()
     for s, e in shard.blocks(n, z.element_size()):
         d = _sqdist_block(z[s:e], z, sq, s)
         d[torch.arange(e - s, device=z.device), torch.arange(s, e, device=z.device)] = float("inf")
         q = torch.softmax(-d, dim=1)  # q[b, j] = q_{j|s+b}
         # rows of the block: -2 sum_j q_{j|i} (z_i - z_j)
-        grad[s:e] -= 2.0 * (z[s:e] * q.sum(1, keepdim=True) - q @ z)
+        grad[s:e] -= 2.0 * (z[s:e] * q.sum(1, keepdim=True) - matvec_columns(q, coords))
         # every row i as the neighbour of block rows b: -2 sum_b q_{i|b} (z_i - z_b)
-        grad -= 2.0 * (z * q.sum(0)[:, None] - q.T @ z[s:e])
+        grad -= 2.0 * (z * q.sum(0)[:, None] - matvec_columns(q.T, coords[:, s:e]))
     return grad

@@ -9,6 +9,7 @@ import torch
 
 from .._validation import check_number
 from ..distributed import DistContext
+from ..embed.exact import matvec_columns
 from ..embed.loop import OptimizeResult, optimize
 from ..graph import SparseAffinity
 from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
@@ -103,7 +104,7 @@ class TSNEkhorn(_ExactEmbedder):
             state["f"] = f
             q = torch.exp(f[:, None] + f[None, :] + log_k) / n
             m = (phase.exaggeration * p_dense - q).mul_(torch.exp(log_k))
-            return 4.0 * (z * m.sum(1, keepdim=True) - m @ z)
+            return 4.0 * (z * m.sum(1, keepdim=True) - matvec_columns(m, z.T.contiguous()))
 
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         return optimize(

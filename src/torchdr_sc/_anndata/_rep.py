@@ -1,0 +1,191 @@
+"""Choosing and checking the representation of the cells that gets embedded.
+
+scanpy's rule (``scanpy.tools._utils._choose_representation``): ``use_rep`` names an
+``obsm`` key or ``'X'``; without it, ``X`` is used if it has at most ``N_PCS`` (50)
+variables, else ``obsm['X_pca']``. Unlike scanpy, PCA is never computed silently on the
+user's object: a missing ``X_pca`` is an error that names ``sc.pp.pca``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import check_finite_rows, format_options
+from . import _log
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: Largest number of variables for which ``X`` is used directly (scanpy's ``settings.N_PCS``).
+N_PCS = 50
+
+#: Arrays up to this many bytes are hashed entirely; larger ones are sampled.
+_FULL_HASH_BYTES = 64 * 2**20
+_SAMPLED_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Representation:
+    """The matrix that gets embedded and where it came from.
+
+    Attributes
+    ----------
+    data
+        Dense float32 array ``(n_obs, n_features)``.
+    use_rep
+        ``'X'`` or the ``obsm`` key it was read from.
+    n_pcs
+        Number of leading columns kept, or ``None`` for all of them.
+    """
+
+    data: np.ndarray
+    use_rep: str
+    n_pcs: int | None
+
+    def fingerprint(self) -> str:
+        """Shape plus a cheap content hash (see :func:`fingerprint`)."""
+        return fingerprint(self.data)
+
+
+def fingerprint(x: np.ndarray | sp.spmatrix) -> str:
+    """Hex digest identifying the content of ``x``, cheap enough to compute on every call.
+
+    The shape and dtype are always hashed. Arrays up to 64 MiB are hashed entirely; larger
+    ones through 4096 evenly spaced rows plus the sum of every row, so that a changed,
+    reordered or subset matrix gets a different digest. Sparse matrices are hashed through
+    their CSR arrays.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(x.shape), str(x.dtype))).encode())
+    if sp.issparse(x):
+        csr = sp.csr_matrix(x)
+        for part in (csr.indptr, csr.indices, csr.data):
+            h.update(np.ascontiguousarray(part).tobytes())
+        return h.hexdigest()
+    x = np.asarray(x)
+    if x.nbytes <= _FULL_HASH_BYTES:
+        h.update(np.ascontiguousarray(x).tobytes())
+    else:
+        rows = np.linspace(0, x.shape[0] - 1, _SAMPLED_ROWS).astype(np.int64)
+        h.update(np.ascontiguousarray(x[rows]).tobytes())
+        h.update(x.sum(axis=tuple(range(1, x.ndim)), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def check_str(name: str, value: Any, *, optional: bool = False) -> None:
+    """Raise a TypeError unless ``value`` is a str (or ``None`` when ``optional``)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        kind = "a str or None" if optional else "a str"
+        msg = f"`{name}` must be {kind}; got {value!r}."
+        raise TypeError(msg)
+
+
+def _to_memory(x: Any) -> Any:
+    """Read a backed (on-disk) matrix into memory; other matrices are returned unchanged."""
+    if hasattr(x, "to_memory"):  # anndata's backed sparse datasets
+        return x.to_memory()
+    if type(x).__module__.startswith(("h5py", "zarr")):
+        return x[()]
+    return x
+
+
+def _densify(x: Any, name: str) -> np.ndarray:
+    x = _to_memory(x)
+    if sp.issparse(x):
+        x = x.toarray()
+    if hasattr(x, "to_numpy"):  # a DataFrame in obsm
+        x = x.to_numpy()
+    x = np.asarray(x)
+    if x.ndim != 2 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        msg = f"`{name}` must be a 2-D numeric matrix; got shape {x.shape} and dtype {x.dtype}."
+        raise TypeError(msg)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _select_source(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> tuple[str, Any]:
+    """Name and (lazy) matrix of the representation, by scanpy's rule."""
+    if use_rep is None and n_pcs == 0:
+        return "X", adata.X
+    if use_rep is None:
+        if adata.n_vars <= N_PCS:
+            return "X", adata.X
+        if "X_pca" in adata.obsm:
+            return "X_pca", adata.obsm["X_pca"]
+        msg = (
+            f"adata.X has {adata.n_vars} variables (more than {N_PCS}) and adata.obsm holds no "
+            "'X_pca': run `sc.pp.pca(adata)` first, or pass `use_rep` (e.g. use_rep='X' to "
+            "embed all variables). No PCA is computed silently on your object."
+        )
+        raise ValueError(msg)
+    if use_rep in adata.obsm:
+        return use_rep, adata.obsm[use_rep]
+    if use_rep == "X":
+        return "X", adata.X
+    available = format_options(adata.obsm.keys()) or "nothing"
+    msg = f"`use_rep={use_rep!r}` is not in adata.obsm (available: {available})."
+    raise ValueError(msg)
+
+
+def choose_representation(
+    adata: AnnData, *, use_rep: str | None = None, n_pcs: int | None = None
+) -> Representation:
+    """Pick, read and check the matrix to embed.
+
+    Parameters
+    ----------
+    adata
+        The annotated data (views and backed objects included).
+    use_rep
+        ``'X'``, a key of ``adata.obsm``, or ``None`` for scanpy's rule.
+    n_pcs
+        Keep the first ``n_pcs`` columns of an ``obsm`` representation; ``0`` with
+        ``use_rep=None`` means ``X``.
+
+    Returns
+    -------
+    The representation, as a dense float32 array.
+
+    Raises
+    ------
+    ValueError
+        If ``use_rep`` is not in ``obsm``; if the matrix has a different number of rows
+        than ``obs``, too few columns for ``n_pcs``, or holds NaN / inf; or if there is no
+        small ``X`` and no ``X_pca``.
+    """
+    check_str("use_rep", use_rep, optional=True)
+    if n_pcs is not None and (isinstance(n_pcs, bool) or not isinstance(n_pcs, int | np.integer)):
+        msg = f"`n_pcs` must be a non-negative int or None; got {n_pcs!r}."
+        raise TypeError(msg)
+    if n_pcs is not None and n_pcs < 0:
+        msg = f"`n_pcs` must be a non-negative int or None; got {n_pcs!r}."
+        raise ValueError(msg)
+    name, raw = _select_source(adata, use_rep, n_pcs)
+    where = "adata.X" if name == "X" else f"adata.obsm[{name!r}]"
+    shape = tuple(getattr(raw, "shape", ()))
+    if len(shape) != 2 or shape[0] != adata.n_obs:
+        msg = (
+            f"{where} has shape {shape} but adata has {adata.n_obs} cells (obs): the object "
+            "is inconsistent; recompute that representation."
+        )
+        raise ValueError(msg)
+    kept = None
+    if name != "X" and n_pcs:
+        if n_pcs > shape[1]:
+            msg = f"`n_pcs={n_pcs}` is larger than the {shape[1]} columns of {where}."
+            raise ValueError(msg)
+        kept = int(n_pcs)
+        raw = raw.iloc[:, :kept] if hasattr(raw, "iloc") else raw[:, :kept]
+    data = _densify(raw, where)
+    check_finite_rows(data, where)
+    if name == "X":
+        _log.info("    using data matrix X directly")
+    else:
+        _log.info(f"    using {name!r} with n_pcs = {data.shape[1]}")
+    return Representation(data, name, kept)

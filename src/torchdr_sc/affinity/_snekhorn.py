@@ -1,0 +1,229 @@
+r"""Dual solvers of the symmetric entropic affinity (SNEkhorn, Van Assel et al. 2023).
+
+The symmetric entropic affinity solves
+
+.. math::
+    \min_{P \geq 0,\ P = P^\top} \langle P, C \rangle
+    \quad \text{s.t.} \quad P 1 = 1, \quad
+    \mathrm{H}(P_{i:}) \geq \log \xi + 1 \ \ \forall i,
+
+with :math:`\mathrm{H}(p) = -\sum_j p_j (\log p_j - 1)` and perplexity :math:`\xi`. Its
+solution is :math:`P_{ij} = \exp((\lambda_i + \lambda_j - 2 C_{ij}) / (\gamma_i +
+\gamma_j))` for the maximisers :math:`\gamma \geq 0, \lambda` of the concave dual
+
+.. math::
+    g(\gamma, \lambda) = -\tfrac12 \sum_{i \neq j} (\gamma_i + \gamma_j) P_{ij}
+    + (\log \xi + 1) \sum_i \gamma_i + \sum_i \lambda_i,
+
+whose gradient is :math:`(\log \xi + 1 - \mathrm{H}(P_{i:}),\ 1 - \sum_j P_{ij})_i`
+(Van Assel, Vayer, Flamary & Courty, *SNEkhorn: Dimension Reduction with Symmetric
+Entropic Affinities*, NeurIPS 2023). :func:`newton_dual_ascent` maximises g by projected
+Newton steps (Bertsekas 1982) whose systems are solved by conjugate gradient with exact
+Hessian-vector products; :func:`first_order_dual_ascent` is the plain (Adam / SGD)
+dual ascent of the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._linalg import conjugate_gradient
+
+__all__ = ["DualState", "dual_state", "first_order_dual_ascent", "newton_dual_ascent"]
+
+
+@dataclass
+class DualState:
+    """Primal matrix and dual quantities at one point ``(gamma, lam)``."""
+
+    gamma: torch.Tensor
+    lam: torch.Tensor
+    log_p: torch.Tensor
+    p: torch.Tensor
+    t: torch.Tensor
+    rows: torch.Tensor
+    entropy: torch.Tensor
+    value: float
+
+    def errors(self, target: float, floor: float) -> tuple[float, float]:
+        """Largest marginal error and largest entropy-constraint violation."""
+        marginal = float((1.0 - self.rows).abs().max())
+        gap = target - self.entropy
+        at_floor = self.gamma <= floor
+        entropy = float(torch.where(at_floor, gap.clamp_min(0.0), gap.abs()).max())
+        return marginal, entropy
+
+
+def dual_state(
+    C2: torch.Tensor, gamma: torch.Tensor, lam: torch.Tensor, target: float, eye: torch.Tensor
+) -> DualState:
+    """Evaluate P, its row sums, row entropies and the dual value (``C2 = 2 C``, symmetric)."""
+    t = gamma[:, None] + gamma[None, :]
+    log_p = lam[:, None] + lam[None, :]
+    log_p.sub_(C2).div_(t).masked_fill_(eye, 0.0)
+    p = torch.exp(log_p).masked_fill_(eye, 0.0)
+    rows = p.sum(dim=1)
+    entropy = rows - torch.einsum("ij,ij->i", p, log_p)
+    value = float(-0.5 * torch.dot(t.view(-1), p.view(-1)) + target * gamma.sum() + lam.sum())
+    return DualState(gamma, lam, log_p, p, t, rows, entropy, value)
+
+
+def _newton_direction(
+    st: DualState, target: float, free: torch.Tensor, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``-Hess(g) d = grad(g)`` on the free variables by block-preconditioned CG."""
+    n = st.p.shape[0]
+    w0 = st.p / st.t
+    w1 = w0 * st.log_p
+    w2 = w1 * st.log_p
+    d0, d1, d2 = w0.sum(dim=1), w1.sum(dim=1), w2.sum(dim=1)
+    mask = free.to(st.p.dtype)
+    mu = 1e-10 * float(d0.mean()) + torch.finfo(st.p.dtype).tiny
+    b = torch.cat([(target - st.entropy) * mask, 1.0 - st.rows])
+
+    def matvec(z: torch.Tensor) -> torch.Tensor:
+        u, v = z[:n] * mask, z[n:]
+        w1uv = w1 @ torch.stack([u, v], dim=1)
+        ju = d2 * u + w2 @ u - d1 * v - w1uv[:, 1]
+        jv = d0 * v + w0 @ v - d1 * u - w1uv[:, 0]
+        return torch.cat([ju * mask + mu * u, jv + mu * v])
+
+    a11 = torch.where(free, d2 + mu, torch.ones_like(d2))
+    a12 = torch.where(free, -d1, torch.zeros_like(d1))
+    a22 = d0 + mu
+    det = (a11 * a22 - a12 * a12).clamp_min(torch.finfo(d0.dtype).tiny)
+
+    def precond(r: torch.Tensor) -> torch.Tensor:
+        ru, rv = r[:n], r[n:]
+        return torch.cat([(a22 * ru - a12 * rv) / det, (a11 * rv - a12 * ru) / det])
+
+    step = conjugate_gradient(matvec, b, precond, rtol=rtol, max_iter=500)
+    return step[:n] * mask, step[n:]
+
+
+def newton_dual_ascent(
+    C: torch.Tensor,
+    gamma: torch.Tensor,
+    lam: torch.Tensor,
+    target: float,
+    *,
+    floor: float,
+    tol: float,
+    max_iter: int,
+    lr: float = 1.0,
+) -> tuple[DualState, int]:
+    """Projected Newton ascent on the dual, from ``(gamma, lam)``.
+
+    Parameters
+    ----------
+    C
+        ``(n, n)`` symmetric cost (its diagonal is ignored).
+    gamma, lam
+        Starting dual variables (``gamma >= floor``).
+    target
+        ``log(perplexity) + 1``.
+    floor
+        Lower bound kept on ``gamma`` (0 would make ``gamma_i + gamma_j`` vanish).
+    tol
+        Stop when marginals and entropies are within ``tol``.
+    max_iter
+        Maximum number of Newton steps.
+    lr
+        First step length tried by the backtracking line search.
+
+    Returns
+    -------
+    DualState, int
+        The final state and the number of Newton steps.
+    """
+    eye = torch.eye(C.shape[0], dtype=torch.bool, device=C.device)
+    C2 = 2.0 * C
+    st = dual_state(C2, gamma, lam, target, eye)
+    it = 0
+    while it < max_iter:
+        resid = max(st.errors(target, floor))
+        if resid < tol:
+            break
+        it += 1
+        gap = target - st.entropy
+        free = ~((st.gamma <= floor) & (gap < 0))
+        dg, dl = _newton_direction(st, target, free, rtol=min(0.1, resid))
+        trial = _line_search(st, C2, dg, dl, gap, target, eye, floor=floor, lr=lr)
+        if trial is None:
+            break
+        st = trial
+    return st, it
+
+
+def _line_search(
+    st: DualState,
+    C2: torch.Tensor,
+    dg: torch.Tensor,
+    dl: torch.Tensor,
+    gap: torch.Tensor,
+    target: float,
+    eye: torch.Tensor,
+    *,
+    floor: float,
+    lr: float,
+) -> DualState | None:
+    """Backtrack until the dual value increases enough (Armijo) or the residual halves."""
+    resid = max(st.errors(target, floor))
+    alpha = lr
+    for _ in range(40):
+        g_new = (st.gamma + alpha * dg).clamp_min(floor)
+        l_new = st.lam + alpha * dl
+        trial = dual_state(C2, g_new, l_new, target, eye)
+        if math.isfinite(trial.value):
+            gain = float(
+                torch.dot(gap, g_new - st.gamma) + torch.dot(1.0 - st.rows, l_new - st.lam)
+            )
+            if trial.value >= st.value + 1e-4 * gain:
+                return trial
+            if max(trial.errors(target, floor)) <= 0.5 * resid:
+                return trial
+        alpha *= 0.5
+    return None
+
+
+def first_order_dual_ascent(
+    C: torch.Tensor,
+    gamma: torch.Tensor,
+    lam: torch.Tensor,
+    target: float,
+    *,
+    floor: float,
+    tol: float,
+    max_iter: int,
+    lr: float,
+    optimizer: str = "Adam",
+    eps_square: bool = True,
+) -> tuple[DualState, int]:
+    """Dual ascent with a torch optimiser (the algorithm of Van Assel et al. 2023).
+
+    With ``eps_square`` the entropy multipliers are ``gamma = floor + e^2`` with ``e``
+    optimised freely; otherwise ``gamma`` is optimised and projected onto ``[floor, inf)``.
+    """
+    eye = torch.eye(C.shape[0], dtype=torch.bool, device=C.device)
+    C2 = 2.0 * C
+    g_var = (gamma - floor).clamp_min(0.0).sqrt() if eps_square else gamma.clone()
+    g_var.requires_grad_(True)
+    l_var = lam.clone().requires_grad_(True)
+    opt = getattr(torch.optim, optimizer)([g_var, l_var], lr=lr)
+    it = 0
+    while True:
+        g_now = floor + g_var.detach().square() if eps_square else g_var.detach()
+        st = dual_state(C2, g_now, l_var.detach(), target, eye)
+        if max(st.errors(target, floor)) < tol or it >= max_iter:
+            return st, it
+        it += 1
+        grad_g = st.entropy - target  # gradient of -g
+        g_var.grad = 2.0 * g_var.detach() * grad_g if eps_square else grad_g
+        l_var.grad = st.rows - 1.0
+        opt.step()
+        if not eps_square:
+            with torch.no_grad():
+                g_var.clamp_(min=floor)

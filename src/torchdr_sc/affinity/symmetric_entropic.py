@@ -1,0 +1,168 @@
+"""Symmetric entropic affinity (SNEkhorn / TSNEkhorn input similarities)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._logging import get_logger
+from .._validation import check_enough_samples, check_number, check_option
+from ._base import Affinity
+from ._snekhorn import first_order_dual_ascent, newton_dual_ascent
+from .entropic import entropic_rows
+
+__all__ = ["SymmetricEntropicAffinity"]
+
+logger = get_logger(__name__)
+
+_OPTIMIZERS = ("Adam", "SGD", "newton")
+#: Lower bound on the entropy multipliers (distances are scaled to mean 1), which keeps
+#: gamma_i + gamma_j away from 0 for rows whose entropy constraint is inactive.
+_GAMMA_FLOOR = 1e-8
+
+
+class SymmetricEntropicAffinity(Affinity):
+    r"""Symmetric entropic affinity of SNEkhorn.
+
+    The symmetric, doubly stochastic matrix of minimal cost whose rows all have entropy at
+    least :math:`\log(\mathrm{perplexity})`:
+    :math:`P_{ij} = \exp((\lambda_i + \lambda_j - 2 D_{ij}) / (\gamma_i + \gamma_j))`
+    (Van Assel, Vayer, Flamary & Courty, *SNEkhorn: Dimension Reduction with Symmetric
+    Entropic Affinities*, NeurIPS 2023). The entropy constraint is saturated (equality) for
+    most rows; rows sum to 1; P is symmetric to round-off. It replaces t-SNE's
+    :math:`(P + P^\top)/2` symmetrisation of :class:`EntropicAffinity`, which breaks the
+    entropy calibration.
+
+    The dual variables are initialised from the entropic affinity
+    (:math:`\gamma_i = 1/\beta_i`, :math:`\lambda_i = -\gamma_i \log Z_i`, exact when
+    all :math:`\beta_i` are equal), then refined by dual ascent.
+
+    Parameters
+    ----------
+    perplexity
+        Effective number of neighbours, a float in (0, inf), smaller than the number of
+        samples.
+    lr
+        Learning rate of the first-order optimisers (``'Adam'``, ``'SGD'``; default 0.1);
+        for ``'newton'``, the first step length tried by its line search, at most 1
+        (default 1, the full Newton step).
+    eps_square
+        First-order optimisers only: keep the entropy multipliers nonnegative by writing
+        them as squares (TorchDR's default) instead of projecting.
+    tol
+        Tolerance on the row sums and on the row entropies.
+    max_iter
+        Maximum number of dual-ascent iterations.
+    optimizer
+        ``'newton'`` (projected Newton with conjugate gradient, converges in tens of
+        iterations), ``'Adam'`` or ``'SGD'`` (the paper's first-order dual ascent).
+    metric, device, verbose
+        See :class:`~torchdr_sc.affinity.Affinity`.
+
+    Notes
+    -----
+    Dense: ``(n, n)`` memory and ``O(n^2)`` work per iteration, for n up to a few
+    thousand. The distances are divided by their mean before solving (P is invariant), and
+    the dual is solved in float64 whatever the input dtype (the result has the input's).
+    """
+
+    def __init__(
+        self,
+        perplexity: float = 30.0,
+        *,
+        lr: float | None = None,
+        eps_square: bool = True,
+        tol: float = 1e-5,
+        max_iter: int = 500,
+        optimizer: str = "newton",
+        metric: str = "sqeuclidean",
+        backend: str | None = "auto",
+        device: Any = "auto",
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(metric=metric, backend=backend, device=device, verbose=verbose)
+        self.perplexity = check_number("perplexity", perplexity, low=0.0)
+        if math.isinf(self.perplexity):
+            msg = f"`perplexity` must be a float in (0, inf); got {perplexity!r}."
+            raise ValueError(msg)
+        self.lr = None if lr is None else check_number("lr", lr, low=0.0)
+        self.eps_square = bool(eps_square)
+        self.tol = check_number("tol", tol, low=0.0)
+        self.max_iter = check_number("max_iter", max_iter, kind=int, low=0, closed="left")
+        self.optimizer = check_option("optimizer", optimizer, _OPTIMIZERS)
+
+    def _check_n_samples(self, n: int) -> None:
+        check_enough_samples(n, self.perplexity, f"perplexity ({self.perplexity:g})")
+
+    def _initial_duals(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dual variables matching the entropic affinity calibrated on the nearest pairs.
+
+        The precisions are calibrated on the ``min(ceil(3 perplexity), n - 1)`` nearest
+        neighbours (the mass beyond them is negligible), the log-partition functions on
+        all pairs.
+        """
+        n = C.shape[0]
+        k = min(math.ceil(3 * self.perplexity), n - 1)
+        masked = C.clone().fill_diagonal_(float("inf"))
+        near, _ = torch.topk(masked, k, dim=1, largest=False, sorted=False)
+        _, beta, _ = entropic_rows(near, self.perplexity, tol=1e-3, max_iter=1000)
+        gamma = 1.0 / beta
+        lam = -gamma * torch.logsumexp(-beta[:, None] * masked, dim=1)
+        return gamma, lam
+
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Dense symmetric entropic affinity from an ``(n, n)`` distance matrix."""
+        D = self._check_distances(D)
+        out_dtype = D.dtype
+        # The dual is solved in float64: its line search compares values of sums of n^2
+        # terms, which float32 cannot resolve near the optimum.
+        D = D.to(torch.float64)
+        C = 0.5 * (D + D.T)
+        C = C - torch.diag_embed(torch.diagonal(C))
+        n = C.shape[0]
+        scale = C.sum() / (n * (n - 1))
+        C = C / torch.where(scale > 0, scale, torch.ones_like(scale))
+        gamma, lam = self._initial_duals(C)
+        floor = _GAMMA_FLOOR
+        gamma = gamma.clamp_min(floor)
+        target = math.log(self.perplexity) + 1.0
+        if self.optimizer == "newton":
+            state, n_iter = newton_dual_ascent(
+                C,
+                gamma,
+                lam,
+                target,
+                floor=floor,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                lr=1.0 if self.lr is None else min(self.lr, 1.0),
+            )
+        else:
+            state, n_iter = first_order_dual_ascent(
+                C,
+                gamma,
+                lam,
+                target,
+                floor=floor,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                lr=0.1 if self.lr is None else self.lr,
+                optimizer=self.optimizer,
+                eps_square=self.eps_square,
+            )
+        self.n_iter_ = n_iter
+        marginal, entropy = state.errors(target, floor)
+        if max(marginal, entropy) >= self.tol:
+            logger.warning(
+                "SymmetricEntropicAffinity: row sums within %.2g and entropies within %.2g "
+                "after %d iterations (tol=%.2g).",
+                marginal,
+                entropy,
+                n_iter,
+                self.tol,
+            )
+        else:
+            logger.info("SymmetricEntropicAffinity: converged in %d iterations", n_iter)
+        return state.p.to(out_dtype)

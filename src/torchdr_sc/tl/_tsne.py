@@ -1,0 +1,272 @@
+"""``tl.tsne``, ``tl.infotsne``, ``tl.largevis`` and ``tl.tsnekhorn``: the t-SNE family.
+
+t-SNE, InfoTSNE and LargeVis share their input affinity (entropic, symmetrised) for the
+same perplexity, hence one cache entry in ``adata.obsp``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._anndata import Method, build_estimator, run_embedding
+from .._anndata._params import resolve_seed
+from ._docs import RAISES, common, doc_params, returns
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+_PERPLEXITY_DOC = """\
+perplexity
+    Effective number of neighbours of each cell in the input affinity; the kNN graph has
+    ``3 * perplexity`` neighbours per cell.
+n_components
+    Dimension of the embedding."""
+
+
+def _embed(
+    adata: AnnData,
+    cls_name: str,
+    method: Method,
+    perplexity: float,
+    n_components: int,
+    layer: dict[str, Any],
+    kwargs: dict[str, Any],
+) -> AnnData | None:
+    from .. import estimators
+
+    est = build_estimator(
+        getattr(estimators, cls_name),
+        method.name,
+        {
+            "perplexity": perplexity,
+            "n_components": n_components,
+            "random_state": resolve_seed(layer.pop("random_state")),
+            "device": layer.pop("device"),
+            "backend": layer.pop("backend"),
+        },
+        kwargs,
+    )
+    return run_embedding(adata, est, method, **layer)
+
+
+@doc_params(
+    common=common(),
+    perplexity=_PERPLEXITY_DOC,
+    raises=RAISES,
+    returns=returns("X_tsne", "tsne", "t-SNE"),
+)
+def tsne(
+    adata: AnnData,
+    *,
+    perplexity: float = 30.0,
+    n_components: int = 2,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    neighbors_key: str | None = None,
+    key_added: str | None = None,
+    random_state: Any = 0,
+    device: str = "auto",
+    backend: str | None = "auto",
+    cache: bool = True,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Embed the cells with t-SNE (van der Maaten & Hinton 2008).
+
+    A drop-in for ``sc.tl.tsne`` (same default perplexity 30): exact repulsion computed in
+    blocks by PyTorch, with early exaggeration 12 for 250 iterations and PCA
+    initialisation. ``sc.pl.tsne(adata, color=...)`` plots the result. For more than
+    ~50k cells prefer :func:`infotsne` or :func:`umap`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (views and backed objects included).
+    {perplexity}
+    {common}
+
+    {returns}
+
+    {raises}
+    """
+    layer = dict(
+        use_rep=use_rep,
+        n_pcs=n_pcs,
+        neighbors_key=neighbors_key,
+        key_added=key_added,
+        random_state=random_state,
+        device=device,
+        backend=backend,
+        cache=cache,
+        copy=copy,
+    )
+    return _embed(adata, "TSNE", Method("tsne", "tSNE"), perplexity, n_components, layer, kwargs)
+
+
+@doc_params(
+    common=common(),
+    perplexity=_PERPLEXITY_DOC,
+    raises=RAISES,
+    returns=returns("X_infotsne", "infotsne", "InfoTSNE"),
+)
+def infotsne(
+    adata: AnnData,
+    *,
+    perplexity: float = 30.0,
+    n_components: int = 2,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    neighbors_key: str | None = None,
+    key_added: str | None = None,
+    random_state: Any = 0,
+    device: str = "auto",
+    backend: str | None = "auto",
+    cache: bool = True,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Embed the cells with InfoNC-t-SNE (Damrich, Böhm, Hamprecht & Kobak 2023).
+
+    t-SNE's input affinity with a negative-sampling (contrastive) objective: linear time
+    per epoch, so it scales to millions of cells. Plot with
+    ``sc.pl.embedding(adata, basis='infotsne')``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (views and backed objects included).
+    {perplexity}
+    {common}
+
+    {returns}
+
+    {raises}
+    """
+    layer = dict(
+        use_rep=use_rep,
+        n_pcs=n_pcs,
+        neighbors_key=neighbors_key,
+        key_added=key_added,
+        random_state=random_state,
+        device=device,
+        backend=backend,
+        cache=cache,
+        copy=copy,
+    )
+    return _embed(
+        adata, "InfoTSNE", Method("infotsne", "InfoTSNE"), perplexity, n_components, layer, kwargs
+    )
+
+
+@doc_params(
+    common=common(),
+    perplexity=_PERPLEXITY_DOC,
+    raises=RAISES,
+    returns=returns("X_largevis", "largevis", "LargeVis"),
+)
+def largevis(
+    adata: AnnData,
+    *,
+    perplexity: float = 30.0,
+    n_components: int = 2,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    neighbors_key: str | None = None,
+    key_added: str | None = None,
+    random_state: Any = 0,
+    device: str = "auto",
+    backend: str | None = "auto",
+    cache: bool = True,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Embed the cells with LargeVis (Tang, Liu, Zhang & Mei 2016).
+
+    t-SNE's input affinity with negative sampling and a Cauchy kernel. Plot with
+    ``sc.pl.embedding(adata, basis='largevis')``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (views and backed objects included).
+    {perplexity}
+    {common}
+
+    {returns}
+
+    {raises}
+    """
+    layer = dict(
+        use_rep=use_rep,
+        n_pcs=n_pcs,
+        neighbors_key=neighbors_key,
+        key_added=key_added,
+        random_state=random_state,
+        device=device,
+        backend=backend,
+        cache=cache,
+        copy=copy,
+    )
+    return _embed(
+        adata, "LargeVis", Method("largevis", "LargeVis"), perplexity, n_components, layer, kwargs
+    )
+
+
+@doc_params(
+    common=common(neighbors=False),
+    perplexity=_PERPLEXITY_DOC,
+    raises=RAISES,
+    returns=returns("X_tsnekhorn", "tsnekhorn", "TSNEkhorn"),
+)
+def tsnekhorn(
+    adata: AnnData,
+    *,
+    perplexity: float = 30.0,
+    n_components: int = 2,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    key_added: str | None = None,
+    random_state: Any = 0,
+    device: str = "auto",
+    backend: str | None = "auto",
+    cache: bool = True,
+    copy: bool = False,
+    **kwargs: Any,
+) -> AnnData | None:
+    """Embed the cells with TSNEkhorn (Van Assel, Vayer, Flamary & Courty 2023).
+
+    t-SNE with doubly stochastic (symmetric Sinkhorn) affinities in the input and the
+    embedding. Dense ``n x n`` computation: at most 15,000 cells, and no ``neighbors_key``
+    (the affinity uses all pairs). Plot with ``sc.pl.embedding(adata, basis='tsnekhorn')``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (views and backed objects included).
+    {perplexity}
+    {common}
+
+    {returns}
+
+    {raises}
+    """
+    layer = dict(
+        use_rep=use_rep,
+        n_pcs=n_pcs,
+        neighbors_key=None,
+        key_added=key_added,
+        random_state=random_state,
+        device=device,
+        backend=backend,
+        cache=cache,
+        copy=copy,
+    )
+    return _embed(
+        adata,
+        "TSNEkhorn",
+        Method("tsnekhorn", "TSNEkhorn"),
+        perplexity,
+        n_components,
+        layer,
+        kwargs,
+    )
