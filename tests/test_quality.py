@@ -10,7 +10,7 @@ import pytest
 
 import torchdr_sc as tdr
 
-from .conftest import knn_accuracy
+from conftest import knn_accuracy
 
 pytestmark = pytest.mark.slow
 

@@ -48,26 +48,33 @@ def pca_components(x: torch.Tensor, n_components: int) -> torch.Tensor:
 
 
 def spectral_embedding(
-    P: SparseAffinity, n_components: int, generator: torch.Generator, max_iter: int = 200
+    P: SparseAffinity, n_components: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Laplacian eigenmap of the symmetric affinity ``P`` (as UMAP's spectral init).
 
-    Computes the eigenvectors of ``D^{-1/2} P D^{-1/2}`` just below the trivial one with
-    LOBPCG on a sparse matrix, on P's device.
+    The eigenvectors of ``D^{-1/2} P D^{-1/2}`` with the largest eigenvalues after the
+    trivial one (equivalently the smallest of the normalised Laplacian), found with ARPACK
+    (``scipy.sparse.linalg.eigsh``) on the CPU, rescaled by ``D^{-1/2}``. Graphs with several
+    connected components get the eigenvectors of the whole graph, which already separate
+    the components.
     """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import eigsh
+
     n = P.n
-    w = P.weights.double()
-    deg = torch.zeros(n, dtype=torch.float64, device=P.device).index_add_(0, P.rows, w)
-    inv_sqrt = deg.clamp_min(1e-12).rsqrt()
-    vals = w * inv_sqrt[P.rows] * inv_sqrt[P.cols]
-    a = torch.sparse_coo_tensor(torch.stack([P.rows, P.cols]), vals, (n, n)).coalesce()
-    a = a.to_sparse_csr()
+    rows = P.rows.cpu().numpy()
+    cols = P.cols.cpu().numpy()
+    w = P.weights.double().cpu().numpy()
+    deg = np.bincount(rows, weights=w, minlength=n)
+    inv_sqrt = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
+    a = sp.csr_matrix((w * inv_sqrt[rows] * inv_sqrt[cols], (rows, cols)), shape=(n, n))
     k = n_components + 1
-    x0 = torch.randn(n, k, generator=generator, device=P.device, dtype=torch.float64)
-    x0[:, 0] = deg.sqrt()  # the trivial eigenvector, to speed up convergence
-    _, vecs = torch.lobpcg(a, k=k, X=x0, largest=True, niter=max_iter, tol=1e-6)
-    emb = vecs[:, 1:k] * inv_sqrt[:, None]
-    return emb.float()
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+    v0 = np.random.default_rng(seed).uniform(0.5, 1.5, n)
+    vals, vecs = eigsh(a, k=k, which="LA", v0=v0, tol=1e-4, maxiter=max(1000, 5 * n))
+    order = np.argsort(vals)[::-1]
+    emb = vecs[:, order[1:k]] * inv_sqrt[:, None]
+    return torch.from_numpy(np.ascontiguousarray(emb)).to(P.device, torch.float32)
 
 
 def _rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -115,7 +122,7 @@ def initialize(
     elif init == "spectral":
         try:
             z = spectral_embedding(affinity, n_components, generator)
-        except (RuntimeError, ValueError) as err:  # LOBPCG can fail on tiny / odd graphs
+        except (RuntimeError, ValueError, ArithmeticError) as err:  # ARPACK on odd graphs
             logger.info("spectral init failed (%s); using a random init", err)
             z = torch.randn(n, n_components, generator=generator, device=device)
         if not torch.isfinite(z).all():
