@@ -27,6 +27,8 @@ References
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,25 @@ from ..graph import SparseAffinity
 
 #: Squared-distance offset in the repulsive gradient, as in umap-learn.
 REPULSION_EPS = 1e-3
+
+#: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
+#: an epoch is then ~40 small kernels whose thread fork/join costs more than it saves
+#: (measured on digits: 1.4 ms per epoch on one thread, 6.9 ms on two busy cores).
+SINGLE_THREAD_WORK = 2**19
+
+
+@contextlib.contextmanager
+def single_cpu_thread(enabled: bool) -> Iterator[None]:
+    """Run the block with one torch intra-op thread, restoring the setting afterwards."""
+    if not enabled:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ import torch
 from .._validation import check_number
 from ..distributed import DistContext
 from ..embed.loop import OptimizeResult, optimize
-from ..embed.sampled import EdgeSchedule, SampledKernel, draw_negatives, sampled_gradient
+from ..embed.sampled import (
+    SINGLE_THREAD_WORK,
+    EdgeSchedule,
+    SampledKernel,
+    draw_negatives,
+    sampled_gradient,
+    single_cpu_thread,
+)
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Embedder
 from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
@@ -70,19 +77,21 @@ class _SampledEmbedder(Embedder):
             return sampled_gradient(z, heads, tails, negs, kernel, phase.exaggeration)
 
         lr = 1.0 if self.lr == "auto" else float(self.lr)
-        return optimize(
-            z0,
-            grad,
-            phases,
-            lr=lr,
-            optimizer=self.optimizer,
-            optimizer_kwargs=kwargs,
-            scheduler=factory,
-            min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval,
-            sync=ctx.sync if ctx.active else None,
-            progress=_progress(self, max_iter),
-        )
+        small = schedule.mean_active * (m + 1) < SINGLE_THREAD_WORK
+        with single_cpu_thread(z0.device.type == "cpu" and small):
+            return optimize(
+                z0,
+                grad,
+                phases,
+                lr=lr,
+                optimizer=self.optimizer,
+                optimizer_kwargs=kwargs,
+                scheduler=factory,
+                min_grad_norm=self.min_grad_norm,
+                check_interval=self.check_interval,
+                sync=ctx.sync if ctx.active else None,
+                progress=_progress(self, max_iter),
+            )
 
 
 @lru_cache(maxsize=64)
