@@ -71,9 +71,7 @@ class Dataset:
         return np.load(self.x_path, mmap_mode=mode), np.load(self.y_path, mmap_mode=mode)
 
 
-def make_synthetic(
-    n: int, n_features: int = 50, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic(n: int, n_features: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Generate a single-cell-like hierarchical Gaussian mixture.
 
     The mixture (centres, weights, spreads) depends only on ``seed`` and ``n_features``, so every

@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> list[str]:
     p.add_argument("--n", type=int, nargs="+", default=[1_000_000], help="synthetic sizes")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["umap"])
     p.add_argument("--backends", nargs="+", default=["auto"], help="our kNN backends")
-    p.add_argument("--peers", nargs="*", choices=(*PEERS, "none"),
-                   default=["umap-learn", "torchdr"])
+    p.add_argument(
+        "--peers", nargs="*", choices=(*PEERS, "none"), default=["umap-learn", "torchdr"]
+    )
     p.add_argument("--budget", type=float, default=1200.0, help="seconds per run")
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--no-anndata", action="store_true", help="skip tdr.tl.<method> on AnnData")
@@ -58,10 +59,25 @@ def parse_args(argv: list[str] | None = None) -> list[str]:
     p.add_argument("--tag", default=None)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    out = ["--datasets", "synthetic", "--sizes", *map(str, a.n), "--methods", *a.methods,
-           "--backends", *a.backends, "--peers", *(a.peers or ["none"]),
-           "--budget", str(a.budget), "--devices", "cuda", *(["cpu"] if a.also_cpu else []),
-           "--tag", a.tag or f"{dt.datetime.now():%Y%m%d-%H%M%S}-gpu"]
+    out = [
+        "--datasets",
+        "synthetic",
+        "--sizes",
+        *map(str, a.n),
+        "--methods",
+        *a.methods,
+        "--backends",
+        *a.backends,
+        "--peers",
+        *(a.peers or ["none"]),
+        "--budget",
+        str(a.budget),
+        "--devices",
+        "cuda",
+        *(["cpu"] if a.also_cpu else []),
+        "--tag",
+        a.tag or f"{dt.datetime.now():%Y%m%d-%H%M%S}-gpu",
+    ]
     if a.max_iter is not None:
         out += ["--max-iter", str(a.max_iter)]
     if a.out:

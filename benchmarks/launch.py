@@ -100,7 +100,10 @@ def launch(
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [python, "-m", "benchmarks.worker", str(spec_path)],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env,
             start_new_session=True,
         )
         timed_out = False

@@ -9,8 +9,18 @@ import numpy as np
 
 SCALING_RANGE = (50_000, 1_000_000)
 COLUMNS = (
-    "method", "status", "kNN (s)", "affinity (s)", "optimise (s)", "fit total (s)", "epochs",
-    "ms / epoch", "peak RSS (GB)", "peak GPU (GB)", "10-NN acc.", "NP@15",
+    "method",
+    "status",
+    "kNN (s)",
+    "affinity (s)",
+    "optimise (s)",
+    "fit total (s)",
+    "epochs",
+    "ms / epoch",
+    "peak RSS (GB)",
+    "peak GPU (GB)",
+    "10-NN acc.",
+    "NP@15",
 )
 
 

@@ -42,33 +42,78 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argparse.Namespace
     """
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help="digits, pbmc68k_reduced and synthetic 10k; backend 'auto'; 180 s budget")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits, pbmc68k_reduced and synthetic 10k; backend 'auto'; 180 s budget",
+    )
     p.add_argument("--datasets", nargs="+", choices=dsets.FAMILIES, default=None)
-    p.add_argument("--sizes", nargs="+", type=int, default=None,
-                   help=f"sizes of the synthetic data (default {' '.join(map(str, FULL_SIZES))})")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help=f"sizes of the synthetic data (default {' '.join(map(str, FULL_SIZES))})",
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--backends", nargs="+", choices=(*BACKENDS, "auto"), default=None,
-                   help="our kNN backends (default: each installed one)")
-    p.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None,
-                   help="devices for ours and TorchDR (default: cpu, and cuda when present)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=(*BACKENDS, "auto"),
+        default=None,
+        help="our kNN backends (default: each installed one)",
+    )
+    p.add_argument(
+        "--devices",
+        nargs="+",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="devices for ours and TorchDR (default: cpu, and cuda when present)",
+    )
     p.add_argument("--peers", nargs="*", choices=(*PEERS, "none"), default=list(PEERS))
-    p.add_argument("--no-ours", dest="ours", action="store_false",
-                   help="run the peers only (e.g. to refresh their figures)")
-    p.add_argument("--torchdr-backends", nargs="+", choices=("faiss", "keops", "torch"),
-                   default=None, help="TorchDR's backends (default: faiss)")
-    p.add_argument("--torchdr-python", default=str(TORCHDR_PYTHON),
-                   help="python of the TorchDR virtual environment")
-    p.add_argument("--budget", type=float, default=None,
-                   help="wall-time budget of one run in seconds (default 1800; --quick 180)")
-    p.add_argument("--max-iter", type=int, default=None,
-                   help="epochs for every method (default: each tool's own); for smoke tests")
+    p.add_argument(
+        "--no-ours",
+        dest="ours",
+        action="store_false",
+        help="run the peers only (e.g. to refresh their figures)",
+    )
+    p.add_argument(
+        "--torchdr-backends",
+        nargs="+",
+        choices=("faiss", "keops", "torch"),
+        default=None,
+        help="TorchDR's backends (default: faiss)",
+    )
+    p.add_argument(
+        "--torchdr-python",
+        default=str(TORCHDR_PYTHON),
+        help="python of the TorchDR virtual environment",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-time budget of one run in seconds (default 1800; --quick 180)",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="epochs for every method (default: each tool's own); for smoke tests",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-sample", type=int, default=metrics.SAMPLE_SIZE)
-    p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="time the first call (JIT compilation and caches included)")
-    p.add_argument("--tl", action="store_true",
-                   help="also run tdr.tl.<method> on an AnnData (our first backend)")
+    p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="time the first call (JIT compilation and caches included)",
+    )
+    p.add_argument(
+        "--tl",
+        action="store_true",
+        help="also run tdr.tl.<method> on an AnnData (our first backend)",
+    )
     p.add_argument("--keep-embeddings", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--tag", default=None, help="name of the output files (default: date-time)")
@@ -124,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         devices = args.devices or (["cpu", "cuda"] if cuda_available() else ["cpu"])
-        cfgs = configs(args.methods, args.backends if args.ours else [], devices, args.peers,
-                       args.torchdr_backends, anndata_layer=args.tl and args.ours)
+        cfgs = configs(
+            args.methods,
+            args.backends if args.ours else [],
+            devices,
+            args.peers,
+            args.torchdr_backends,
+            anndata_layer=args.tl and args.ours,
+        )
         names = [f if n is None else f"{f}-{n}" for f, n in _dataset_plan(args)]
         print(f"datasets: {', '.join(names)}; budget {args.budget:.0f} s per run")
         print("\n".join(f"  {c.label}" for c in cfgs))
@@ -133,16 +184,29 @@ def main(argv: list[str] | None = None) -> int:
     session = Session(args)
     missing = _our_estimators_missing(args.methods)
     if missing:
-        print(f"note: torchdr_sc.{', '.join(missing)} not importable yet; "
-              "those runs are reported as unavailable.", flush=True)
-    cfgs = configs(args.methods, args.backends if args.ours else [], session.devices,
-                   args.peers, args.torchdr_backends, anndata_layer=args.tl and args.ours)
-    print(f"{len(cfgs)} configurations per dataset; budget {args.budget:.0f} s per run; "
-          f"writing {session.jsonl}", flush=True)
+        print(
+            f"note: torchdr_sc.{', '.join(missing)} not importable yet; "
+            "those runs are reported as unavailable.",
+            flush=True,
+        )
+    cfgs = configs(
+        args.methods,
+        args.backends if args.ours else [],
+        session.devices,
+        args.peers,
+        args.torchdr_backends,
+        anndata_layer=args.tl and args.ours,
+    )
+    print(
+        f"{len(cfgs)} configurations per dataset; budget {args.budget:.0f} s per run; "
+        f"writing {session.jsonl}",
+        flush=True,
+    )
     for ds in _datasets(args):
         labels = np.load(ds.y_path)
-        queries, neighbors = reference_neighbors(ds, args.eval_sample, args.seed,
-                                                 session.eval_device)
+        queries, neighbors = reference_neighbors(
+            ds, args.eval_sample, args.seed, session.eval_device
+        )
         for cfg in cfgs:
             session.add(session.run_one(cfg, ds, labels, queries, neighbors))
     session.finish()

@@ -109,8 +109,9 @@ class Session:
         self.eval_device = "cuda" if self.cuda else "cpu"
         extra = torchdr_versions(args.torchdr_python) if "torchdr" in args.peers else {}
         machine = describe(extra)
-        self.budget = Budget(seconds=args.budget,
-                             memory_mb=0.9 * 1024 * (machine.get("memory_gb") or 16.0))
+        self.budget = Budget(
+            seconds=args.budget, memory_mb=0.9 * 1024 * (machine.get("memory_gb") or 16.0)
+        )
         self.records: list[dict] = []
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.tag = args.tag or (stamp + ("-quick" if args.quick else ""))
@@ -172,9 +173,18 @@ class Session:
         -------
         dict
         """
-        rec = {"type": "run", "dataset": ds.name, "family": ds.family, "n": ds.n, "d": ds.d,
-               "tool": cfg.tool, "method": cfg.method, "backend": cfg.backend,
-               "device": cfg.device, "label": cfg.label}
+        rec = {
+            "type": "run",
+            "dataset": ds.name,
+            "family": ds.family,
+            "n": ds.n,
+            "d": ds.d,
+            "tool": cfg.tool,
+            "method": cfg.method,
+            "backend": cfg.backend,
+            "device": cfg.device,
+            "label": cfg.label,
+        }
         key = f"{ds.family}:{cfg.label}"
         _, estimate = self.budget.check(key, ds.n)
         rec["estimated_s"] = estimate
@@ -185,15 +195,22 @@ class Session:
             return rec
         run_id = f"{ds.name}-{cfg.tool}-{cfg.method}-{cfg.backend}-{cfg.device}"
         python = self.args.torchdr_python if cfg.tool == "torchdr" else sys.executable
-        out = launch(self._spec(cfg, ds, run_id), self.run_dir, run_id,
-                     python=python, timeout=self.args.budget)
+        out = launch(
+            self._spec(cfg, ds, run_id),
+            self.run_dir,
+            run_id,
+            python=python,
+            timeout=self.args.budget,
+        )
         rec.update(process_s=out.wall_s, returncode=out.returncode)
         res = out.result or {}
         if res.get("status") != "unavailable":
             rec["peak_rss_mb"] = out.peak_rss_mb
         if out.timed_out:
-            rec.update(status="skipped (budget)",
-                       reason=f"skipped (budget): killed after {self.args.budget:.0f} s")
+            rec.update(
+                status="skipped (budget)",
+                reason=f"skipped (budget): killed after {self.args.budget:.0f} s",
+            )
         elif res.get("status") == "ok":
             rec.update(_timing_fields(res), status="ok")
             emb = np.load(self.run_dir / f"{run_id}.emb.npy")
@@ -225,9 +242,12 @@ class Session:
         with open(self.jsonl, "a") as fh:
             fh.write(json.dumps(rec, default=str) + "\n")
         cells = dict(zip(report.COLUMNS, report.row_cells(rec), strict=True))
-        print(f"[{rec['dataset']}] {rec['label']}: {cells['status']} | fit {cells['fit total (s)']}"
-              f" s | RSS {cells['peak RSS (GB)']} GB | acc {cells['10-NN acc.']}"
-              f" | NP@15 {cells['NP@15']}", flush=True)
+        print(
+            f"[{rec['dataset']}] {rec['label']}: {cells['status']} | fit {cells['fit total (s)']}"
+            f" s | RSS {cells['peak RSS (GB)']} GB | acc {cells['10-NN acc.']}"
+            f" | NP@15 {cells['NP@15']}",
+            flush=True,
+        )
 
     def finish(self) -> Path:
         """Write the markdown report and the plot; print the scaling exponents.

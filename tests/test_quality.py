@@ -7,10 +7,9 @@ within 0.03 of the better of the two peers; TSNEkhorn >= 0.90 on digits.
 
 import numpy as np
 import pytest
+from conftest import knn_accuracy
 
 import torchdr_sc as tdr
-
-from conftest import knn_accuracy
 
 pytestmark = pytest.mark.slow
 

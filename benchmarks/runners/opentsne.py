@@ -81,8 +81,11 @@ def run(X: np.ndarray, spec: dict) -> RunOutput:
     n_iter = 500 if total is None else total - ee_iter
     init = initialization.pca(X, random_state=seed)
     tsne = opentsne.TSNE(
-        perplexity=perplexity, early_exaggeration_iter=ee_iter, n_iter=n_iter,
-        n_jobs=-1, random_state=seed,
+        perplexity=perplexity,
+        early_exaggeration_iter=ee_iter,
+        n_iter=n_iter,
+        n_jobs=-1,
+        random_state=seed,
     )
     emb = tsne.fit(affinities=aff, initialization=init)
     t3 = time.perf_counter()

@@ -82,11 +82,16 @@ def run(X: np.ndarray, spec: dict) -> RunOutput:
         )
     if spec["method"] == "tsne":
         sc.tl.tsne(
-            adata, use_rep="X", perplexity=spec["perplexity"], random_state=seed,
+            adata,
+            use_rep="X",
+            perplexity=spec["perplexity"],
+            random_state=seed,
             n_jobs=sc.settings.n_jobs,
         )
         return RunOutput(
-            adata.obsm["X_tsne"].astype(np.float32), {}, None,
+            adata.obsm["X_tsne"].astype(np.float32),
+            {},
+            None,
             {"params": {"perplexity": spec["perplexity"]}},
         )
     raise Unavailable(f"scanpy has no {spec['method']!r}")

@@ -47,8 +47,23 @@ def run(X: np.ndarray, spec: dict) -> RunOutput:
     a, b = umap_.find_ab_params(1.0, spec["min_dist"])
     n_epochs = spec.get("max_iter")
     emb, _ = umap_.simplicial_set_embedding(
-        X, graph, 2, 1.0, a, b, 1.0, 5, n_epochs, "spectral", rs, "euclidean", {},
-        False, {}, False, parallel=True,
+        X,
+        graph,
+        2,
+        1.0,
+        a,
+        b,
+        1.0,
+        5,
+        n_epochs,
+        "spectral",
+        rs,
+        "euclidean",
+        {},
+        False,
+        {},
+        False,
+        parallel=True,
     )
     t3 = time.perf_counter()
     if n_epochs is None:

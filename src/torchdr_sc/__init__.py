@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import pp, tl
 from .affinity import (
     DoublyStochasticQuadraticAffinity,
     EntropicAffinity,
@@ -30,7 +31,6 @@ from .estimators import (
     StudentKernel,
     TSNEkhorn,
 )
-from . import pp, tl
 from .graph import KNNGraph, SparseAffinity
 
 try:

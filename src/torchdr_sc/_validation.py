@@ -147,6 +147,6 @@ def missing_dependency(backend: str, package: str, extra: str) -> ImportError:
     """Build the error raised when an optional backend package is not installed."""
     msg = (
         f"backend={backend!r} needs the {package} package: "
-        f'pip install "torchdr-sc[{extra}]", or use backend=\'torch\'.'
+        f"pip install \"torchdr-sc[{extra}]\", or use backend='torch'."
     )
     return ImportError(msg)

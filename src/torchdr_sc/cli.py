@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .atlas import add_embed_parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -80,7 +81,7 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 #: Registration functions of the subcommands, in the order of ``--help``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_embed_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,27 @@
 """Row sharding across the processes of an initialised ``torch.distributed`` group.
 
-The package never starts a process group: under ``torchrun`` the user's script (or the
-``torchdr-sc embed`` command) does, and ``distributed='auto'`` picks it up. Each rank owns a
-contiguous block of rows; gradients are all-reduced (summed) so that every rank applies the
-same update and holds the same embedding after every step. The same code runs with NCCL on
-GPUs and gloo on CPUs.
+The package never starts a process group at import or construction: under ``torchrun`` the
+user's script (or the ``torchdr-sc embed`` command, through :func:`init_from_env`) does, and
+``distributed='auto'`` picks it up. Each rank owns a contiguous block of rows: it searches the
+neighbours of its rows, computes the gradient of its rows' terms, and the gradients are
+all-reduced (summed), so that every rank applies the same update and holds the same
+embedding after every step. The same code runs with NCCL on GPUs and gloo on CPUs.
+
+A failure on one rank must end the whole job, never leave the others waiting in a
+collective: under ``torchrun`` the launcher stops every worker as soon as one exits with an
+error, and :func:`rank_guard` makes a worker exit at once with a message naming its rank.
+The process group timeout (:func:`init_from_env`) bounds any remaining wait.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -18,10 +30,23 @@ from .embed.exact import RowShard
 
 TORCHRUN_HINT = "torchrun --nproc_per_node=2 your_script.py"
 
+#: Default timeout of the collectives of a process group started by :func:`init_from_env`.
+DEFAULT_TIMEOUT_S = 1800.0
+
 
 @dataclass(frozen=True)
 class DistContext:
-    """Rank, world size and the rows this rank owns."""
+    """Rank, world size and the rows this rank owns.
+
+    Attributes
+    ----------
+    rank
+        This process's rank (0 without a process group).
+    world_size
+        Number of processes (1 without a process group).
+    shard
+        The rows ``[start, stop)`` this rank owns.
+    """
 
     rank: int
     world_size: int
@@ -44,19 +69,44 @@ class DistContext:
         return out[0]
 
     def all_gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
-        """Concatenate every rank's block of rows into the full ``(n, ...)`` tensor."""
-        sizes = [shard_of(n, r, self.world_size) for r in range(self.world_size)]
-        parts = [
-            torch.empty((s.stop - s.start, *local.shape[1:]), dtype=local.dtype, device=local.device)
-            for s in sizes
-        ]
-        dist.all_gather(parts, local.contiguous())
-        return torch.cat(parts, 0)
+        """Concatenate every rank's block of rows into the full ``(n, ...)`` tensor.
+
+        Blocks may differ in length by one row (``n`` not divisible by the world size):
+        every block is padded to the longest one for the collective (gloo and NCCL gather
+        equal shapes only), then trimmed.
+
+        Parameters
+        ----------
+        local
+            This rank's rows, ``(stop - start, ...)``.
+        n
+            Total number of rows.
+        """
+        shards = [shard_of(n, r, self.world_size) for r in range(self.world_size)]
+        mine = shards[self.rank]
+        if local.shape[0] != mine.stop - mine.start:
+            msg = (
+                f"rank {self.rank} holds {local.shape[0]} rows but owns "
+                f"{mine.stop - mine.start} (rows {mine.start}:{mine.stop} of {n})."
+            )
+            raise ValueError(msg)
+        longest = max(s.stop - s.start for s in shards)
+        padded = local.new_zeros((longest, *local.shape[1:]))
+        padded[: local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in shards]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards, strict=True)], 0)
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Rank 0's ``tensor`` on every rank (in place)."""
+        """Rank 0's ``tensor`` on every rank (``tensor`` is overwritten when contiguous)."""
+        tensor = tensor.contiguous()
         dist.broadcast(tensor, src=0)
         return tensor
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.active:
+            dist.barrier()
 
 
 def shard_of(n: int, rank: int, world_size: int) -> RowShard:
@@ -66,13 +116,23 @@ def shard_of(n: int, rank: int, world_size: int) -> RowShard:
     return RowShard(start, stop)
 
 
+def process_group_ready() -> bool:
+    """Whether a ``torch.distributed`` process group is initialised in this process."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def resolve_distributed(distributed: bool | str, n: int) -> DistContext:
     """Context for ``distributed`` (``'auto'``, ``True`` or ``False``) and ``n`` rows.
 
     ``'auto'`` uses the process group when one is initialised; ``True`` requires one;
     ``False`` runs on this process alone.
+
+    Raises
+    ------
+    RuntimeError
+        ``distributed=True`` without an initialised process group.
     """
-    ready = dist.is_available() and dist.is_initialized()
+    ready = process_group_ready()
     if distributed is True and not ready:
         msg = (
             "`distributed=True` needs an initialised torch.distributed process group: launch "
@@ -88,4 +148,95 @@ def resolve_distributed(distributed: bool | str, n: int) -> DistContext:
 
 def is_rank_zero() -> bool:
     """True on rank 0 or without a process group (only rank 0 writes files and logs)."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return not process_group_ready() or dist.get_rank() == 0
+
+
+def current_rank() -> int:
+    """This process's rank: the process group's, else torchrun's ``RANK``, else 0."""
+    if process_group_ready():
+        return int(dist.get_rank())
+    return int(os.environ.get("RANK", "0"))
+
+
+def init_from_env(
+    device: str | torch.device = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> str:
+    """Start the process group described by torchrun's environment variables.
+
+    Only commands call this (``torchdr-sc embed``'s workers); the library itself never
+    starts a process group. NCCL is used for CUDA devices (each rank on GPU
+    ``LOCAL_RANK``), gloo otherwise.
+
+    Parameters
+    ----------
+    device
+        ``'cpu'`` or a CUDA device: picks the backend.
+    timeout_s
+        Longest wait of any collective before it fails (so a lost rank cannot hang the
+        others for ever).
+
+    Returns
+    -------
+    str
+        The backend used, ``'nccl'`` or ``'gloo'``.
+
+    Raises
+    ------
+    RuntimeError
+        When torchrun's variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+        ``MASTER_PORT``) are missing.
+    """
+    needed = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    missing = [v for v in needed if v not in os.environ]
+    if missing:
+        msg = (
+            f"no torchrun environment ({', '.join(missing)} not set): launch with "
+            f"`{TORCHRUN_HINT}` or use `torchdr-sc embed --nproc N`."
+        )
+        raise RuntimeError(msg)
+    dev = torch.device(device)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=float(timeout_s)))
+    return backend
+
+
+def failure_message(err: BaseException, rank: int | None = None) -> str:
+    """One line naming the rank that failed and why."""
+    rank = current_rank() if rank is None else rank
+    world = os.environ.get("WORLD_SIZE")
+    where = f"rank {rank}" + (f" of {world}" if world else "")
+    return f"{where} failed: {type(err).__name__}: {err}"
+
+
+@contextlib.contextmanager
+def rank_guard(*, exit_code: int = 1, show_traceback: bool = False) -> Iterator[None]:
+    """End this process at once, naming its rank, if the block raises.
+
+    Use around the body of a script launched with ``torchrun``: the failing rank prints
+    ``torchdr-sc: rank R of W failed: <error>`` on stderr and exits with ``exit_code``
+    without waiting for its peers (``os._exit``: no collective in an exit handler can
+    hang); ``torchrun`` then stops the other ranks and exits non-zero.
+
+    Parameters
+    ----------
+    exit_code
+        Exit status of the failing process.
+    show_traceback
+        Also print the traceback.
+    """
+    try:
+        yield
+    except SystemExit as err:
+        if not err.code:
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(err.code if isinstance(err.code, int) else exit_code)
+    except BaseException as err:  # every failure must end the process
+        if show_traceback:
+            traceback.print_exc(file=sys.stderr)
+        print(f"torchdr-sc: {failure_message(err)}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(exit_code)

@@ -98,11 +98,12 @@ class EdgeSchedule:
 
     def __init__(self, P: SparseAffinity, rows_of: tuple[int, int] | None = None) -> None:
         rows, cols, w = P.rows, P.cols, P.weights
+        w_max = w.max() if w.numel() else w.new_ones(())  # of all of P: shards agree
         keep = w > 0
         if rows_of is not None:
             keep &= (rows >= rows_of[0]) & (rows < rows_of[1])
         rows, cols, w = rows[keep], cols[keep], w[keep].float()
-        rate = w / w.max() if w.numel() else w
+        rate = w / w_max.float()
         always = rate >= 1.0
         self.head_always, self.tail_always = rows[always], cols[always]
         self.heads, self.tails = rows[~always], cols[~always]

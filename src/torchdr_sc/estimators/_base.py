@@ -25,10 +25,11 @@ from sklearn.base import BaseEstimator
 from .._device import as_float_tensor, make_generator, resolve_device, to_output
 from .._logging import get_logger, verbosity
 from .._validation import check_enough_samples, check_number, check_option
-from ..distributed import DistContext, resolve_distributed
+from ..distributed import DistContext, is_rank_zero, resolve_distributed
 from ..embed.init import INIT_NAMES, initialize
 from ..embed.loop import OptimizeResult
 from ..graph import KNNGraph, SparseAffinity
+from ..streaming import fit_streamed, is_streamed
 
 logger = get_logger(__name__)
 
@@ -161,7 +162,10 @@ class Embedder(BaseEstimator):
             check_number("early_exaggeration_coeff", self.early_exaggeration_coeff, low=0)
         if self.early_exaggeration_iter is not None:
             check_number(
-                "early_exaggeration_iter", self.early_exaggeration_iter, kind=int, low=0,
+                "early_exaggeration_iter",
+                self.early_exaggeration_iter,
+                kind=int,
+                low=0,
                 closed="left",
             )
         check_option("backend", self.backend, BACKENDS)
@@ -221,7 +225,10 @@ class Embedder(BaseEstimator):
             A precomputed kNN graph (e.g. scanpy's ``obsp['distances']``): skips the search.
         """
         self._check_params()
-        with verbosity(self.verbose):
+        with verbosity(self.verbose and is_rank_zero()):
+            if is_streamed(X):  # DataLoader or on-disk matrix: read in chunks
+                z, like = fit_streamed(self, X, affinity=affinity, knn=knn)
+                return to_output(z, like)
             z = self._fit(X, affinity, knn)
         return to_output(z, X if X is not None else np.empty((0, 0), np.float32))
 
@@ -240,7 +247,13 @@ class Embedder(BaseEstimator):
         self._check_data(n)
         return x, n, device
 
-    def _fit(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None) -> torch.Tensor:
+    def _fit(
+        self,
+        X: Any,
+        affinity: SparseAffinity | None,
+        knn: KNNGraph | None,
+        init: Any = None,
+    ) -> torch.Tensor:
         x, n, device = self._prepare_input(X, affinity, knn)
         self._run_device = device
         ctx = resolve_distributed(self.distributed, n)
@@ -256,10 +269,18 @@ class Embedder(BaseEstimator):
         t0 = time.perf_counter()
         init_gen = make_generator(self.random_state, device)
         z0 = initialize(
-            self.init, x=x, n=n, n_components=self.n_components,
-            scaling=self._default_init_scaling(), generator=init_gen, device=device,
-            dtype=dtype, affinity=affinity,
+            self.init if init is None else init,
+            x=x,
+            n=n,
+            n_components=self.n_components,
+            scaling=self._default_init_scaling(),
+            generator=init_gen,
+            device=device,
+            dtype=dtype,
+            affinity=affinity,
         )
+        if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
+            z0 = ctx.broadcast(z0)
         timings["init"] = time.perf_counter() - t0
         opt_gen = make_generator(self.random_state, device)
         if ctx.active:  # different negatives on every rank, same init everywhere

@@ -103,7 +103,9 @@ class _ExactEmbedder(_PerplexityMixin, Embedder):
 
 def _progress(est: Embedder, total: int):
     """A tqdm update callback when ``progress_bar`` is set, else ``None``."""
-    if not est.progress_bar:
+    from ..distributed import is_rank_zero
+
+    if not est.progress_bar or not is_rank_zero():
         return None
     from tqdm.auto import tqdm
 

@@ -1,0 +1,297 @@
+"""One process's part of a ``torchdr-sc embed`` job.
+
+Every process (one, or each ``torchrun`` worker) reads the input's skeleton, runs the same
+``tdr.tl.<method>`` call (which shards the work across the process group when there is
+one) and ends with the same result; rank 0 alone writes the output and prints the summary.
+When the representation is ``X`` itself, it is streamed from disk by row chunks into the
+estimator and the results are recorded exactly as ``tl`` records them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..distributed import is_rank_zero
+from ._io import InputError, InputInfo, open_skeleton, streamed_fingerprint, write_output
+
+#: Method name -> (``tl`` function name, estimator class name, label).
+METHODS: dict[str, tuple[str, str, str]] = {
+    "infotsne": ("infotsne", "InfoTSNE", "InfoTSNE"),
+    "largevis": ("largevis", "LargeVis", "LargeVis"),
+    "tsne": ("tsne", "TSNE", "t-SNE"),
+    "tsnekhorn": ("tsnekhorn", "TSNEkhorn", "TSNEkhorn"),
+    "umap": ("umap", "UMAP", "UMAP"),
+}
+#: Methods whose work is sharded across processes (TSNEkhorn's dense affinity is not).
+SHARDED = ("infotsne", "largevis", "tsne", "umap")
+#: Arguments of the ``tl`` functions that are not estimator parameters.
+_LAYER_ARGS = {
+    "adata", "use_rep", "n_pcs", "neighbors_key", "key_added", "cache", "copy", "kwargs",
+}  # fmt: skip
+
+
+@dataclass
+class JobSpec:
+    """Everything a process needs to run the job (JSON-serialisable, sent to workers)."""
+
+    input: str
+    output: str
+    method: str
+    use_rep: str
+    n_pcs: int | None = None
+    neighbors_key: str | None = None
+    key_added: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    overwrite: bool = False
+    save_affinity: bool = False
+    progress: bool = False
+    verbose: bool = False
+    nproc: int = 1
+    timeout: float = 1800.0
+    error_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+
+def tl_function(method: str) -> Any:
+    """The ``tdr.tl`` function of ``method``."""
+    from .. import tl
+
+    return getattr(tl, METHODS[method][0])
+
+
+def estimator_class(method: str) -> type:
+    """The estimator class behind ``method``."""
+    from .. import estimators
+
+    return getattr(estimators, METHODS[method][1])
+
+
+def tl_defaults(method: str) -> dict[str, Any]:
+    """The estimator parameters set by the ``tl`` function's own defaults (e.g. UMAP's
+    ``min_dist=0.5`` and ``init='spectral'``), so the streamed path matches ``tl``."""
+    sig = inspect.signature(tl_function(method))
+    return {
+        name: p.default
+        for name, p in sig.parameters.items()
+        if name not in _LAYER_ARGS and p.default is not inspect.Parameter.empty
+    }
+
+
+def build_estimator(method: str, params: dict[str, Any], device: str) -> Any:
+    """The estimator ``tl.<method>`` would build with ``params``, parameters checked.
+
+    Raises
+    ------
+    InputError
+        An unknown parameter or an invalid value.
+    """
+    cls = estimator_class(method)
+    valid = set(cls().get_params())
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        shown = ", ".join(sorted(valid - {"device"}))
+        msg = f"--param {unknown[0]!r} is not a parameter of {cls.__name__} (valid: {shown})."
+        raise InputError(msg)
+    merged = {**tl_defaults(method), **params, "device": device}
+    try:
+        est = cls(**merged)
+        est._check_params()
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from err
+    return est
+
+
+def say(text: str) -> None:
+    """Print a progress line (rank 0 only)."""
+    if is_rank_zero():
+        print(f"torchdr-sc embed: {text}", flush=True)
+
+
+def _snapshot(adata: Any) -> dict[str, dict[str, int]]:
+    return {slot: {k: id(v) for k, v in getattr(adata, slot).items()} for slot in _SLOTS}
+
+
+_SLOTS = ("obsm", "obsp", "uns")
+
+
+def _changes_since(adata: Any, before: dict[str, dict[str, int]]) -> list[tuple[str, str, Any]]:
+    """``(slot, key, value)`` of every element added or replaced since ``before``."""
+    out = []
+    for slot in _SLOTS:
+        for key, value in getattr(adata, slot).items():
+            if before[slot].get(key) != id(value):
+                out.append((slot, key, value))
+    return out
+
+
+def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str, Any]]:
+    """Embed the on-disk ``X`` by row chunks; record the results in ``tl``'s layout.
+
+    ``obsm[key]`` (float32), ``uns[key] = {'params', 'timings', 'n_iter'}`` and, with
+    ``--save-affinity``, the affinity in ``obsp`` described in ``uns['tdr_affinities']``
+    under the key and fingerprint ``tl`` would use for ``use_rep='X'``.
+    """
+    from .._anndata import _cache, package_version
+    from .._anndata._params import to_uns
+    from ..streaming import Chunked
+
+    est = build_estimator(spec.method, spec.params, spec.device)
+    est.set_params(progress_bar=spec.progress and is_rank_zero(), verbose=spec.verbose)
+    chunked = Chunked(x)
+    embedding = np.ascontiguousarray(est.fit_transform(chunked), dtype=np.float32)
+    params: dict[str, Any] = {"method": spec.method, **est.get_params(deep=False)}
+    if spec.method == "umap":
+        params.update(zip(("a", "b"), est.ab(), strict=True))
+    params.update(
+        use_rep="X",
+        n_pcs=None,
+        neighbors_key=None,
+        torchdr_sc_version=package_version(),
+        device_used=str(getattr(est, "_run_device", spec.device)),
+    )
+    obsm_key, uns_key = spec.key_added or f"X_{spec.method}", spec.key_added or spec.method
+    changes: list[tuple[str, str, Any]] = [("obsm", obsm_key, embedding)]
+    cache = []
+    if spec.save_affinity and _cache.storable(est.affinity_in_):
+        digest = streamed_fingerprint(x, chunked.chunk_rows)
+        slot = _cache.make_slot(est.affinity_params(), "X", None, digest, adata.n_obs)
+        params["affinity_key"] = slot.key
+        entries = dict(adata.uns.get(_cache.UNS_KEY, {}))
+        entries[slot.key] = slot.description(package_version())
+        cache = [
+            ("obsp", slot.key, _cache.to_obsp(est.affinity_in_)),
+            ("uns", _cache.UNS_KEY, entries),
+        ]
+    timings = {k: float(v) for k, v in est.timings_.items()}
+    entry = {"params": to_uns(params), "timings": timings, "n_iter": int(est.n_iter_)}
+    return [*changes, ("uns", uns_key, entry), *cache]
+
+
+def run_job(spec: JobSpec) -> int:
+    """Run the job on this process; rank 0 writes the output and prints the summary.
+
+    Returns
+    -------
+    int
+        0 (errors raise).
+    """
+    t0 = time.perf_counter()
+    label = METHODS[spec.method][2]
+    procs = f"{spec.nproc} processes" if spec.nproc > 1 else "1 process"
+    with open_skeleton(spec.input) as (adata, x):
+        say(
+            f"{label} of {adata.n_obs} cells (use_rep={spec.use_rep!r}) on {procs}, "
+            f"device {spec.device}"
+        )
+        if spec.use_rep == "X":
+            say("streaming X from disk by row chunks")
+            changes = _streamed_changes(adata, x, spec)
+        else:
+            before = _snapshot(adata)
+            kwargs = {**spec.params, "device": spec.device}
+            kwargs.setdefault("progress_bar", spec.progress and is_rank_zero())
+            if spec.verbose:
+                kwargs.setdefault("verbose", True)
+            tl_function(spec.method)(
+                adata,
+                use_rep=spec.use_rep,
+                n_pcs=spec.n_pcs,
+                key_added=spec.key_added,
+                cache=spec.save_affinity,
+                **({"neighbors_key": spec.neighbors_key} if spec.neighbors_key else {}),
+                **kwargs,
+            )
+            changes = _changes_since(adata, before)
+        t_embed = time.perf_counter() - t0
+        if not is_rank_zero():
+            return 0
+        say(f"embedding done ({t_embed:.1f}s); writing {spec.output}")
+        write_output(spec.input, spec.output, changes, overwrite=spec.overwrite)
+        print(summary(spec, adata, changes, time.perf_counter() - t0), flush=True)
+    return 0
+
+
+def summary(spec: JobSpec, adata: Any, changes: list, seconds: float) -> str:
+    """The final report printed by rank 0."""
+    key = spec.key_added or spec.method
+    entry = next((v for s, k, v in changes if s == "uns" and k == key), {})
+    timings = entry.get("timings", {}) if hasattr(entry, "get") else {}
+    stages = ", ".join(f"{k} {float(v):.2f}s" for k, v in timings.items())
+    written = ", ".join(f"{slot}[{key!r}]" for slot, key, _ in changes)
+    rows = [
+        "torchdr-sc embed: finished",
+        f"  input      {spec.input} ({adata.n_obs} cells x {adata.n_vars} variables)",
+        f"  method     {spec.method} on use_rep={spec.use_rep!r}, {entry.get('n_iter', '?')} "
+        "iterations",
+        f"  processes  {spec.nproc} on {spec.device}",
+        f"  time       {stages}; total {seconds:.1f}s",
+        f"  output     {spec.output}: {written}",
+    ]
+    return "\n".join(rows)
+
+
+def check_spec(spec: JobSpec, info: InputInfo) -> None:
+    """Validate the job against the input before any process starts.
+
+    Raises
+    ------
+    InputError
+        A missing or unusable representation, a method that cannot run on several
+        processes, parameters that do not fit the data.
+    """
+    if spec.nproc > 1 and spec.method not in SHARDED:
+        shown = ", ".join(SHARDED)
+        msg = (
+            f"--method {spec.method} does not shard its work across processes; use --nproc 1 "
+            f"or one of {shown}."
+        )
+        raise InputError(msg)
+    if spec.use_rep == "X" and not info.has_x:
+        msg = f"INPUT {info.path!r} stores no X; pass --use-rep with an obsm key."
+        raise InputError(msg)
+    est = build_estimator(spec.method, spec.params, spec.device)
+    try:
+        est._check_data(info.n_obs)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+
+
+def resolve_use_rep(use_rep: str | None, n_pcs: int | None, info: InputInfo) -> str:
+    """scanpy's rule: ``use_rep`` if given, else X (at most 50 variables) or ``X_pca``."""
+    from .._validation import format_options
+
+    if use_rep is None:
+        if info.n_vars <= 50 or n_pcs == 0:
+            return "X"
+        if "X_pca" in info.obsm:
+            return "X_pca"
+        msg = (
+            f"X has {info.n_vars} variables (more than 50) and obsm holds no 'X_pca': pass "
+            "--use-rep (an obsm key, or X to embed all variables)."
+        )
+        raise InputError(msg)
+    if use_rep == "X" or use_rep in info.obsm:
+        if n_pcs and use_rep != "X" and n_pcs > info.obsm[use_rep][-1]:
+            cols = info.obsm[use_rep][-1]
+            msg = f"--n-pcs {n_pcs} is larger than the {cols} columns of {use_rep!r}."
+            raise InputError(msg)
+        return use_rep
+    shown = format_options(info.obsm) or "nothing"
+    msg = f"`use_rep={use_rep!r}` is not in adata.obsm (available: {shown})."
+    raise InputError(msg)
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``torchdr-sc embed: error: ...`` on stderr and return ``code``."""
+    print(f"torchdr-sc embed: error: {message}", file=sys.stderr, flush=True)
+    return code
