@@ -64,8 +64,8 @@ def child(mode: str, path: str, max_iter: int, budget_mib: float | None) -> dict
 
     if budget_mib is not None:  # chunk, query-block and score-block sizes of the stream
         budget = int(budget_mib * 2**20)
-        streaming.CHUNK_BYTES = streaming.SCORE_BYTES = budget
-        streaming.QUERY_BYTES = 4 * budget
+        streaming._constants.CHUNK_BYTES = streaming._constants.SCORE_BYTES = budget
+        streaming._constants.QUERY_BYTES = 4 * budget
 
     torch.set_num_threads(1)
     baseline = peak_rss_mb()

@@ -89,7 +89,7 @@ def test_streamed_knn_of_a_shard(gauss, backend):
 
 
 def test_exact_torch_search_in_several_passes(gauss, monkeypatch):
-    monkeypatch.setattr(streaming, "QUERY_BYTES", 2 * 100 * 12 * 4)  # query blocks of 100 rows
+    monkeypatch.setattr(streaming._constants, "QUERY_BYTES", 2 * 100 * 12 * 4)  # query blocks of 100 rows
     exact = knn(torch.from_numpy(gauss), 5, backend="torch")
     res = streamed_knn(loader_of(gauss, 64), 5, backend="torch")
     assert res.passes == 1 + 6
@@ -145,21 +145,21 @@ def test_streamed_pca_init_equals_in_memory_pca(digits_data):
     X, _ = digits_data
     res = streamed_knn(Chunked(X, 200), None, n_components=2)
     assert res.indices is None
-    got = streaming._signed(res.projection)
+    got = streaming._pca._signed(res.projection)
     np.testing.assert_allclose(
         got.numpy(), pca_components(torch.from_numpy(X), 2).numpy(), atol=1e-3
     )
 
 
 def test_pca_on_the_first_rows_above_the_feature_limit(monkeypatch, gauss):
-    monkeypatch.setattr(streaming, "PCA_EXACT_MAX_FEATURES", 4)
-    monkeypatch.setattr(streaming, "PCA_SVD_ROWS", 250)
+    monkeypatch.setattr(streaming._constants, "PCA_EXACT_MAX_FEATURES", 4)
+    monkeypatch.setattr(streaming._constants, "PCA_SVD_ROWS", 250)
     res = streamed_knn(Chunked(gauss, 100), None, n_components=2)
     x = torch.from_numpy(gauss)
     _, _, v = torch.linalg.svd(x[:250] - x.mean(0), full_matrices=False)
-    expected = streaming._signed((x - x.mean(0)) @ v[:2].T)
+    expected = streaming._pca._signed((x - x.mean(0)) @ v[:2].T)
     np.testing.assert_allclose(
-        streaming._signed(res.projection).numpy(), expected.numpy(), atol=1e-3
+        streaming._pca._signed(res.projection).numpy(), expected.numpy(), atol=1e-3
     )
 
 

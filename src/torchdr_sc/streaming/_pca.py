@@ -1,0 +1,186 @@
+"""Exact incremental PCA for the streamed initialisation."""
+
+from __future__ import annotations
+
+import torch
+
+from .._logging import get_logger
+from . import _constants as limits
+
+logger = get_logger(__name__)
+
+
+class IncrementalPCA:
+    """Exact PCA of data seen chunk by chunk, in torch.
+
+    Keeps the count, the mean and the scatter matrix in float64 and merges every chunk with
+    Chan, Golub & LeVeque's pairwise update, so the result equals the PCA of all rows at
+    once up to float64 round-off. Memory is ``O(d^2)`` for ``d`` features.
+
+    Parameters
+    ----------
+    n_components
+        Number of components.
+    device
+        Where the statistics are kept (default: the first chunk's device).
+
+    Attributes
+    ----------
+    mean_
+        ``(d,)`` mean of the rows seen (float64).
+    components_
+        ``(n_components, d)`` principal axes, by decreasing variance (after :meth:`finalize`).
+    explained_variance_
+        ``(n_components,)`` variances along the axes (after :meth:`finalize`).
+    n_samples_seen_
+        Rows seen.
+    """
+
+    def __init__(self, n_components: int, device: torch.device | str | None = None) -> None:
+        if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+            msg = f"`n_components` must be a positive int; got {n_components!r}."
+            raise ValueError(msg)
+        self.n_components = n_components
+        self.device = None if device is None else torch.device(device)
+        self.n_samples_seen_ = 0
+        self.mean_: torch.Tensor | None = None
+        self._scatter: torch.Tensor | None = None
+        self.components_: torch.Tensor | None = None
+        self.explained_variance_: torch.Tensor | None = None
+
+    def partial_fit(self, x: torch.Tensor) -> IncrementalPCA:
+        """Add the rows of ``x`` (``(b, d)``) to the statistics.
+
+        Works on slices of about 2**20 values, so that the float64 temporaries stay small
+        whatever the chunk size.
+        """
+        step = max(1, 2**20 // max(1, x.shape[1]))
+        for s in range(0, x.shape[0], step):
+            self._merge(x[s : s + step].to(device=self.device or x.device, dtype=torch.float64))
+        return self
+
+    def _merge(self, x: torch.Tensor) -> None:
+        """Chan, Golub & LeVeque's update with the rows ``x`` (float64)."""
+        b = x.shape[0]
+        mean_b = x.mean(0)
+        xc = x - mean_b
+        scatter_b = xc.T @ xc
+        if self.mean_ is None:
+            self.device = x.device
+            self.mean_, self._scatter, self.n_samples_seen_ = mean_b, scatter_b, b
+            return
+        if x.shape[1] != self.mean_.shape[0]:
+            msg = f"chunks have {self.mean_.shape[0]} and {x.shape[1]} features; they must agree."
+            raise ValueError(msg)
+        n = self.n_samples_seen_
+        total = n + b
+        delta = mean_b - self.mean_
+        self.mean_ = self.mean_ + delta * (b / total)
+        self._scatter = self._scatter + scatter_b + torch.outer(delta, delta) * (n * b / total)
+        self.n_samples_seen_ = total
+
+    def finalize(self) -> IncrementalPCA:
+        """Compute the principal axes from the statistics."""
+        if self.mean_ is None:
+            msg = "IncrementalPCA has seen no rows."
+            raise ValueError(msg)
+        evals, evecs = torch.linalg.eigh(self._scatter)
+        order = torch.argsort(evals, descending=True)[: self.n_components]
+        self.components_ = evecs[:, order].T.contiguous()
+        self.explained_variance_ = evals[order] / max(1, self.n_samples_seen_ - 1)
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates of ``x`` on the axes, in ``x``'s dtype (zero-padded to n_components)."""
+        if self.components_ is None:
+            self.finalize()
+        comps = self.components_.to(device=x.device, dtype=x.dtype)
+        proj = (x - self.mean_.to(device=x.device, dtype=x.dtype)) @ comps.T
+        return _pad_columns(proj, self.n_components)
+
+
+class _SubsetPCA:
+    """PCA of the first :data:`~._constants.PCA_SVD_ROWS` rows, centred by the mean of all rows.
+
+    What the in-memory initialisation does for more than
+    :data:`~._constants.PCA_EXACT_MAX_FEATURES` features, where a ``d x d`` covariance is too large.
+    """
+
+    def __init__(self, n_components: int) -> None:
+        self.n_components = n_components
+        self.rows: list[torch.Tensor] = []
+        self.kept = 0
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self.components_: torch.Tensor | None = None
+        self.mean_: torch.Tensor | None = None
+
+    def partial_fit(self, x: torch.Tensor) -> _SubsetPCA:
+        s = x.to(torch.float64).sum(0)
+        self.total = s if self.total is None else self.total + s
+        self.count += x.shape[0]
+        if self.kept < limits.PCA_SVD_ROWS:
+            take = x[: limits.PCA_SVD_ROWS - self.kept]
+            self.rows.append(take.clone())
+            self.kept += take.shape[0]
+        return self
+
+    def finalize(self) -> _SubsetPCA:
+        self.mean_ = self.total / self.count
+        first = torch.cat(self.rows, 0)
+        self.rows = []
+        xc = first - self.mean_.to(first.dtype)
+        _, _, v = torch.linalg.svd(xc, full_matrices=False)
+        self.components_ = v[: self.n_components]
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        comps = self.components_.to(device=x.device, dtype=x.dtype)
+        proj = (x - self.mean_.to(device=x.device, dtype=x.dtype)) @ comps.T
+        return _pad_columns(proj, self.n_components)
+
+
+def _pad_columns(proj: torch.Tensor, n_components: int) -> torch.Tensor:
+    if proj.shape[1] >= n_components:
+        return proj
+    pad = proj.new_zeros((proj.shape[0], n_components - proj.shape[1]))
+    return torch.cat([proj, pad], 1)
+
+
+def _signed(proj: torch.Tensor) -> torch.Tensor:
+    """The in-memory PCA init's sign rule: each column's largest-magnitude entry is positive."""
+    idx = proj.abs().argmax(0)
+    signs = torch.sign(proj[idx, torch.arange(proj.shape[1], device=proj.device)])
+    return proj * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+# --------------------------------------------------------------------------------------
+# kNN search: faiss index filled chunk by chunk
+# --------------------------------------------------------------------------------------
+
+
+class _PCAHolder:
+    """Incremental PCA chosen at the first chunk (exact covariance or first-rows SVD)."""
+
+    def __init__(self, n_components: int, device: torch.device) -> None:
+        self.n_components, self.device = n_components, device
+        self.pca: IncrementalPCA | _SubsetPCA | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.pca is None:
+            small = x.shape[1] <= limits.PCA_EXACT_MAX_FEATURES
+            self.pca = (
+                IncrementalPCA(self.n_components, self.device)
+                if small
+                else _SubsetPCA(self.n_components)
+            )
+        self.pca.partial_fit(x.to(self.device))
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """PCA coordinates of ``x``, row slices at a time (small temporaries), on CPU."""
+        step = max(1, 2**20 // max(1, x.shape[1]))
+        parts = [
+            self.pca.transform(x[s : s + step].to(self.device, torch.float32)).float().cpu()
+            for s in range(0, x.shape[0], step)
+        ]
+        return torch.cat(parts)
