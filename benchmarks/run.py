@@ -72,6 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--peers", nargs="*", choices=(*PEERS, "none"), default=list(PEERS))
     p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        metavar="TOOL:METHOD",
+        help="runs to leave out, e.g. ours:tsne scanpy:tsne (tool as in the run labels: "
+        "ours, umap-learn, opentsne, scanpy, torchdr)",
+    )
+    p.add_argument(
         "--no-ours",
         dest="ours",
         action="store_false",
@@ -197,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         args.torchdr_backends,
         anndata_layer=args.tl and args.ours,
     )
+    cfgs = [c for c in cfgs if f"{c.tool}:{c.method}" not in set(args.skip)]
     print(
         f"{len(cfgs)} configurations per dataset; budget {args.budget:.0f} s per run; "
         f"writing {session.jsonl}",

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .._validation import check_option
-from ..embed.loop import Phase
+from ..embed.loop import GradientFn, OptimizeResult, Phase, SyncFn, optimize
 
 SCHEDULER_ALIASES = ("constant", "linear")
 
@@ -93,3 +93,74 @@ def sgd_momentum_auto(optimizer: Any, optimizer_kwargs: Any, pair: tuple[float, 
         msg = f"`optimizer_kwargs` must be a dict, 'auto' or None; got {optimizer_kwargs!r}."
         raise TypeError(msg)
     return dict(optimizer_kwargs), None
+
+
+def progress_bar(est: Any, total: int) -> Callable[[int], None] | None:
+    """A tqdm update callback when ``est.progress_bar`` is set (rank 0 only), else ``None``."""
+    from ..distributed import is_rank_zero
+
+    if not est.progress_bar or not is_rank_zero():
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=type(est).__name__, leave=False)
+
+    def update(k: int) -> None:
+        bar.update(k)
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+def run_schedule(
+    est: Any,
+    z0: torch.Tensor,
+    gradient: GradientFn,
+    *,
+    max_iter: int,
+    momenta: tuple[float, float],
+    lr: float,
+    sync: SyncFn | None = None,
+) -> OptimizeResult:
+    """Run the loop with the estimator's optimiser, scheduler and exaggeration phases.
+
+    Parameters
+    ----------
+    est
+        The estimator (its ``optimizer``, ``optimizer_kwargs``, ``scheduler``,
+        ``scheduler_kwargs``, ``early_exaggeration_*``, ``min_grad_norm``,
+        ``check_interval`` and ``progress_bar`` are used).
+    z0, gradient
+        Initial embedding and gradient function of the loop.
+    max_iter
+        Total iterations.
+    momenta
+        SGD momenta of the exaggeration and main phases for ``optimizer_kwargs='auto'``.
+    lr
+        Learning rate.
+    sync
+        Gradient all-reduce under ``torchrun``.
+    """
+    kwargs, phase_momenta = sgd_momentum_auto(est.optimizer, est.optimizer_kwargs, momenta)
+    factory, decay = scheduler_factory(est.scheduler, est.scheduler_kwargs)
+    phases = exaggeration_phases(
+        max_iter,
+        est.early_exaggeration_coeff or 1.0,
+        est.early_exaggeration_iter or 0,
+        momentum=phase_momenta,
+        lr_decay=decay,
+    )
+    return optimize(
+        z0,
+        gradient,
+        phases,
+        lr=lr,
+        optimizer=est.optimizer,
+        optimizer_kwargs=kwargs,
+        scheduler=factory,
+        min_grad_norm=est.min_grad_norm,
+        check_interval=est.check_interval,
+        sync=sync,
+        progress=progress_bar(est, max_iter),
+    )

@@ -13,10 +13,10 @@ import torch
 
 from .._validation import check_option
 from ..distributed import DistContext
-from ..embed.loop import OptimizeResult, optimize
+from ..embed.loop import OptimizeResult
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Embedder
-from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
+from ._schedule import run_schedule
 from .tsnekhorn import MAX_DENSE_SAMPLES
 
 LOSSES = ("cross_entropy", "kl", "square_loss")
@@ -136,15 +136,6 @@ class AffinityMatcher(Embedder):
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
         max_iter = self.max_iter or 1000
-        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
-        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
-        phases = exaggeration_phases(
-            max_iter,
-            self.early_exaggeration_coeff or 1.0,
-            self.early_exaggeration_iter or 0,
-            momentum=momenta,
-            lr_decay=decay,
-        )
         p = P.to(dtype=z0.dtype).to_dense()
         p = p / p.sum()
         extra = self.kwargs_affinity_out or {}
@@ -155,17 +146,7 @@ class AffinityMatcher(Embedder):
             return torch.autograd.grad(loss, zz)[0]
 
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
-        return optimize(
-            z0,
-            grad,
-            phases,
-            lr=lr,
-            optimizer=self.optimizer,
-            optimizer_kwargs=kwargs,
-            scheduler=factory,
-            min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval,
-        )
+        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

@@ -11,7 +11,7 @@ import torch
 
 from .._validation import check_number
 from ..distributed import DistContext
-from ..embed.loop import OptimizeResult, optimize
+from ..embed.loop import OptimizeResult
 from ..embed.sampled import (
     SINGLE_THREAD_WORK,
     EdgeSchedule,
@@ -22,8 +22,8 @@ from ..embed.sampled import (
 )
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Embedder
-from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
-from .tsne import _PerplexityMixin, _progress
+from ._schedule import run_schedule
+from .tsne import _PerplexityMixin
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -56,15 +56,6 @@ class _SampledEmbedder(Embedder):
     ) -> OptimizeResult:
         n = z0.shape[0]
         max_iter = self.max_iter or self._default_max_iter(n)
-        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.0, 0.0))
-        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
-        phases = exaggeration_phases(
-            max_iter,
-            self.early_exaggeration_coeff or 1.0,
-            self.early_exaggeration_iter or 0,
-            momentum=momenta,
-            lr_decay=decay,
-        )
         schedule = EdgeSchedule(P, (ctx.shard.start, ctx.shard.stop) if ctx.active else None)
         kernel, m, discard = self._kernel(), int(self.n_negatives), self.discard_NNs
 
@@ -79,18 +70,14 @@ class _SampledEmbedder(Embedder):
         lr = 1.0 if self.lr == "auto" else float(self.lr)
         small = schedule.mean_active * (m + 1) < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
-            return optimize(
+            return run_schedule(
+                self,
                 z0,
                 grad,
-                phases,
+                max_iter=max_iter,
+                momenta=(0.0, 0.0),
                 lr=lr,
-                optimizer=self.optimizer,
-                optimizer_kwargs=kwargs,
-                scheduler=factory,
-                min_grad_norm=self.min_grad_norm,
-                check_interval=self.check_interval,
                 sync=ctx.sync if ctx.active else None,
-                progress=_progress(self, max_iter),
             )
 
 

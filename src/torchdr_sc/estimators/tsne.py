@@ -11,10 +11,10 @@ import torch
 from .._validation import check_number
 from ..distributed import DistContext
 from ..embed.exact import sne_gradient, tsne_gradient
-from ..embed.loop import OptimizeResult, optimize
+from ..embed.loop import OptimizeResult
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Embedder
-from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
+from ._schedule import run_schedule
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -74,49 +74,11 @@ class _ExactEmbedder(_PerplexityMixin, Embedder):
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
-        n = z0.shape[0]
         max_iter = self.max_iter or 1000
-        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
-        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
-        phases = exaggeration_phases(
-            max_iter,
-            self.early_exaggeration_coeff or 1.0,
-            self.early_exaggeration_iter or 0,
-            momentum=momenta,
-            lr_decay=decay,
-        )
-        lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
-        return optimize(
-            z0,
-            self._gradient_fn(P.to(dtype=z0.dtype), ctx),
-            phases,
-            lr=lr,
-            optimizer=self.optimizer,
-            optimizer_kwargs=kwargs,
-            scheduler=factory,
-            min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval,
-            sync=ctx.sync if ctx.active else None,
-            progress=_progress(self, max_iter),
-        )
-
-
-def _progress(est: Embedder, total: int):
-    """A tqdm update callback when ``progress_bar`` is set, else ``None``."""
-    from ..distributed import is_rank_zero
-
-    if not est.progress_bar or not is_rank_zero():
-        return None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=type(est).__name__, leave=False)
-
-    def update(k: int) -> None:
-        bar.update(k)
-        if bar.n >= total:
-            bar.close()
-
-    return update
+        lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
+        grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
+        sync = ctx.sync if ctx.active else None
+        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr, sync=sync)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

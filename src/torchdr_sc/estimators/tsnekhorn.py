@@ -10,10 +10,10 @@ import torch
 from .._validation import check_number
 from ..distributed import DistContext
 from ..embed.exact import matvec_columns
-from ..embed.loop import OptimizeResult, optimize
+from ..embed.loop import OptimizeResult
 from ..graph import SparseAffinity
-from ._schedule import exaggeration_phases, scheduler_factory, sgd_momentum_auto
-from .tsne import _ExactEmbedder, _progress
+from ._schedule import run_schedule
+from .tsne import _ExactEmbedder
 
 #: Largest n for which the dense n x n computations of TSNEkhorn are allowed.
 MAX_DENSE_SAMPLES = 15_000
@@ -82,15 +82,6 @@ class TSNEkhorn(_ExactEmbedder):
 
         n = z0.shape[0]
         max_iter = self.max_iter or 1000
-        kwargs, momenta = sgd_momentum_auto(self.optimizer, self.optimizer_kwargs, (0.5, 0.8))
-        factory, decay = scheduler_factory(self.scheduler, self.scheduler_kwargs)
-        phases = exaggeration_phases(
-            max_iter,
-            self.early_exaggeration_coeff or 1.0,
-            self.early_exaggeration_iter or 0,
-            momentum=momenta,
-            lr_decay=decay,
-        )
         p_dense = P.to(dtype=z0.dtype).to_dense() / n
         state: dict[str, torch.Tensor | None] = {"f": None}
         eye = torch.eye(n, dtype=torch.bool, device=z0.device)
@@ -107,15 +98,4 @@ class TSNEkhorn(_ExactEmbedder):
             return 4.0 * (z * m.sum(1, keepdim=True) - matvec_columns(m, z.T.contiguous()))
 
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
-        return optimize(
-            z0,
-            grad,
-            phases,
-            lr=lr,
-            optimizer=self.optimizer,
-            optimizer_kwargs=kwargs,
-            scheduler=factory,
-            min_grad_norm=self.min_grad_norm,
-            check_interval=self.check_interval,
-            progress=_progress(self, max_iter),
-        )
+        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
