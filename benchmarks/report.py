@@ -210,3 +210,35 @@ def markdown(meta: dict, records: list[dict], plot_name: str | None = None) -> s
     if plot_name:
         out += [f"![fit time against n]({plot_name})", ""]
     return "\n".join(out)
+
+
+def rebuild(jsonl: Path) -> Path:
+    """Write ``TAG.md`` and ``TAG-time-vs-n.png`` beside ``TAG.jsonl`` (e.g. for a stopped run).
+
+    Parameters
+    ----------
+    jsonl : pathlib.Path
+        The raw results of one run.
+
+    Returns
+    -------
+    pathlib.Path
+        The markdown file.
+    """
+    import json
+
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    meta = next(rec for rec in lines if rec.get("type") == "meta")
+    records = [rec for rec in lines if rec.get("type") == "run"]
+    png = jsonl.with_name(f"{jsonl.stem}-time-vs-n.png")
+    plotted = plot_time_vs_n(records, png)
+    md = jsonl.with_suffix(".md")
+    md.write_text(markdown(meta, records, png.name if plotted else None))
+    return md
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(rebuild(Path(arg)))
