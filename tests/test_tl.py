@@ -83,6 +83,7 @@ def test_tsne_family_shares_one_affinity(embedded):
 
 
 def test_scanpy_plots_render(embedded, tmp_path):
+    # every _png call asserts that a non-trivial PNG was written (and fails otherwise)
     sc.pl.umap(embedded, color="bulk_labels", show=False)
     _png(tmp_path / "umap.png")
     sc.pl.tsne(embedded, color="bulk_labels", show=False)
