@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from torchdr_sc.embed import sampled as sampled_mod
+from torchdr_sc.embed import pairs as pairs_mod
 from torchdr_sc.embed.exact import RowShard, sne_gradient, tsne_gradient
 from torchdr_sc.embed.sampled import SampledKernel, sampled_gradient
 from torchdr_sc.graph import SparseAffinity
@@ -81,7 +81,7 @@ def test_sne_gradient_matches_autograd(z):
     ("kind", "a", "b"), [("umap", 1.58, 0.9), ("largevis", 1.0, 1.0), ("infonce", 1.0, 1.0)]
 )
 def test_sampled_gradient_matches_autograd(z, kind, a, b, monkeypatch):
-    monkeypatch.setattr(sampled_mod, "REPULSION_EPS", 0.0)
+    monkeypatch.setattr(pairs_mod, "REPULSION_EPS", 0.0)
     gen = torch.Generator().manual_seed(3)
     heads = torch.randint(0, N, (30,), generator=gen)
     tails = (heads + torch.randint(1, N, (30,), generator=gen)) % N

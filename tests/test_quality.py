@@ -76,3 +76,19 @@ def test_tsnekhorn_and_sne_on_digits(digits):
     print(f"digits: TSNEkhorn {khorn:.4f}, SNE {sne:.4f}")
     assert khorn >= 0.90
     assert sne >= 0.80
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"), [("UMAP", "umap"), ("InfoTSNE", "best"), ("LargeVis", "best")]
+)
+def test_compiled_epoch_quality(digits, peers, method, peer):
+    """The fused (torch.compile) epoch, which 'auto' uses on large data, on real data."""
+    x, labels = digits
+    ours = knn_accuracy(getattr(tdr, method)(random_state=0, compile=True).fit_transform(x), labels)
+    umap_ref = _peer(peers, "digits", "umap", (x, labels))
+    if peer == "umap":
+        ref, tol = umap_ref, 0.02
+    else:
+        ref, tol = max(umap_ref, _peer(peers, "digits", "opentsne", (x, labels))), 0.03
+    print(f"digits: compiled {method} {ours:.4f} vs peer {ref:.4f}")
+    assert ours >= ref - tol

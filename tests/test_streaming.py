@@ -89,7 +89,9 @@ def test_streamed_knn_of_a_shard(gauss, backend):
 
 
 def test_exact_torch_search_in_several_passes(gauss, monkeypatch):
-    monkeypatch.setattr(streaming._constants, "QUERY_BYTES", 2 * 100 * 12 * 4)  # query blocks of 100 rows
+    monkeypatch.setattr(
+        streaming._constants, "QUERY_BYTES", 2 * 100 * 12 * 4
+    )  # query blocks of 100 rows
     exact = knn(torch.from_numpy(gauss), 5, backend="torch")
     res = streamed_knn(loader_of(gauss, 64), 5, backend="torch")
     assert res.passes == 1 + 6

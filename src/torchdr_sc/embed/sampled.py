@@ -34,9 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..graph import SparseAffinity
-
-#: Squared-distance offset in the repulsive gradient, as in umap-learn.
-REPULSION_EPS = 1e-3
+from .pairs import pair_terms
 
 #: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
 #: an epoch is then ~40 small kernels whose thread fork/join costs more than it saves
@@ -81,12 +79,18 @@ class SampledKernel:
     clip: float = 4.0
 
 
+#: Rates are held as fixed-point integers with this many fractional bits.
+RATE_BITS = 24
+
+
 class EdgeSchedule:
     """Deterministic per-epoch edge selection with UMAP's ``epochs_per_sample`` rule.
 
     Edge ``e`` with relative weight ``r_e = w_e / max(w)`` is active at epoch ``t`` when
-    ``floor((t + 1) r_e) > floor(t r_e)``, i.e. ``r_e`` times per epoch on average. Edges
-    with ``r_e == 1`` are active every epoch and skip the test.
+    ``floor((t + 1) r_e) > floor(t r_e)``, i.e. ``r_e`` times per epoch on average. The rate
+    is held in fixed point, ``R_e = round(r_e 2^24)``, and the test is the integer identity
+    ``(t R_e mod 2^24) + R_e >= 2^24`` (three integer operations per edge; int32 products
+    may wrap, which leaves their low 24 bits exact).
 
     Parameters
     ----------
@@ -102,47 +106,23 @@ class EdgeSchedule:
         keep = w > 0
         if rows_of is not None:
             keep &= (rows >= rows_of[0]) & (rows < rows_of[1])
-        rows, cols, w = rows[keep], cols[keep], w[keep].float()
-        rate = w / w_max.float()
-        always = rate >= 1.0
-        self.head_always, self.tail_always = rows[always], cols[always]
-        self.heads, self.tails = rows[~always], cols[~always]
-        self.rate = rate[~always]
-        self.mean_active = float(rate.sum()) if rate.numel() else 0.0
+        rows, cols, w = rows[keep], cols[keep], w[keep].double()
+        rate = (w / w_max.double()).clamp_(max=1.0)
+        self.fixed_rate = (rate * 2**RATE_BITS).round_().to(torch.int32)
+        self.heads, self.tails = rows, cols
+        self.mean_active = float(self.fixed_rate.sum(dtype=torch.int64)) / 2**RATE_BITS
+
+    def active_mask(self, epoch: int) -> torch.Tensor:
+        """Boolean mask of the edges active at ``epoch``."""
+        R = self.fixed_rate
+        one = 1 << RATE_BITS
+        phase = ((epoch % one) * R).bitwise_and_(one - 1)
+        return phase.add_(R) >= one
 
     def active(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads and tails of the edges active at ``epoch``."""
-        r = self.rate
-        on = torch.floor((epoch + 1) * r) > torch.floor(epoch * r)
-        heads = torch.cat([self.head_always, self.heads[on]])
-        tails = torch.cat([self.tail_always, self.tails[on]])
-        return heads, tails
-
-
-def _pow_b(d2: torch.Tensor, b: float) -> torch.Tensor:
-    return d2 if b == 1.0 else d2.clamp_min(1e-12).pow(b)
-
-
-def _coefficients(
-    d2: torch.Tensor, nd2: torch.Tensor, kernel: SampledKernel, exaggeration: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair gradient coefficients: ``grad_i += coef * (z_i - z_other)``."""
-    a, b = kernel.a, kernel.b
-    if kernel.kind == "infonce":
-        q_pos = (1.0 + d2).reciprocal_()
-        q_neg = (1.0 + nd2).reciprocal_()
-        total = q_neg.sum(1).add_(q_pos)
-        # d/dz_i of -exaggeration * log q_ij + log(q_ij + sum_k q_ik), q = 1 / (1 + d^2)
-        att = 2.0 * q_pos * (exaggeration - q_pos / total)
-        rep = q_neg.square_().mul_((-2.0 / total)[:, None])
-        return att, rep
-    d2b = _pow_b(d2, b)
-    att = (exaggeration * 2.0 * a * b) * d2b / (d2.clamp_min(1e-12) * (1.0 + a * d2b))
-    att = torch.where(d2 > 0, att, torch.zeros_like(att))
-    nd2b = _pow_b(nd2, b)
-    denom = (nd2 + REPULSION_EPS).mul_(nd2b.mul_(a).add_(1.0))
-    rep = denom.reciprocal_().mul_(-2.0 * kernel.repulsion * b)
-    return att, rep
+        on = self.active_mask(epoch).nonzero().view(-1)
+        return self.heads[on], self.tails[on]
 
 
 def sampled_gradient(
@@ -153,11 +133,11 @@ def sampled_gradient(
     kernel: SampledKernel,
     exaggeration: float = 1.0,
 ) -> torch.Tensor:
-    """Gradient (descent direction is ``-grad``) of one epoch's sampled loss.
+    """Gradient (descent direction is ``-grad``) of one epoch's sampled loss, given negatives.
 
-    Works coordinate by coordinate on contiguous 1-D vectors (gathers with ``index_select``
-    and scatters with ``index_add_``), which is several times faster on CPU than indexing
-    ``(n, d)`` rows and never materialises a ``(edges, negatives, d)`` tensor.
+    The estimators go through :class:`~torchdr_sc.embed.epoch.SampledEpoch`, which draws
+    the negatives itself; this entry point takes them explicitly (the same arithmetic,
+    :func:`~torchdr_sc.embed.pairs.pair_terms`), for checks against autograd.
 
     Parameters
     ----------
@@ -172,36 +152,38 @@ def sampled_gradient(
     exaggeration
         Multiplies the attractive term (early exaggeration).
     """
-    n_active, m = negatives.shape
-    coords = z.T.contiguous()  # (d, n): one contiguous vector per coordinate
-    flat_neg = negatives.reshape(-1)
-    z_head = [c.index_select(0, heads) for c in coords]
-    diff = [zh - c.index_select(0, tails) for zh, c in zip(z_head, coords, strict=True)]
-    ndiff = [
-        zh[:, None] - c.index_select(0, flat_neg).view(n_active, m)
-        for zh, c in zip(z_head, coords, strict=True)
-    ]
-    d2 = sum(dc * dc for dc in diff)
-    nd2 = sum(nc * nc for nc in ndiff)
-    att, rep = _coefficients(d2, nd2, kernel, exaggeration)
-    clip = kernel.clip
-    grad = torch.zeros_like(coords)
-    for g, dc, nc in zip(grad, diff, ndiff, strict=True):
-        g_att = dc.mul_(att).clamp_(-clip, clip)
-        g_rep = nc.mul_(rep).clamp_(-clip, clip).sum(1)
-        g.index_add_(0, heads, g_att + g_rep)
-        g.index_add_(0, tails, g_att, alpha=-1.0)
-    return grad.T.contiguous()
+    coords = list(z.T.contiguous())
+    consts = torch.tensor(
+        [kernel.a, kernel.b, kernel.repulsion, kernel.clip, exaggeration],
+        dtype=z.dtype,
+        device=z.device,
+    )
+    g_att, g_head = pair_terms(coords, heads, tails, negatives.T, consts, kernel_kind(kernel))
+    return scatter_pair_terms(z, heads, tails, g_att, g_head)
 
 
-def draw_negatives(
-    n: int, n_active: int, n_negatives: int, generator: torch.Generator, device: torch.device
+def kernel_kind(kernel: SampledKernel) -> str:
+    """The :func:`~torchdr_sc.embed.pairs.pair_terms` kind of ``kernel``."""
+    if kernel.kind == "infonce":
+        return "infonce"
+    if kernel.kind == "largevis" or (kernel.a == 1.0 and kernel.b == 1.0):
+        return "cauchy"
+    return "umap"
+
+
+def scatter_pair_terms(
+    z: torch.Tensor,
+    heads: torch.Tensor,
+    tails: torch.Tensor,
+    g_att: list[torch.Tensor],
+    g_head: list[torch.Tensor],
 ) -> torch.Tensor:
-    """Uniform negatives ``(n_active, n_negatives)`` in ``[0, n)``.
+    """Sum per-edge gradients into an ``(n, d)`` gradient like ``z``.
 
-    Drawn as int32 when ``n`` allows it (about twice as fast on CPU as int64, and half the
-    memory traffic in the gathers that use them).
+    Heads receive ``g_head``, tails ``-g_att`` (one ``(A,)`` vector per coordinate).
     """
-    dtype = torch.int32 if n < 2**31 - 1 else torch.int64
-    out = torch.empty((n_active, n_negatives), dtype=dtype, device=device)
-    return out.random_(0, n, generator=generator)
+    grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
+    for g, gh, ga in zip(grad, g_head, g_att, strict=True):
+        g.index_add_(0, heads, gh)
+        g.index_add_(0, tails, ga, alpha=-1.0)
+    return grad.T

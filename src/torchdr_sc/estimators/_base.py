@@ -86,7 +86,13 @@ class Embedder(BaseEstimator):
     check_interval
         Iterations between convergence checks and progress updates.
     compile
-        Accepted for TorchDR compatibility; the closed-form gradients need no compilation.
+        Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis,
+        InfoTSNE) with :func:`torch.compile`: ``'auto'`` (default) compiles on CPU when an
+        epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults) and
+        runs eagerly otherwise, or if the compiler is unavailable; ``True`` always compiles
+        (and raises if it cannot); ``False`` never does. The first compilation takes
+        seconds and is cached on disk by PyTorch. The exact methods (TSNE, SNE,
+        TSNEkhorn) ignore it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar
@@ -115,7 +121,7 @@ class Embedder(BaseEstimator):
     random_state: Any = None
     verbose: bool = False
     check_interval: int = 50
-    compile: bool = False
+    compile: bool | str = "auto"
     distributed: Any = "auto"
     progress_bar: bool = False
 
@@ -172,6 +178,7 @@ class Embedder(BaseEstimator):
         check_option("metric_in", self.metric_in, METRICS_IN)
         check_option("metric_out", self.metric_out, ["sqeuclidean"])
         check_option("distributed", self.distributed, ["auto", True, False])
+        check_option("compile", self.compile, ["auto", True, False])
         if isinstance(self.init, str):
             check_option("init", self.init, INIT_NAMES)
         if isinstance(self.optimizer, str):

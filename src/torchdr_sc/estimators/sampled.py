@@ -11,15 +11,9 @@ import torch
 
 from .._validation import check_number
 from ..distributed import DistContext
+from ..embed.epoch import SampledEpoch
 from ..embed.loop import OptimizeResult
-from ..embed.sampled import (
-    SINGLE_THREAD_WORK,
-    EdgeSchedule,
-    SampledKernel,
-    draw_negatives,
-    sampled_gradient,
-    single_cpu_thread,
-)
+from ..embed.sampled import SINGLE_THREAD_WORK, SampledKernel, single_cpu_thread
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Embedder
 from ._schedule import run_schedule
@@ -56,19 +50,23 @@ class _SampledEmbedder(Embedder):
     ) -> OptimizeResult:
         n = z0.shape[0]
         max_iter = self.max_iter or self._default_max_iter(n)
-        schedule = EdgeSchedule(P, (ctx.shard.start, ctx.shard.stop) if ctx.active else None)
-        kernel, m, discard = self._kernel(), int(self.n_negatives), self.discard_NNs
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+        epoch = SampledEpoch(
+            P,
+            self._kernel(),
+            int(self.n_negatives),
+            seed=seed,
+            rows_of=(ctx.shard.start, ctx.shard.stop) if ctx.active else None,
+            discard_tails=self.discard_NNs,
+            compile=self.compile,
+            device=z0.device,
+        )
 
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            heads, tails = schedule.active(it)
-            negs = draw_negatives(n, heads.shape[0], m, gen, z.device)
-            if discard:  # a negative equal to the positive is redrawn once
-                same = negs == tails[:, None]
-                negs = torch.where(same, (negs + 1) % n, negs)
-            return sampled_gradient(z, heads, tails, negs, kernel, phase.exaggeration)
+            return epoch.gradient(z, it, phase.exaggeration)
 
         lr = 1.0 if self.lr == "auto" else float(self.lr)
-        small = schedule.mean_active * (m + 1) < SINGLE_THREAD_WORK
+        small = epoch.work < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
             return run_schedule(
                 self,

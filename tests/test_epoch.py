@@ -1,0 +1,123 @@
+"""The negative-sampling epoch: schedule, hashed negatives, fast power, compiled vs eager."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import torchdr_sc as tdr
+from torchdr_sc.embed import epoch as epoch_mod
+from torchdr_sc.embed.epoch import SampledEpoch, resolve_compile
+from torchdr_sc.embed.pairs import (
+    _fast_exp2,
+    _fast_log2,
+    hashed_negatives,
+    negative_key,
+    pair_terms,
+)
+from torchdr_sc.embed.sampled import EdgeSchedule, SampledKernel, scatter_pair_terms
+from torchdr_sc.graph import SparseAffinity
+
+
+def _random_affinity(n=60, k=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.arange(n).repeat_interleave(k)
+    cols = (rows + torch.randint(1, n, (n * k,), generator=gen)) % n
+    weights = torch.rand(n * k, generator=gen)
+    return SparseAffinity(rows, cols, weights, n)
+
+
+def test_schedule_fires_each_edge_rate_times_per_epoch():
+    P = _random_affinity()
+    schedule = EdgeSchedule(P)
+    n_epochs = 200
+    counts = torch.zeros(P.rows.numel(), dtype=torch.int64)
+    for t in range(n_epochs):
+        counts += schedule.active_mask(t)
+    rate = (P.weights / P.weights.max()).double()
+    # floor((t + 1) r) - floor(t r) summed over t telescopes to floor(T r)
+    expected = torch.floor(n_epochs * rate + 1e-6).long()
+    assert torch.equal(counts, expected)
+    assert math.isclose(schedule.mean_active, float(rate.sum()), rel_tol=1e-6)
+
+
+def test_hashed_negatives_are_uniform_and_keyed():
+    n, A, m = 1000, 20_000, 5
+    key = torch.tensor(negative_key(7, 3))
+    negs = hashed_negatives(key, A, m, n)
+    assert negs.shape == (m, A)
+    assert int(negs.min()) >= 0
+    assert int(negs.max()) < n
+    counts = torch.bincount(negs.reshape(-1), minlength=n).double()
+    expected = A * m / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < n + 5 * math.sqrt(2 * n)  # chi-square with n - 1 dof, ~5 sigma
+    assert torch.equal(negs, hashed_negatives(key, A, m, n))
+    other = hashed_negatives(torch.tensor(negative_key(7, 4)), A, m, n)
+    assert (other != negs).float().mean() > 0.99
+    # consecutive edges are not correlated
+    x, y = negs[0, :-1].double(), negs[0, 1:].double()
+    assert abs(float(torch.corrcoef(torch.stack([x, y]))[0, 1])) < 0.03
+
+
+@pytest.mark.parametrize("b", [0.5, 0.79, 1.0, 1.5])
+def test_fast_power_is_accurate(b):
+    x = torch.logspace(-12, 8, 50_001, dtype=torch.float64)
+    approx = _fast_exp2(_fast_log2(x.float()) * b).double()
+    exact = x.pow(b)
+    assert float(((approx - exact) / exact).abs().max()) < 5e-5
+
+
+def test_resolve_compile():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile("auto", cpu, epoch_mod.COMPILE_MIN_WORK) is True
+    assert resolve_compile("auto", cpu, epoch_mod.COMPILE_MIN_WORK - 1) is False
+    assert resolve_compile("auto", cuda, 1e12) is False
+    assert resolve_compile(True, cpu, 1.0) is True
+    assert resolve_compile(False, cpu, 1e12) is False
+
+
+def test_compile_option_is_validated():
+    with pytest.raises(ValueError, match="`compile` must be one of"):
+        tdr.UMAP(compile="yes").fit_transform(np.random.default_rng(0).random((50, 4)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "a", "b"), [("umap", 1.58, 0.9), ("largevis", 1.0, 1.0), ("infonce", 1.0, 1.0)]
+)
+def test_compiled_epoch_matches_eager_arithmetic(kind, a, b):
+    P = _random_affinity(n=200, k=8)
+    kernel = SampledKernel(kind, a=a, b=b, repulsion=1.0, clip=4.0)
+    epoch = SampledEpoch(P, kernel, 5, seed=11, compile=True)
+    z = torch.randn(200, 2, generator=torch.Generator().manual_seed(2)) * 3
+    got = epoch.gradient(z, 4, exaggeration=2.0)
+    assert epoch.compiled
+    # eager recomputation with the same hashed negatives
+    heads, tails = epoch.schedule.active(4)
+    negs = hashed_negatives(torch.tensor(negative_key(11, 4)), heads.numel(), 5, 200)
+    consts = torch.tensor([a, b, 1.0, 4.0, 2.0])
+    coords = list(z.T.contiguous())
+    g_att, g_head = pair_terms(coords, heads, tails, negs, consts, epoch.kind)
+    expected = scatter_pair_terms(z, heads, tails, g_att, g_head)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_failed_compilation_falls_back_in_auto_mode_only(monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(epoch_mod, "compiled_pair_terms", broken)
+    P = _random_affinity()
+    kernel = SampledKernel("umap", a=1.58, b=0.9)
+    z = torch.randn(60, 2)
+    auto = SampledEpoch(P, kernel, 5, seed=0, compile="auto")
+    auto.compiled = True  # as if the epoch were large enough
+    with caplog.at_level("WARNING", logger="torchdr_sc"):
+        grad = auto.gradient(z, 0)
+    assert not auto.compiled
+    assert torch.isfinite(grad).all()
+    assert "running it eagerly" in caplog.text
+    forced = SampledEpoch(P, kernel, 5, seed=0, compile=True)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        forced.gradient(z, 0)
