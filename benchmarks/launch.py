@@ -54,6 +54,24 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _hiwater_kb(pid: int) -> float:
+    """Peak resident memory (``VmHWM``, kB) of a live process; 0 when unreadable.
+
+    Read while the worker runs, because ``ru_maxrss`` from ``wait4`` is not the worker's own:
+    Linux keeps the high-water mark across ``fork`` + ``exec``, so it starts at this harness's
+    RSS at the time of the fork (2 GB once the reference neighbours of a large dataset are
+    held here), whereas ``VmHWM`` belongs to the memory map the worker got at ``exec``.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
 def launch(
     spec: dict,
     run_dir: Path,
@@ -106,8 +124,9 @@ def launch(
             env=child_env,
             start_new_session=True,
         )
-        timed_out = False
+        timed_out, peak_kb = False, 0.0
         while True:
+            peak_kb = max(peak_kb, _hiwater_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -129,7 +148,7 @@ def launch(
     return Launched(
         returncode=proc.returncode,
         wall_s=wall,
-        peak_rss_mb=usage.ru_maxrss / 1024.0,
+        peak_rss_mb=(peak_kb or usage.ru_maxrss) / 1024.0,
         timed_out=timed_out,
         result=result,
         log_tail=_tail(log_path),

@@ -24,6 +24,8 @@ METHOD_NAMES = {"umap": "UMAP", "tsne": "TSNE", "infotsne": "InfoTSNE", "largevi
 # Shared by every tool, so that the methods are compared at equal settings.
 HYPERPARAMS = {"n_neighbors": 15, "min_dist": 0.1, "perplexity": 30.0}
 TORCHDR_PYTHON = Path(__file__).resolve().parent / ".venv-torchdr" / "bin" / "python"
+#: The scanpy peer's environment (see setup_scanpy_venv.sh); our own interpreter when absent.
+SCANPY_PYTHON = Path(__file__).resolve().parent / ".venv-scanpy" / "bin" / "python"
 
 
 @dataclass(frozen=True)

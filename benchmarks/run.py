@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks import datasets as dsets
 from benchmarks import metrics
-from benchmarks.plan import BACKENDS, METHODS, PEERS, TORCHDR_PYTHON, configs
+from benchmarks.plan import BACKENDS, METHODS, PEERS, SCANPY_PYTHON, TORCHDR_PYTHON, configs
 from benchmarks.session import Session, cuda_available, reference_neighbors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--torchdr-python",
         default=str(TORCHDR_PYTHON),
         help="python of the TorchDR virtual environment",
+    )
+    p.add_argument(
+        "--scanpy-python",
+        default=str(SCANPY_PYTHON) if SCANPY_PYTHON.exists() else sys.executable,
+        help="python for the scanpy runs (default: benchmarks/.venv-scanpy when it exists, "
+        "made by setup_scanpy_venv.sh; else this interpreter)",
     )
     p.add_argument(
         "--budget",

@@ -32,31 +32,33 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def torchdr_versions(python: str) -> dict:
-    """Versions of torchdr and torch inside the TorchDR virtual environment.
+def venv_versions(python: str, packages: tuple[str, ...], venv: str) -> dict:
+    """Versions of ``packages`` inside another environment.
 
     Parameters
     ----------
     python : str
         That environment's interpreter.
+    packages : tuple of str
+        Distribution names.
+    venv : str
+        Label appended to each name, e.g. ``'torchdr venv'``.
 
     Returns
     -------
     dict
         Empty when the environment is missing or broken.
     """
-    code = (
-        "import importlib.metadata as m;"
-        "print(m.version('torchdr'), m.version('torch'), m.version('faiss-cpu'))"
-    )
+    code = "import importlib.metadata as m, sys; print(*(m.version(p) for p in sys.argv[1:]))"
     try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [python, "-c", code, *packages], capture_output=True, text=True, timeout=120
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
-    if out.returncode != 0 or len(out.stdout.split()) != 3:
+    if out.returncode != 0 or len(out.stdout.split()) != len(packages):
         return {}
-    torchdr, torch, faiss = out.stdout.split()
-    return {"torchdr (venv)": torchdr, "torch (venv)": torch, "faiss-cpu (venv)": faiss}
+    return {f"{p} ({venv})": v for p, v in zip(packages, out.stdout.split(), strict=True)}
 
 
 def reference_neighbors(ds: dsets.Dataset, size: int, seed: int, device: str):
@@ -107,7 +109,12 @@ class Session:
         self.cuda = cuda_available()
         self.devices = args.devices or (["cpu", "cuda"] if self.cuda else ["cpu"])
         self.eval_device = "cuda" if self.cuda else "cpu"
-        extra = torchdr_versions(args.torchdr_python) if "torchdr" in args.peers else {}
+        extra = {}
+        if "torchdr" in args.peers:
+            extra |= venv_versions(args.torchdr_python, ("torchdr", "torch", "faiss-cpu"), "venv")
+        if "scanpy" in args.peers and args.scanpy_python != sys.executable:
+            packages = ("scanpy", "pynndescent", "scipy", "umap-learn")
+            extra |= venv_versions(args.scanpy_python, packages, "scanpy venv")
         machine = describe(extra)
         self.budget = Budget(
             seconds=args.budget, memory_mb=0.9 * 1024 * (machine.get("memory_gb") or 16.0)
@@ -194,7 +201,9 @@ class Session:
             self.budget.record(key, ds.n, 0.0, 0.0, 0.0, rec["status"])
             return rec
         run_id = f"{ds.name}-{cfg.tool}-{cfg.method}-{cfg.backend}-{cfg.device}"
-        python = self.args.torchdr_python if cfg.tool == "torchdr" else sys.executable
+        python = {"torchdr": self.args.torchdr_python, "scanpy": self.args.scanpy_python}.get(
+            cfg.tool, sys.executable
+        )
         out = launch(
             self._spec(cfg, ds, run_id),
             self.run_dir,

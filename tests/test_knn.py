@@ -161,7 +161,7 @@ def test_faiss_ivf_recall_on_clustered_data():
     n, k = 20_000, 15
     X = _gmm(n, 50, 30)
     nlist = default_nlist(n)
-    assert (nlist, default_nprobe(nlist)) == (512, 16)
+    assert (nlist, default_nprobe(nlist)) == (141, 8)
     exact = knn(X, k, backend="torch")
     approx = knn(X, k, backend="faiss", index="ivf")
     hits = (approx.indices[:, :, None] == exact.indices[:, None, :]).any(-1)
@@ -320,7 +320,7 @@ def test_auto_large_cpu_uses_faiss_ivf(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="torchdr_sc"):
         graph = knn(X, 5)
     assert "kNN backend: 'faiss'" in caplog.text
-    assert "faiss IVF index: nlist=25, nprobe=16." in caplog.text
+    assert "faiss IVF index: nlist=25, nprobe=8." in caplog.text
     exact = knn(X, 5, backend="torch")
     hits = (graph.indices[:, :, None] == exact.indices[:, None, :]).any(-1)
     assert hits.float().mean() >= 0.95

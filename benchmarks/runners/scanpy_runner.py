@@ -14,6 +14,10 @@ import numpy as np
 
 from . import RunOutput, Unavailable, require
 
+#: Rows of the warm-up fit: above 4096 cells ``sc.pp.neighbors`` switches from scikit-learn's
+#: exact search to pynndescent, whose numba functions must be compiled in the warm-up too.
+WARMUP_ROWS = 5000
+
 
 def needs_warmup(spec: dict) -> bool:
     """UMAP compiles numba functions on first use; scikit-learn's t-SNE (Cython) does not.

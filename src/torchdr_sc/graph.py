@@ -209,17 +209,6 @@ class SparseAffinity:
         rows = torch.arange(n, device=indices.device).repeat_interleave(k)
         return cls(rows, indices.reshape(-1), weights.reshape(-1), int(n))
 
-    def _lookup(self, keys: torch.Tensor) -> torch.Tensor:
-        """Values of P at flat positions ``keys = row * n + col`` (0 where absent)."""
-        own = self.rows * self.n + self.cols
-        own, order = torch.sort(own)
-        vals = self.weights[order]
-        if own.numel() == 0:
-            return torch.zeros_like(keys, dtype=self.weights.dtype)
-        pos = torch.searchsorted(own, keys).clamp_max(own.numel() - 1)
-        hit = own[pos] == keys
-        return torch.where(hit, vals[pos], torch.zeros((), dtype=vals.dtype, device=vals.device))
-
     def symmetrize(self, mode: str = "mean") -> SparseAffinity:
         """Symmetric version of P, computed on P's device.
 
@@ -228,20 +217,32 @@ class SparseAffinity:
         mode
             ``'mean'``: (P + P^T) / 2 (t-SNE, van der Maaten 2014); ``'sum'``: P + P^T;
             ``'fuzzy_union'``: P + P^T - P * P^T (UMAP, McInnes et al. 2018).
+
+        Notes
+        -----
+        P must hold each ``(row, col)`` at most once (a kNN graph does). The cost is one
+        sort of the ``2 nnz`` flat positions (about 3 s for 18M entries on 2 CPU cores).
         """
         if mode not in ("mean", "sum", "fuzzy_union"):
             msg = f"`mode` must be one of 'fuzzy_union', 'mean', 'sum'; got {mode!r}."
             raise ValueError(msg)
         n = self.n
-        keys = torch.unique(torch.cat([self.rows * n + self.cols, self.cols * n + self.rows]))
-        rows, cols = keys // n, keys % n
-        a = self._lookup(keys)
-        b = self._lookup(cols * n + rows)
-        if mode == "mean":
-            w = 0.5 * (a + b)
-        elif mode == "sum":
-            w = a + b
+        # every entry of P and of P^T, keyed by its flat position; one sort groups the pairs
+        keys = torch.cat([self.rows * n + self.cols, self.cols * n + self.rows])
+        vals = torch.cat([self.weights, self.weights])
+        keys, slot = torch.unique(keys, return_inverse=True)
+        if n < 2**24:  # n^2 << 2^52: the float64 quotient floors exactly; faster than int64
+            rows = torch.floor(keys.double() / n).long()
         else:
-            w = a + b - a * b
+            rows = keys // n
+        cols = keys - rows * n
+        w = torch.zeros(keys.numel(), dtype=vals.dtype, device=vals.device)
+        w.index_add_(0, slot, vals)  # P_ij + P_ji
+        if mode == "mean":
+            w *= 0.5
+        elif mode == "fuzzy_union":
+            prod = torch.ones_like(w).scatter_reduce_(0, slot, vals, "prod")
+            both = torch.bincount(slot, minlength=keys.numel()) == 2
+            w -= torch.where(both, prod, torch.zeros_like(prod))  # - P_ij P_ji
         keep = w > 0
         return SparseAffinity(rows[keep], cols[keep], w[keep], n)
