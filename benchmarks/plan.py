@@ -190,7 +190,9 @@ class Budget:
                 slope = max(min_slope, math.log(v1 / v0) / math.log(n1 / n0))
         return v1 * (n / n1) ** slope
 
-    def check(self, label: str, n: int) -> tuple[str | None, float | None]:
+    def check(
+        self, label: str, n: int, seconds: float | None = None
+    ) -> tuple[str | None, float | None]:
         """Whether to skip ``label`` at size ``n``.
 
         Parameters
@@ -199,6 +201,8 @@ class Budget:
             Config label.
         n : int
             Dataset size.
+        seconds : float, optional
+            This run's wall-time budget (default :attr:`seconds`).
 
         Returns
         -------
@@ -207,19 +211,20 @@ class Budget:
         estimate : float or None
             Estimated wall seconds.
         """
+        seconds = self.seconds if seconds is None else seconds
         past = [h for h in self.history.get(label, []) if h[0] < n]
         if not past:
             return None, None
         if any(h[4].startswith("skipped (budget)") for h in past):
-            return f"skipped (budget): over {self.seconds:.0f} s at a smaller n", None
+            return f"skipped (budget): over {seconds:.0f} s at a smaller n", None
         if any(h[4].startswith("skipped (memory)") for h in past):
             return "skipped (memory): over budget at a smaller n", None
         ok = [h for h in past if h[4] == "ok"]
         if not ok:
             return None, None
         est_s = ok[-1][2] + self._extrapolate([(h[0], h[1]) for h in ok], n, min_slope=1.0)
-        if est_s > self.seconds:
-            return f"skipped (budget): est. {est_s:.0f} s > {self.seconds:.0f} s", est_s
+        if est_s > seconds:
+            return f"skipped (budget): est. {est_s:.0f} s > {seconds:.0f} s", est_s
         # Memory: a fixed base (interpreter, libraries) plus a part linear in n, so the line
         # through the last two sizes; one size alone says nothing about the slope.
         est_mb = 0.0

@@ -157,8 +157,12 @@ def _machine_lines(meta: dict) -> list[str]:
     if m.get("env"):
         lines.append("- environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
     s = meta["settings"]
+    peer_budget = s.get("peer_budget_s") or s["budget_s"]
+    budget = f"budget {s['budget_s']:.0f} s per run"
+    if peer_budget != s["budget_s"]:
+        budget = f"budget {s['budget_s']:.0f} s per run of ours, {peer_budget:.0f} s per peer run"
     lines.append(
-        f"- settings: budget {s['budget_s']:.0f} s per run, warm-up {s['warmup']}, "
+        f"- settings: {budget}, warm-up {s['warmup']}, "
         f"seed {s['seed']}, max_iter {s['max_iter'] or 'each tool default'}, "
         f"quality on {s['eval_sample']} sampled points for larger n"
     )

@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wall-time budget of one run in seconds (default 1800; --quick 180)",
     )
     p.add_argument(
+        "--peer-budget",
+        type=float,
+        default=None,
+        help="wall-time budget of one peer run (default: --budget)",
+    )
+    p.add_argument(
         "--max-iter",
         type=int,
         default=None,
@@ -139,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.backends = args.backends or quick.get("backends") or list(BACKENDS)
     args.torchdr_backends = args.torchdr_backends or quick.get("torchdr_backends") or ["faiss"]
     args.budget = args.budget or quick.get("budget") or 1800.0
+    args.peer_budget = args.peer_budget or args.budget
     args.peers = [] if "none" in args.peers else args.peers
     return args
 

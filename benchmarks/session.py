@@ -132,6 +132,7 @@ class Session:
             "machine": machine,
             "settings": {
                 "budget_s": args.budget,
+                "peer_budget_s": args.peer_budget,
                 "warmup": args.warmup,
                 "seed": args.seed,
                 "max_iter": args.max_iter,
@@ -156,12 +157,16 @@ class Session:
             "warmup": self.args.warmup,
         }
 
+    def _seconds(self, cfg: Config) -> float:
+        """Wall-time budget of a run: ``--budget`` for ours, ``--peer-budget`` for the peers."""
+        return self.args.budget if cfg.tool.startswith("ours") else self.args.peer_budget
+
     def _precheck(self, cfg: Config, ds: dsets.Dataset) -> str | None:
         if cfg.device == "cuda" and not self.cuda:
             return "unavailable: no CUDA device"
         if cfg.tool == "torchdr" and not self.torchdr_ok:
             return "unavailable: no TorchDR venv (bash benchmarks/setup_torchdr_venv.sh)"
-        skip, _ = self.budget.check(f"{ds.family}:{cfg.label}", ds.n)
+        skip, _ = self.budget.check(f"{ds.family}:{cfg.label}", ds.n, self._seconds(cfg))
         return skip
 
     def run_one(self, cfg: Config, ds: dsets.Dataset, labels, queries, neighbors) -> dict:
@@ -193,7 +198,7 @@ class Session:
             "label": cfg.label,
         }
         key = f"{ds.family}:{cfg.label}"
-        _, estimate = self.budget.check(key, ds.n)
+        _, estimate = self.budget.check(key, ds.n, self._seconds(cfg))
         rec["estimated_s"] = estimate
         reason = self._precheck(cfg, ds)
         if reason:
@@ -209,7 +214,7 @@ class Session:
             self.run_dir,
             run_id,
             python=python,
-            timeout=self.args.budget,
+            timeout=self._seconds(cfg),
         )
         rec.update(process_s=out.wall_s, returncode=out.returncode)
         res = out.result or {}
@@ -218,7 +223,7 @@ class Session:
         if out.timed_out:
             rec.update(
                 status="skipped (budget)",
-                reason=f"skipped (budget): killed after {self.args.budget:.0f} s",
+                reason=f"skipped (budget): killed after {self._seconds(cfg):.0f} s",
             )
         elif res.get("status") == "ok":
             rec.update(_timing_fields(res), status="ok")
