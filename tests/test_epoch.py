@@ -12,6 +12,7 @@ from torchdr_sc.embed.epoch import SampledEpoch, resolve_compile
 from torchdr_sc.embed.pairs import (
     _fast_exp2,
     _fast_log2,
+    hash_key,
     hashed_negatives,
     negative_key,
     pair_terms,
@@ -54,6 +55,8 @@ def test_hashed_negatives_are_uniform_and_keyed():
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < n + 5 * math.sqrt(2 * n)  # chi-square with n - 1 dof, ~5 sigma
     assert torch.equal(negs, hashed_negatives(key, A, m, n))
+    # the compiled epoch's form of the key draws the same negatives
+    assert torch.equal(negs, hashed_negatives(hash_key(7, 3, "cpu"), A, m, n))
     other = hashed_negatives(torch.tensor(negative_key(7, 4)), A, m, n)
     assert (other != negs).float().mean() > 0.99
     # consecutive edges are not correlated

@@ -255,10 +255,10 @@ def test_bad_inputs():
         knn(X, 3, query=X[:, :3])
     with pytest.raises(TypeError, match=r"`X` must be a 2-D floating-point torch.Tensor"):
         knn(X.numpy(), 3)
-    with pytest.raises(ValueError, match=r"`index` and `nprobe` are faiss options"):
-        knn(X, 3, backend="torch", index="ivf")
-    with pytest.raises(ValueError, match=r"`index` and `nprobe` are faiss options"):
+    with pytest.raises(ValueError, match=r"`nprobe` applies to index='ivf' only"):
         knn(X, 3, backend=None, nprobe=4)
+    with pytest.raises(ValueError, match=r"index='ivf' does not support metric='manhattan'"):
+        knn(X, 3, backend="torch", index="ivf", metric="manhattan")
 
 
 def test_metric_unsupported_by_faiss_ivf():

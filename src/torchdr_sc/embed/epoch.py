@@ -21,7 +21,7 @@ import torch
 
 from .._logging import get_logger
 from ..graph import SparseAffinity
-from .pairs import epoch_pair_terms, negative_key, pair_terms
+from .pairs import epoch_pair_terms, hash_key, pair_terms
 from .sampled import EdgeSchedule, SampledKernel, kernel_kind, scatter_pair_terms
 
 logger = get_logger(__name__)
@@ -44,7 +44,9 @@ def compiled_pair_terms() -> Callable[..., Any]:
 def resolve_compile(compile: bool | str, device: torch.device, work: float) -> bool:
     """Whether to compile: ``True``/``False`` as given; ``'auto'``: on CPU for large epochs.
 
-    ``'auto'`` leaves CUDA eager (the compiled path is untested on GPUs here).
+    ``'auto'`` leaves CUDA eager: on an H100 at 1M points the compiled epoch takes 2.55 ms
+    against 5.0 ms eagerly, but its first compilation takes 11.4 s, more than a whole
+    eager fit (2.2 s); ``compile=True`` pays off for repeated fits in one process.
     """
     if compile == "auto":
         return device.type == "cpu" and work >= COMPILE_MIN_WORK
@@ -108,7 +110,7 @@ class SampledEpoch:
         return torch.tensor(values, dtype=z.dtype, device=z.device)
 
     def _compiled_terms(self, coords, heads, tails, consts, epoch):
-        key = torch.tensor(negative_key(self.seed, epoch), dtype=torch.int64, device=heads.device)
+        key = hash_key(self.seed, epoch, heads.device)
         options = {
             "kind": self.kind,
             "n_negatives": self.n_negatives,

@@ -47,34 +47,59 @@ def pca_components(x: torch.Tensor, n_components: int) -> torch.Tensor:
     return proj * torch.where(signs == 0, torch.ones_like(signs), signs)
 
 
+#: Extra vectors in the LOBPCG block (beyond the k wanted): faster convergence on graphs
+#: whose top eigenvalues are clustered near 1 (well separated cell types).
+LOBPCG_EXTRA = 6
+
+
 def spectral_embedding(
-    P: SparseAffinity, n_components: int, generator: torch.Generator
+    P: SparseAffinity, n_components: int, generator: torch.Generator, solver: str = "auto"
 ) -> torch.Tensor:
     """Laplacian eigenmap of the symmetric affinity ``P`` (as UMAP's spectral init).
 
     The eigenvectors of ``D^{-1/2} P D^{-1/2}`` with the largest eigenvalues after the
-    trivial one (equivalently the smallest of the normalised Laplacian), found with ARPACK
-    (``scipy.sparse.linalg.eigsh``) on the CPU, rescaled by ``D^{-1/2}``. Graphs with several
-    connected components get the eigenvectors of the whole graph, which already separate
-    the components.
-    """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import eigsh
+    trivial one (equivalently the smallest of the normalised Laplacian; Belkin & Niyogi,
+    *Laplacian eigenmaps*, Neural Computation 2003), rescaled by ``D^{-1/2}``. Graphs with
+    several connected components get the eigenvectors of the whole graph, which already
+    separate the components.
 
-    n = P.n
-    rows = P.rows.cpu().numpy()
-    cols = P.cols.cpu().numpy()
-    w = P.weights.double().cpu().numpy()
-    deg = np.bincount(rows, weights=w, minlength=n)
-    inv_sqrt = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
-    a = sp.csr_matrix((w * inv_sqrt[rows] * inv_sqrt[cols], (rows, cols)), shape=(n, n))
-    k = n_components + 1
+    Parameters
+    ----------
+    solver
+        ``'arpack'``: Lanczos (``scipy.sparse.linalg.eigsh``) on the CPU, as umap-learn;
+        ``'lobpcg'``: :func:`torch.lobpcg` on the affinity's device (Knyazev, SIAM J. Sci.
+        Comput. 2001), float64; ``'auto'``: LOBPCG for CUDA affinities (ARPACK on the host
+        took 43 s of a 1M-point UMAP whose optimisation takes 1 s on an H100), else ARPACK.
+    """
+    n, k = P.n, n_components + 1
+    rows, cols = P.rows, P.cols
+    w = P.weights.double()
+    deg = torch.zeros(n, dtype=torch.float64, device=w.device).index_add_(0, rows, w)
+    inv_sqrt = deg.clamp_min(1e-12).rsqrt()
+    vals_w = w * inv_sqrt[rows] * inv_sqrt[cols]
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
-    v0 = np.random.default_rng(seed).uniform(0.5, 1.5, n)
-    vals, vecs = eigsh(a, k=k, which="LA", v0=v0, tol=1e-4, maxiter=max(1000, 5 * n))
-    order = np.argsort(vals)[::-1]
-    emb = vecs[:, order[1:k]] * inv_sqrt[:, None]
-    return torch.from_numpy(np.ascontiguousarray(emb)).to(P.device, torch.float32)
+    if solver == "auto":
+        solver = "lobpcg" if P.device.type == "cuda" else "arpack"
+    if solver == "lobpcg":
+        A = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), vals_w, (n, n), check_invariants=False
+        ).coalesce()
+        start = torch.rand(
+            n, k + LOBPCG_EXTRA, generator=torch.Generator().manual_seed(seed), dtype=A.dtype
+        )
+        vals, vecs = torch.lobpcg(A, k=k, X=start.to(A.device), largest=True, tol=1e-4, niter=300)
+    else:
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import eigsh
+
+        r, c = rows.cpu().numpy(), cols.cpu().numpy()
+        a = sp.csr_matrix((vals_w.cpu().numpy(), (r, c)), shape=(n, n))
+        v0 = np.random.default_rng(seed).uniform(0.5, 1.5, n)
+        vals_np, vecs_np = eigsh(a, k=k, which="LA", v0=v0, tol=1e-4, maxiter=max(1000, 5 * n))
+        vals, vecs = torch.from_numpy(vals_np), torch.from_numpy(vecs_np).to(w.device)
+    order = torch.argsort(vals.cpu(), descending=True)[1:k].to(vecs.device)
+    emb = vecs[:, order] * inv_sqrt[:, None]
+    return emb.to(P.device, torch.float32).contiguous()
 
 
 def _rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -66,6 +66,16 @@ def negative_key(seed: int, epoch: int) -> int:
     return _signed(_mix64_int(_mix64_int(seed) + (epoch + 1) * _GOLDEN))
 
 
+def hash_key(seed: int, epoch: int, device: torch.device | str) -> torch.Tensor:
+    """``[key, golden]`` as an int64 tensor: what the compiled epoch hashes its negatives with.
+
+    The golden-ratio step travels as data rather than as a constant so that no compiler
+    writes the 64-bit literal against a 32-bit loop index (Triton rejects that).
+    """
+    values = [negative_key(seed, epoch), _signed(_GOLDEN)]
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
 def hashed_negatives(key: torch.Tensor, n_active: int, m: int, n: int) -> torch.Tensor:
     """``(m, n_active)`` uniform indices in ``[0, n)``, a pure function of ``key``.
 
@@ -75,14 +85,18 @@ def hashed_negatives(key: torch.Tensor, n_active: int, m: int, n: int) -> torch.
     Parameters
     ----------
     key
-        0-d int64 tensor, from :func:`negative_key`.
+        0-d int64 tensor from :func:`negative_key`, or the pair ``[key, golden]`` from
+        :func:`hash_key` (same draws).
     n_active, m
         Number of edges and of negatives per edge.
     n
         Number of points (at most ``2**31 - 1``).
     """
+    step: torch.Tensor | int = _signed(_GOLDEN)
+    if key.ndim == 1:
+        key, step = key[0], key[1]
     counter = torch.arange(m * n_active, device=key.device, dtype=torch.int64)
-    bits = _mix64(counter.view(m, n_active) * _signed(_GOLDEN) + key)
+    bits = _mix64(counter.view(m, n_active) * step + key)
     return (_shift_right(bits, 32) * n) >> 32
 
 
@@ -214,7 +228,7 @@ def epoch_pair_terms(
     coords, heads, tails, consts, kind
         As in :func:`pair_terms`.
     key
-        0-d int64 tensor seeding this epoch's negatives (:func:`negative_key`).
+        Seeds this epoch's negatives (:func:`hash_key`; see :func:`hashed_negatives`).
     n_negatives
         Negatives per edge.
     discard_tails

@@ -7,14 +7,16 @@
 Backends (:data:`BACKENDS`):
 
 - ``'torch'`` (also ``backend=None``, TorchDR's meaning): exact, blockwise with bounded
-  memory, any device.
+  memory, any device; or approximate with ``index='ivf'`` (k-means cells probed per cell,
+  batched matrix products: the fast search on GPUs without faiss's GPU build).
 - ``'faiss'``: exact flat index or approximate IVF index, CPU or GPU (needs ``faiss``).
 - ``'keops'``: exact, linear memory, lazy tensors (needs ``pykeops``).
 
 ``backend='auto'`` picks: CUDA data -> faiss with a GPU index when faiss has GPU support,
-else torch; CPU data -> torch (exact) up to :data:`AUTO_TORCH_MAX_SAMPLES` samples, faiss
-with an IVF index above when it is installed (torch for ``'manhattan'``, which IVF lacks),
-else torch. The choice is logged at INFO level. A backend
+else torch (exact up to :data:`AUTO_CUDA_EXACT_MAX_SAMPLES` samples, its IVF index above);
+CPU data -> torch (exact) up to :data:`AUTO_TORCH_MAX_SAMPLES` samples, faiss with an IVF
+index above when it is installed, else torch's IVF index. ``'manhattan'``, which no IVF
+index supports, is always searched exactly. The choice is logged at INFO level. A backend
 named explicitly is used or fails with a clear error: never a silent fallback.
 
 Every backend returns a :class:`~torchdr_sc.graph.KNNGraph` with distances recomputed
@@ -41,6 +43,7 @@ from ._keops import keops_knn, require_keops
 from ._torch import torch_knn
 
 __all__ = [
+    "AUTO_CUDA_EXACT_MAX_SAMPLES",
     "AUTO_TORCH_MAX_SAMPLES",
     "BACKENDS",
     "INDEXES",
@@ -55,7 +58,11 @@ logger = get_logger(__name__)
 
 #: With ``backend='auto'`` on CPU, exact torch search is used up to this many samples.
 AUTO_TORCH_MAX_SAMPLES = 20_000
-#: Values of the faiss ``index`` option.
+#: With ``backend='auto'`` on CUDA without faiss GPU support, exact torch search is used up to
+#: this many samples, torch's IVF index above (exact search costs n^2: 16.8 s at 1M on an
+#: H100).
+AUTO_CUDA_EXACT_MAX_SAMPLES = 100_000
+#: Values of the ``index`` option (faiss and torch backends).
 INDEXES = ("auto", "flat", "ivf")
 
 #: Registry: backend name -> :class:`KNNBackend`.
@@ -122,14 +129,16 @@ def _auto_backend(n: int, device: torch.device, metric: str) -> tuple[str, str, 
     if device.type == "cuda":
         if usable("faiss") and faiss_has_gpu():
             return "faiss", "auto", "CUDA data and faiss has GPU support"
-        return "torch", "auto", "CUDA data and no faiss GPU support"
+        if n <= AUTO_CUDA_EXACT_MAX_SAMPLES or metric == "manhattan":
+            return "torch", "flat", "CUDA data, no faiss GPU support: exact"
+        return "torch", "ivf", f"CUDA data, {n} samples, no faiss GPU support: torch IVF"
     if n <= AUTO_TORCH_MAX_SAMPLES:
-        return "torch", "auto", f"{n} samples <= {AUTO_TORCH_MAX_SAMPLES} on CPU: exact"
+        return "torch", "flat", f"{n} samples <= {AUTO_TORCH_MAX_SAMPLES} on CPU: exact"
     if metric == "manhattan":
-        return "torch", "auto", "metric='manhattan' has no approximate faiss index"
+        return "torch", "flat", "metric='manhattan' has no approximate index"
     if usable("faiss"):
         return "faiss", "ivf", f"{n} samples > {AUTO_TORCH_MAX_SAMPLES} on CPU: IVF index"
-    return "torch", "auto", f"{n} samples on CPU and faiss not installed"
+    return "torch", "ivf", f"{n} samples on CPU and faiss not installed: torch IVF"
 
 
 def _resolve(
@@ -201,6 +210,22 @@ def _check_inputs(X: torch.Tensor, query: torch.Tensor | None) -> None:
         raise ValueError(msg)
 
 
+def _check_index_options(name: str, index: str, nprobe: int | None, metric: str) -> None:
+    """Reject ``index`` / ``nprobe`` where the named backend cannot use them."""
+    if name not in ("faiss", "torch") and (index != "auto" or nprobe is not None):
+        msg = (
+            f"`index` and `nprobe` are options of the faiss and torch backends; got them "
+            f"with backend={name!r}."
+        )
+        raise ValueError(msg)
+    if name == "torch" and nprobe is not None and index != "ivf":
+        msg = "`nprobe` applies to index='ivf' only; pass index='ivf' or drop nprobe."
+        raise ValueError(msg)
+    if name == "torch" and index == "ivf" and metric == "manhattan":
+        msg = "index='ivf' does not support metric='manhattan'; use index='flat'."
+        raise ValueError(msg)
+
+
 def knn(
     X: torch.Tensor,
     k: int,
@@ -231,11 +256,13 @@ def knn(
         of ``X`` are not excluded. ``None``: every row of ``X`` among the others, the row
         itself never returned (exact duplicates of it are).
     index
-        faiss only: ``'flat'`` (exact), ``'ivf'`` (approximate) or ``'auto'`` (flat up to
-        50 000 samples, IVF above; IVF when ``backend='auto'`` picked faiss on CPU).
-        Ignored when ``backend='auto'`` picks another backend.
+        faiss and torch: ``'flat'`` (exact), ``'ivf'`` (approximate) or ``'auto'`` (faiss:
+        flat up to 50 000 samples, IVF above; torch: flat). With ``backend='auto'``,
+        ``'auto'`` takes the index the automatic choice implies (module doc).
     nprobe
-        faiss IVF only: inverted lists visited per query (default ``max(16, nlist // 32)``).
+        IVF only: inverted lists visited per query (faiss) or per cell (torch); defaults
+        in :func:`torchdr_sc.knn._faiss.default_nprobe` and
+        :func:`torchdr_sc.knn._torch_ivf.default_nprobe`.
     generator
         Seeds the randomness of approximate indexes (IVF training); deterministic without.
 
@@ -248,7 +275,7 @@ def knn(
     Raises
     ------
     ValueError
-        Unknown backend / metric / index, ``k`` out of range, faiss options given to another
+        Unknown backend / metric / index, ``k`` out of range, index options given to another
         backend, or a metric the backend does not support.
     ImportError
         The named backend's package is missing.
@@ -265,10 +292,9 @@ def knn(
     if nprobe is not None:
         nprobe = check_number("nprobe", nprobe, kind=int, low=1, closed="left")
     name, auto_index = _resolve(backend, n, X.device, metric)
-    if auto_index is None and name != "faiss" and (index != "auto" or nprobe is not None):
-        msg = f"`index` and `nprobe` are faiss options; got them with backend={name!r}."
-        raise ValueError(msg)
-    if auto_index is not None and index == "auto":
+    if auto_index is None:
+        _check_index_options(name, index, nprobe, metric)
+    elif index == "auto":
         index = auto_index
     if query is not None:
         query = query.to(dtype=X.dtype)

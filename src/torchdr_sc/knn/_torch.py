@@ -1,10 +1,11 @@
-"""Exact kNN in plain torch, blockwise with bounded memory, on any device.
+"""kNN in plain torch on any device: exact and blockwise, or approximate with an IVF index.
 
-Query rows are processed in blocks so that the ``(block, n)`` distance block stays under
-:func:`~torchdr_sc.knn._common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever
-``n``; the block buffer is allocated once and reused. Candidates are selected with
-``torch.topk`` on a matmul-based score and their distances are then recomputed exactly
-from the coordinates (see :func:`~torchdr_sc.knn._common.finalize`).
+Exact search (``index='flat'``, the default): query rows are processed in blocks so that
+the ``(block, n)`` distance block stays under
+:func:`~torchdr_sc.knn._common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
+the block buffer is allocated once and reused. Candidates are selected with ``torch.topk``
+on a matmul-based score and their distances are then recomputed exactly from the
+coordinates (see :func:`~torchdr_sc.knn._common.finalize`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from ..graph import KNNGraph
 from ._common import block_bytes, finalize, rows_per_block, search_coordinates
+from ._torch_ivf import ivf_select
 
 
 def _scores(
@@ -72,7 +74,7 @@ def torch_knn(
     nprobe: int | None = None,
     generator: torch.Generator | None = None,
 ) -> KNNGraph:
-    """Exact k nearest neighbours with torch (``backend='torch'`` or ``None``).
+    """k nearest neighbours with torch (``backend='torch'`` or ``None``).
 
     Parameters
     ----------
@@ -85,19 +87,34 @@ def torch_knn(
     query
         ``(m, d)`` rows to search among ``X``; ``None`` searches every row of ``X`` among
         the others (the row itself excluded, by index, so exact duplicates are kept).
-    index, nprobe, generator
-        Unused (faiss options); accepted for the common backend signature.
+    index
+        ``'flat'`` or ``'auto'``: exact; ``'ivf'``: approximate, cells probed per cell
+        (not for ``'manhattan'``).
+    nprobe
+        IVF cells probed per cell (default
+        :func:`~torchdr_sc.knn._torch_ivf.default_nprobe`).
+    generator
+        Seeds the IVF k-means; deterministic without.
 
     Returns
     -------
     KNNGraph
         ``(m, k)`` indices and distances, rows sorted by increasing distance.
     """
-    del index, nprobe, generator
     self_search = query is None
     Q = X if self_search else query
     Xs, Qs = search_coordinates(X, query, metric)
+    if index == "ivf":
+        indices = ivf_select(
+            Xs,
+            Qs,
+            k,
+            largest=metric == "cosine",
+            self_search=self_search,
+            nprobe=nprobe,
+            generator=generator,
+        )
+        return finalize(Q, X, indices, metric)
     sq_norms = Xs.square().sum(1) if metric in ("sqeuclidean", "euclidean") else None
-
     indices = _select(Qs, Xs, k, sq_norms, metric, self_search)
     return finalize(Q, X, indices, metric)
