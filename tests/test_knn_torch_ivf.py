@@ -14,7 +14,13 @@ import torch
 
 from torchdr_sc.knn import AUTO_CUDA_EXACT_MAX_SAMPLES, knn
 from torchdr_sc.knn import _auto_backend as auto_backend
-from torchdr_sc.knn._torch_ivf import _drop_self, default_nlist, default_nprobe
+from torchdr_sc.knn._torch_ivf import (
+    GROUP,
+    _drop_self,
+    default_nlist,
+    default_nprobe,
+    grouped_topk,
+)
 
 
 def _gmm(n: int, d: int, n_clusters: int, seed: int = 0) -> torch.Tensor:
@@ -121,3 +127,18 @@ def test_auto_picks_torch_ivf_on_large_cuda_data_without_faiss_gpu(monkeypatch, 
 
 def _missing() -> None:
     raise ImportError("faiss is not installed (test)")
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_grouped_topk_selects_the_same_values_as_topk(largest):
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 7, 40 * GROUP, generator=g)
+    pos = grouped_topk(scores, 9, largest=largest, sorted=True)
+    ref = torch.topk(scores, 9, dim=-1, largest=largest, sorted=True)
+    torch.testing.assert_close(torch.gather(scores, -1, pos), ref.values, rtol=0, atol=0)
+    assert torch.equal(pos, ref.indices)  # distinct values: the same positions
+    short = scores[..., : 2 * GROUP]  # too few groups: plain topk
+    torch.testing.assert_close(
+        torch.gather(short, -1, grouped_topk(short, 9, largest=largest, sorted=True)),
+        torch.topk(short, 9, dim=-1, largest=largest).values,
+    )

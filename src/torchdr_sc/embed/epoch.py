@@ -148,7 +148,10 @@ class SampledEpoch:
     def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:
         """This process's gradient ``(n, d)`` of epoch ``epoch`` (descend along ``-grad``)."""
         heads, tails = self.schedule.active(epoch)
-        coords = list(z.T.contiguous())
+        # strided views of the (n, d) embedding, not contiguous copies per coordinate: a
+        # point's coordinates share a cache line, so each random gather of a negative misses
+        # once instead of d times (83 -> 71 ms per compiled epoch, 200k points, 2 CPU cores)
+        coords = list(z.unbind(1))
         consts = self._consts(z, exaggeration)
         g_att, g_head = self._pair_terms(coords, heads, tails, consts, epoch)
         return scatter_pair_terms(z, heads, tails, g_att, g_head)

@@ -109,7 +109,11 @@ class EdgeSchedule:
         rows, cols, w = rows[keep], cols[keep], w[keep].double()
         rate = (w / w_max.double()).clamp_(max=1.0)
         self.fixed_rate = (rate * 2**RATE_BITS).round_().to(torch.int32)
-        self.heads, self.tails = rows, cols
+        # int32 ids when they fit: the per-epoch gathers of the active edges and the fused
+        # kernel's index loads move half the bytes (72.7 -> 65.5 ms per compiled epoch,
+        # 200k points, 2 CPU cores, interleaved A/B)
+        small = P.n < 2**31 - 1
+        self.heads, self.tails = (rows.int(), cols.int()) if small else (rows, cols)
         self.mean_active = float(self.fixed_rate.sum(dtype=torch.int64)) / 2**RATE_BITS
 
     def active_mask(self, epoch: int) -> torch.Tensor:
