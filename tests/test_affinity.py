@@ -392,3 +392,41 @@ def test_affinities_on_cuda(digits):
         assert torch.isfinite(U.weights).all()
         S = SymmetricEntropicAffinity(30)(x.to(dtype))
         assert (S.sum(1) - 1).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("cls", [SinkhornAffinity, DoublyStochasticQuadraticAffinity])
+def test_doubly_stochastic_affinities_share_parameter_checks(cls):
+    with pytest.raises(ValueError, match=r"`tol` must be a float in \(0, inf\); got 0"):
+        cls(tol=0)
+    with pytest.raises(ValueError, match=r"`eps` must be a float in \(0, inf\)"):
+        cls(eps=-1.0)
+    with pytest.raises(ValueError, match=r"`base_kernel` must be one of 'gaussian', 'student'"):
+        cls(base_kernel="cauchy")
+    with pytest.raises(ValueError, match=r"`max_iter` must be an int in \[1, inf\)"):
+        cls(max_iter=0)
+
+
+@pytest.mark.parametrize("mode", ["fuzzy_union", "sum", "mean"])
+def test_knn_symmetrisation_matches_the_sorting_one(digits, mode):
+    from torchdr_sc.affinity._knn_union import symmetrize_knn
+    from torchdr_sc.knn import knn
+
+    graph = knn(digits.float(), 15, backend="torch")
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(graph.indices.shape, generator=g)
+    w[:, -3:] = torch.where(w[:, -3:] > 0.5, w[:, -3:], 0.0)  # some zero weights too
+    ours = symmetrize_knn(graph.indices, w, mode)
+    ref = SparseAffinity.from_knn(graph.indices, w).symmetrize(mode)
+    assert ours.nnz == ref.nnz
+    assert torch.all(torch.diff(ours.rows) >= 0)  # rows sorted
+    diff = ours.to_scipy(np.float64) - ref.to_scipy(np.float64)
+    assert abs(diff).max() == 0  # the same arithmetic, entry for entry
+    assert bool((ours.weights > 0).all())
+
+
+def test_umap_affinity_uses_the_lean_symmetrisation(digits):
+    x = digits.float()
+    P = UMAPAffinity(n_neighbors=15)(x)
+    mixed = UMAPAffinity(n_neighbors=15, set_op_mix_ratio=1.0 - 1e-12)(x)  # sorting path
+    assert abs(P.to_scipy(np.float64) - mixed.to_scipy(np.float64)).max() < 1e-6
+    assert abs(P.to_scipy(np.float64) - P.to_scipy(np.float64).T).max() == 0

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from .._logging import get_logger
-from .._validation import check_number, check_option
-from ._base import Affinity
 from ._linalg import conjugate_gradient
-from .sinkhorn import BASE_KERNELS
+from ._ot import DoublyStochasticAffinity
 
 __all__ = ["DoublyStochasticQuadraticAffinity", "quadratic_potential"]
 
@@ -121,7 +118,7 @@ def quadratic_potential(
     return f, n_iter, err
 
 
-class DoublyStochasticQuadraticAffinity(Affinity):
+class DoublyStochasticQuadraticAffinity(DoublyStochasticAffinity):
     r"""Symmetric doubly stochastic affinity with a sparse, quadratically regularised plan.
 
     The Euclidean (rather than entropic) projection of the base cost onto symmetric doubly
@@ -150,24 +147,6 @@ class DoublyStochasticQuadraticAffinity(Affinity):
     Dense ``(n, n)`` computation, for small n, in float64 whatever the input dtype (the
     result has the input's).
     """
-
-    def __init__(
-        self,
-        eps: float = 1.0,
-        *,
-        base_kernel: str = "gaussian",
-        tol: float = 1e-5,
-        max_iter: int = 1000,
-        metric: str = "sqeuclidean",
-        backend: str | None = "auto",
-        device: Any = "auto",
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(metric=metric, backend=backend, device=device, verbose=verbose)
-        self.eps = check_number("eps", eps, low=0.0)
-        self.base_kernel = check_option("base_kernel", base_kernel, BASE_KERNELS)
-        self.tol = check_number("tol", tol, low=0.0)
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=1, closed="left")
 
     def from_distances(self, D: torch.Tensor) -> torch.Tensor:
         """Sparse-pattern doubly stochastic P (dense tensor) from a distance matrix."""

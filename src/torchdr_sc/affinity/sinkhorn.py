@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from .._logging import get_logger
-from .._validation import check_number, check_option
-from ._base import Affinity
 from ._linalg import conjugate_gradient
+from ._ot import BASE_KERNELS, DoublyStochasticAffinity
 
 __all__ = ["BASE_KERNELS", "SinkhornAffinity", "base_log_kernel", "log_sinkhorn_potentials"]
 
 logger = get_logger(__name__)
 
 #: Base kernels of the doubly stochastic affinities.
-BASE_KERNELS = ("gaussian", "student")
 #: Sinkhorn iterations after which SinkhornAffinity switches to Newton's method.
 _SINKHORN_BEFORE_NEWTON = 100
 
@@ -142,7 +139,7 @@ def newton_sinkhorn(
     return f, n_iter
 
 
-class SinkhornAffinity(Affinity):
+class SinkhornAffinity(DoublyStochasticAffinity):
     r"""Doubly stochastic affinity by entropic optimal transport (symmetric Sinkhorn).
 
     :math:`P = \mathrm{diag}(e^f) K \mathrm{diag}(e^f)` is the symmetric, doubly stochastic
@@ -173,24 +170,6 @@ class SinkhornAffinity(Affinity):
     result has the input's). TorchDR additionally divides P by n (so that it sums to 1);
     here rows sum to 1, like the other affinities of this package.
     """
-
-    def __init__(
-        self,
-        eps: float = 1.0,
-        *,
-        base_kernel: str = "gaussian",
-        tol: float = 1e-5,
-        max_iter: int = 1000,
-        metric: str = "sqeuclidean",
-        backend: str | None = "auto",
-        device: Any = "auto",
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(metric=metric, backend=backend, device=device, verbose=verbose)
-        self.eps = check_number("eps", eps, low=0.0)
-        self.base_kernel = check_option("base_kernel", base_kernel, BASE_KERNELS)
-        self.tol = check_number("tol", tol, low=0.0, closed="left")
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=1, closed="left")
 
     def from_distances(self, D: torch.Tensor) -> torch.Tensor:
         """Doubly stochastic P from a dense distance matrix (diagonal excluded)."""

@@ -12,6 +12,7 @@ from .._validation import check_number
 from ..graph import KNNGraph, SparseAffinity
 from ._base import Affinity, log_unconverged, warn_short_graph
 from ._distances import compute_knn, distances_in
+from ._knn_union import symmetrize_knn
 from ._root_search import root_search
 
 __all__ = ["UMAPAffinity", "umap_rho_sigma"]
@@ -216,7 +217,10 @@ class UMAPAffinity(Affinity):
         log_unconverged("UMAPAffinity", n_bad, n, n_iter)
         gap = d - rho[:, None]
         w = torch.where(gap > 0, torch.exp(-gap.clamp_min(0) / sigma[:, None]), 1.0)
-        directed = SparseAffinity.from_knn(knn.indices[:, :k], w.to(d.dtype))
+        w = w.to(d.dtype)
+        if self.symmetrize and self.set_op_mix_ratio == 1.0:  # the default: lean in memory
+            return symmetrize_knn(knn.indices[:, :k], w, "fuzzy_union")
+        directed = SparseAffinity.from_knn(knn.indices[:, :k], w)
         return self._set_operations(directed) if self.symmetrize else directed
 
     def _set_operations(self, P: SparseAffinity) -> SparseAffinity:
