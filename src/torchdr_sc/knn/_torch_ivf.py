@@ -6,7 +6,8 @@ search*, IEEE TPAMI 2011). Unlike faiss, which picks the cells to visit query by
 cells are probed *per cell*: the queries of cell ``c`` are compared with every point of the
 ``nprobe`` cells whose centroids are nearest to ``c``'s. All queries of a cell then share
 one candidate set, so a tile of queries against its candidates is one dense batched matrix
-product followed by ``torch.topk``: the whole search is a few dozen large batched calls,
+product followed by an exact two-pass top-k (:func:`grouped_topk`): the whole search is a
+few dozen large batched calls,
 which is what a GPU runs fast (and the reason this backend exists: faiss's GPU build needs
 its own CUDA libraries, often missing beside PyTorch's).
 
