@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_knn import _gmm  # the clustered test data of the faiss IVF tests
 
 from torchdr_sc.knn import AUTO_CUDA_EXACT_MAX_SAMPLES, knn
 from torchdr_sc.knn import _auto_backend as auto_backend
@@ -21,13 +22,6 @@ from torchdr_sc.knn._torch_ivf import (
     default_nprobe,
     grouped_topk,
 )
-
-
-def _gmm(n: int, d: int, n_clusters: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    centers = 2.0 * torch.randn(n_clusters, d, generator=g)
-    labels = torch.randint(0, n_clusters, (n,), generator=g)
-    return centers[labels] + torch.randn(n, d, generator=g)
 
 
 def _recall(approx: torch.Tensor, exact: torch.Tensor) -> float:
