@@ -16,12 +16,13 @@ from torchdr_sc.affinity import (
     EntropicAffinity,
     NormalizedGaussianAffinity,
     SinkhornAffinity,
+    SparseAffinity,
     SymmetricEntropicAffinity,
     UMAPAffinity,
     log_sinkhorn_potentials,
 )
 from torchdr_sc.affinity._root_search import root_search
-from torchdr_sc.graph import KNNGraph, SparseAffinity
+from torchdr_sc.knn import KNNGraph
 
 DT = torch.float64
 

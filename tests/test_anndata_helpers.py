@@ -8,12 +8,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from torchdr_sc._anndata import _cache
-from torchdr_sc._anndata._graph import graph_keys, knn_for, read_graph
-from torchdr_sc._anndata._params import resolve_seed, to_uns
-from torchdr_sc._anndata._rep import choose_representation, fingerprint
-from torchdr_sc._anndata._write import Changes, commit
-from torchdr_sc.graph import SparseAffinity
+from torchdr_sc._random import resolve_seed
+from torchdr_sc.adata import cache as affinity_cache
+from torchdr_sc.adata.changes import Changes, commit
+from torchdr_sc.adata.representation import choose_representation, fingerprint
+from torchdr_sc.adata.stored_graph import graph_keys, knn_for, read_graph
+from torchdr_sc.adata.uns import to_uns
+from torchdr_sc.affinity import SparseAffinity
 
 
 def _adata(n: int = 40, d: int = 8, seed: int = 0) -> ad.AnnData:
@@ -160,22 +161,29 @@ def test_commit_turns_a_view_into_an_actual_object_quietly(recwarn):
 def test_cache_slot_and_lookup():
     a = _adata()
     params = {"affinity": "EntropicAffinity", "perplexity": 30.0, "metric": "sqeuclidean"}
-    slot = _cache.make_slot(params, "X_pca", None, "abc", 40)
+    slot = affinity_cache.make_slot(params, "X_pca", None, "abc", 40)
     assert slot.key.startswith("tdr_EntropicAffinity_")
-    assert _cache.make_slot(dict(params), "X_pca", None, "other", 40).key == slot.key
+    assert affinity_cache.make_slot(dict(params), "X_pca", None, "other", 40).key == slot.key
     assert (
-        _cache.make_slot({**params, "perplexity": 10.0}, "X_pca", None, "abc", 40).key != slot.key
+        affinity_cache.make_slot({**params, "perplexity": 10.0}, "X_pca", None, "abc", 40).key
+        != slot.key
     )
-    assert _cache.lookup(a, slot) is None
+    assert affinity_cache.lookup(a, slot) is None
     P = SparseAffinity.from_scipy(sp.random(40, 40, density=0.1, format="csr", random_state=0))
-    a.obsp[slot.key] = _cache.to_obsp(P)
-    a.uns[_cache.UNS_KEY] = {slot.key: slot.description("0.1.0")}
-    hit = _cache.lookup(a, slot)
+    a.obsp[slot.key] = affinity_cache.to_obsp(P)
+    a.uns[affinity_cache.UNS_KEY] = {slot.key: slot.description("0.1.0")}
+    hit = affinity_cache.lookup(a, slot)
     assert hit is not None
     assert hit.nnz == P.nnz
-    assert _cache.lookup(a, _cache.make_slot(params, "X_pca", None, "changed", 40)) is None
+    assert (
+        affinity_cache.lookup(a, affinity_cache.make_slot(params, "X_pca", None, "changed", 40))
+        is None
+    )
     # a subset of cells keeps the (subset) matrix and the description, but never matches
-    assert _cache.lookup(a[:20], _cache.make_slot(params, "X_pca", None, "abc", 20)) is None
+    assert (
+        affinity_cache.lookup(a[:20], affinity_cache.make_slot(params, "X_pca", None, "abc", 20))
+        is None
+    )
 
 
 # ---- stored graphs -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``torchdr-sc embed`` (run as ``python -m torchdr_sc.atlas embed``): end to end and errors."""
+"""``torchdr-sc embed`` (run as ``python -m torchdr_sc.cli embed``): end to end and errors."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import scipy.sparse as sp
 ad = pytest.importorskip("anndata")
 sc = pytest.importorskip("scanpy")
 
-from torchdr_sc.atlas import _io  # noqa: E402
-from torchdr_sc.atlas.__main__ import main  # noqa: E402
+from torchdr_sc.cli import main  # noqa: E402
 
 FAST = ["--max-iter", "100", "--device", "cpu"]
 
@@ -44,7 +43,7 @@ def sha256(path: Path) -> str:
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the command in a new process, as a user would."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torchdr_sc.atlas", "embed", *args]
+    cmd = [sys.executable, "-m", "torchdr_sc.cli", "embed", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -178,14 +177,14 @@ def test_x_is_streamed_from_disk(digits_files, tmp_path, kind, capsys):
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("full", [True, False])
 def test_streamed_fingerprint_equals_the_layer_fingerprint(monkeypatch, sparse, full):
-    from torchdr_sc._anndata import _rep
+    from torchdr_sc.adata import representation
 
     if not full:
-        monkeypatch.setattr(_rep, "_FULL_HASH_BYTES", 1000)
-        monkeypatch.setattr(_rep, "_SAMPLED_ROWS", 37)
+        monkeypatch.setattr(representation, "FULL_HASH_BYTES", 1000)
+        monkeypatch.setattr(representation, "SAMPLED_ROWS", 37)
     x = np.random.default_rng(0).normal(size=(301, 7)).astype(np.float32)
     stored = sp.csr_matrix(x) if sparse else x
-    assert _io.streamed_fingerprint(stored, 40) == _rep.fingerprint(x)
+    assert representation.streamed_fingerprint(stored, 40) == representation.fingerprint(x)
 
 
 # ---- refusing and failing --------------------------------------------------------------

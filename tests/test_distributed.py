@@ -235,7 +235,7 @@ def _active_edges(schedule, epoch: int) -> set:
     ],
 )
 def test_sharded_edge_schedules_partition_the_single_process_schedule(digits_data, cls):
-    from torchdr_sc.embed.sampled import EdgeSchedule
+    from torchdr_sc.objective.sampled import EdgeSchedule
 
     X, _ = digits_data
     est = cls(random_state=0, max_iter=1, device="cpu")

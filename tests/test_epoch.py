@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import torchdr_sc as tdr
-from torchdr_sc.embed import epoch as epoch_mod
-from torchdr_sc.embed.epoch import SampledEpoch, resolve_compile
-from torchdr_sc.embed.pairs import (
+from torchdr_sc.affinity import SparseAffinity
+from torchdr_sc.objective import epoch as epoch_mod
+from torchdr_sc.objective.epoch import SampledEpoch, resolve_compile
+from torchdr_sc.objective.pairs import (
     _fast_exp2,
     _fast_log2,
     hash_key,
@@ -17,8 +18,7 @@ from torchdr_sc.embed.pairs import (
     negative_key,
     pair_terms,
 )
-from torchdr_sc.embed.sampled import EdgeSchedule, SampledKernel, scatter_pair_terms
-from torchdr_sc.graph import SparseAffinity
+from torchdr_sc.objective.sampled import EdgeSchedule, SampledKernel, scatter_pair_terms
 
 
 def _random_affinity(n=60, k=6, seed=0):

@@ -171,7 +171,7 @@ def test_pca_estimator_matches_sklearn(blobs):
 
 def test_spectral_init_solvers_agree(digits):
     """LOBPCG (the CUDA default) spans the same eigenvectors as ARPACK (the CPU default)."""
-    from torchdr_sc.embed.init import spectral_embedding
+    from torchdr_sc.initialization import spectral_embedding
 
     P = tdr.UMAPAffinity(n_neighbors=15)(torch.from_numpy(digits[0]))
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731

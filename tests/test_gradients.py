@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from torchdr_sc.embed import pairs as pairs_mod
-from torchdr_sc.embed.exact import RowShard, sne_gradient, tsne_gradient
-from torchdr_sc.embed.sampled import SampledKernel, sampled_gradient
-from torchdr_sc.graph import SparseAffinity
+from torchdr_sc.affinity import SparseAffinity
+from torchdr_sc.distributed import RowShard
+from torchdr_sc.objective import pairs as pairs_mod
+from torchdr_sc.objective.exact import sne_gradient, tsne_gradient
+from torchdr_sc.objective.sampled import SampledKernel, sampled_gradient
 
 N = 40
 
@@ -49,7 +50,7 @@ def test_tsne_gradient_shards_sum_to_full(z):
     for s, e in [(0, 11), (11, 30), (30, N)]:
         parts.append((s, e))
     zsums = []
-    from torchdr_sc.embed.exact import student_repulsion_terms
+    from torchdr_sc.objective.exact import student_repulsion_terms
 
     for s, e in parts:
         zsums.append(student_repulsion_terms(z, RowShard(s, e))[1])

@@ -17,15 +17,16 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from torchdr_sc.graph import METRICS, KNNGraph
 from torchdr_sc.knn import (
     BACKENDS,
+    METRICS,
+    KNNGraph,
     available_backends,
     knn,
     register_backend,
     resolve_backend,
 )
-from torchdr_sc.knn._faiss import default_nlist, default_nprobe
+from torchdr_sc.knn.faiss_search import default_nlist, default_nprobe
 
 N, D, K = 300, 16, 10
 QUERY_K = K + 1  # same keops kernel as the self search (which searches k + 1)
@@ -134,7 +135,7 @@ def test_self_excluded_with_exact_duplicates(backend):
 
 
 def test_torch_blocks_match_single_block(monkeypatch):
-    torch_backend = importlib.import_module("torchdr_sc.knn._torch")
+    torch_backend = importlib.import_module("torchdr_sc.knn.torch_search")
     X = _data(n=257)
     whole = knn(X, 7, backend="torch", metric="sqeuclidean")
     # force ~5 query rows per block
@@ -314,7 +315,7 @@ def test_auto_resolution(caplog):
 
 def test_auto_large_cpu_uses_faiss_ivf(monkeypatch, caplog):
     pytest.importorskip("faiss")
-    knn_module = importlib.import_module("torchdr_sc.knn")  # torchdr_sc.knn is the function
+    knn_module = importlib.import_module("torchdr_sc.knn.registry")  # where the auto rule reads it
     monkeypatch.setattr(knn_module, "AUTO_TORCH_MAX_SAMPLES", 500)
     X = _gmm(1000, 8, 5)
     with caplog.at_level(logging.INFO, logger="torchdr_sc"):

@@ -13,11 +13,9 @@ import pytest
 import torch
 from test_knn import _gmm  # the clustered test data of the faiss IVF tests
 
-from torchdr_sc.knn import AUTO_CUDA_EXACT_MAX_SAMPLES, knn
-from torchdr_sc.knn import _auto_backend as auto_backend
-from torchdr_sc.knn._torch_ivf import (
+from torchdr_sc.knn import AUTO_CUDA_EXACT_MAX_SAMPLES, auto_backend, drop_self, knn
+from torchdr_sc.knn.torch_ivf import (
     GROUP,
-    _drop_self,
     default_nlist,
     default_nprobe,
     grouped_topk,
@@ -96,12 +94,12 @@ def test_duplicates_never_return_the_row_itself():
 def test_drop_self_removes_one_entry_per_row():
     found = torch.tensor([[[3, 1, 2], [7, 8, 9]]])
     q_ids = torch.tensor([[1, 5]])
-    out = _drop_self(found, q_ids)
+    out = drop_self(found, query_ids=q_ids)
     assert out.tolist() == [[[3, 2], [7, 8]]]  # row 1 has no self: its farthest goes
 
 
 def test_auto_picks_torch_ivf_on_large_cuda_data_without_faiss_gpu(monkeypatch, caplog):
-    import torchdr_sc.knn as pkg
+    import torchdr_sc.knn.registry as pkg
 
     monkeypatch.setattr(pkg, "faiss_has_gpu", lambda: False)
     cuda = torch.device("cuda")

@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import torchdr_sc as tdr
 import torchdr_sc.streaming as streaming
-from torchdr_sc.embed.exact import RowShard
-from torchdr_sc.embed.init import pca_components
+from torchdr_sc.initialization import pca_components
 from torchdr_sc.knn import knn
+from torchdr_sc.objective.exact import RowShard
 from torchdr_sc.streaming import Chunked, IncrementalPCA, is_streamed, streamed_knn
 
 
@@ -100,7 +100,7 @@ def test_exact_torch_search_in_several_passes(gauss, monkeypatch):
 
 def test_faiss_ivf_index_trained_on_the_first_chunks(monkeypatch):
     pytest.importorskip("faiss")
-    import torchdr_sc.knn._faiss as kf
+    import torchdr_sc.knn.faiss_search as kf
 
     monkeypatch.setattr(kf, "FLAT_MAX_SAMPLES", 500)
     rng = np.random.default_rng(0)

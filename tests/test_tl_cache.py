@@ -10,8 +10,8 @@ import pytest
 import scanpy as sc
 
 import torchdr_sc.tl as tl
-from torchdr_sc._anndata import _log
-from torchdr_sc.estimators._base import Embedder
+from torchdr_sc.adata import log
+from torchdr_sc.estimators import Embedder
 
 FAST = {"max_iter": 5}
 knn_module = importlib.import_module("torchdr_sc.knn")
@@ -21,7 +21,7 @@ knn_module = importlib.import_module("torchdr_sc.knn")
 def counts(monkeypatch) -> dict[str, int]:
     """Count kNN searches and input-affinity computations, and collect the log lines."""
     seen = {"search": 0, "affinity": 0, "log": []}
-    search, affinity, info = knn_module.knn, Embedder._input_affinity, _log.info
+    search, affinity, info = knn_module.knn, Embedder._input_affinity, log.info
 
     def counting_search(*args, **kwargs):
         seen["search"] += 1
@@ -37,7 +37,7 @@ def counts(monkeypatch) -> dict[str, int]:
 
     monkeypatch.setattr(knn_module, "knn", counting_search)
     monkeypatch.setattr(Embedder, "_input_affinity", counting_affinity)
-    monkeypatch.setattr(_log, "info", logging)
+    monkeypatch.setattr(log, "info", logging)
     return seen
 
 

@@ -41,7 +41,7 @@ def no_search(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("heavy work started before the input was checked")
 
-    from torchdr_sc.estimators._base import Embedder
+    from torchdr_sc.estimators import Embedder
 
     monkeypatch.setattr(Embedder, "_input_affinity", boom)
 

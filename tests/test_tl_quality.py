@@ -11,7 +11,7 @@ import pytest
 import scanpy as sc
 
 import torchdr_sc.tl as tl
-from torchdr_sc._anndata._quality import knn_label_accuracy
+from torchdr_sc.quality import knn_label_accuracy
 
 MARGIN = 0.02
 pytestmark = pytest.mark.slow

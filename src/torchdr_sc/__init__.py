@@ -15,6 +15,7 @@ from .affinity import (
     EntropicAffinity,
     NormalizedGaussianAffinity,
     SinkhornAffinity,
+    SparseAffinity,
     SymmetricEntropicAffinity,
     UMAPAffinity,
 )
@@ -31,7 +32,7 @@ from .estimators import (
     StudentKernel,
     TSNEkhorn,
 )
-from .graph import KNNGraph, SparseAffinity
+from .knn import KNNGraph
 
 try:
     __version__ = version("torchdr-sc")

@@ -7,12 +7,10 @@ Conventions (DESIGN.md section 3):
   float16/bfloat16 input is upcast to float32 (documented, never an error).
 - Results go back in the input's format: numpy float32 for numpy input, a detached tensor
   on the input's device for torch input.
-- ``random_state`` becomes a local :class:`torch.Generator`; global RNGs are never seeded.
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -134,39 +132,3 @@ def to_output(z: torch.Tensor, like: Any) -> Any:
     if in_dtype is not None and np.dtype(in_dtype) == np.float64:
         return out.astype(np.float64, copy=False)
     return out.astype(np.float32, copy=False)
-
-
-def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
-    """Build a local generator on ``device`` from ``random_state``.
-
-    Parameters
-    ----------
-    random_state
-        ``None`` (fresh entropy), an int seed, a :class:`numpy.random.RandomState` /
-        :class:`numpy.random.Generator` (a seed is drawn from it) or a
-        :class:`torch.Generator` (its state seeds the new one).
-    device
-        Device of the generator.
-    """
-    gen = torch.Generator(device=device)
-    if random_state is None:
-        gen.seed()
-        return gen
-    if isinstance(random_state, torch.Generator):
-        seed = int(torch.randint(0, 2**62, (1,), generator=random_state))
-    elif isinstance(random_state, np.random.RandomState):
-        seed = int(random_state.randint(0, 2**31 - 1))
-    elif isinstance(random_state, np.random.Generator):
-        seed = int(random_state.integers(0, 2**62))
-    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        seed = int(random_state)
-    elif isinstance(random_state, float) and random_state.is_integer():
-        seed = int(random_state)
-    else:
-        msg = (
-            "`random_state` must be None, an int, a numpy RandomState / Generator or a "
-            f"torch.Generator; got {random_state!r}."
-        )
-        raise TypeError(msg)
-    gen.manual_seed(seed % (2**63))
-    return gen

@@ -26,12 +26,23 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .embed.exact import RowShard
-
 TORCHRUN_HINT = "torchrun --nproc_per_node=2 your_script.py"
 
 #: Default timeout of the collectives of a process group started by :func:`init_from_env`.
 DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class RowShard:
+    """The contiguous block of rows ``[start, stop)`` one process owns."""
+
+    start: int
+    stop: int
+
+    @classmethod
+    def full(cls, n: int) -> RowShard:
+        """All rows (single process)."""
+        return cls(0, n)
 
 
 @dataclass(frozen=True)

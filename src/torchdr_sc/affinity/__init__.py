@@ -1,7 +1,9 @@
 """Input affinities P of the neighbor embeddings.
 
-Every affinity is a callable ``P = affinity(X)`` and also exposes :meth:`~Affinity.from_knn`
-(sparse P from a :class:`~torchdr_sc.graph.KNNGraph`, no distance recomputed) and
+The value they return, :class:`SparseAffinity` (P as CSR-ordered edges), is defined here
+too and read by every objective. Every affinity is a callable ``P = affinity(X)`` and
+also exposes :meth:`~Affinity.from_knn` (sparse P from a
+:class:`~torchdr_sc.knn.KNNGraph`, no distance recomputed) and
 :meth:`~Affinity.from_distances` (dense P from an ``(n, n)`` distance matrix).
 
 - :class:`EntropicAffinity`: rows sum to 1, row entropy log(perplexity); kNN (default)
@@ -22,6 +24,7 @@ from .entropic import EntropicAffinity
 from .gaussian import NormalizedGaussianAffinity
 from .quadratic import DoublyStochasticQuadraticAffinity
 from .sinkhorn import SinkhornAffinity, log_sinkhorn_potentials
+from .sparse import SparseAffinity
 from .symmetric_entropic import SymmetricEntropicAffinity
 from .umap import UMAPAffinity
 
@@ -31,6 +34,7 @@ __all__ = [
     "EntropicAffinity",
     "NormalizedGaussianAffinity",
     "SinkhornAffinity",
+    "SparseAffinity",
     "SymmetricEntropicAffinity",
     "UMAPAffinity",
     "log_sinkhorn_potentials",

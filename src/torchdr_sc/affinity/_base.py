@@ -9,13 +9,13 @@ import torch
 from .._device import as_float_tensor, resolve_device
 from .._logging import get_logger, verbosity
 from .._validation import check_enough_samples, check_option
-from ..graph import METRICS, KNNGraph, SparseAffinity
+from ..knn import METRICS, KNNGraph, check_backend
 from ._distances import compute_knn, pairwise_distances
+from .sparse import SparseAffinity
 
 logger = get_logger(__name__)
 
 #: kNN backends accepted by the affinities (``None`` means plain torch, as in TorchDR).
-BACKENDS = ("auto", "faiss", "keops", "torch", None)
 
 
 class Affinity:
@@ -30,7 +30,7 @@ class Affinity:
     Parameters
     ----------
     metric
-        Input-space metric, one of :data:`torchdr_sc.graph.METRICS`.
+        Input-space metric, one of :data:`torchdr_sc.knn.METRICS`.
     backend
         kNN backend used by ``__call__`` in sparse mode: ``'auto'``, ``'faiss'``,
         ``'keops'``, ``'torch'`` or ``None`` (plain torch).
@@ -53,7 +53,7 @@ class Affinity:
         sparsity: bool = False,
     ) -> None:
         self.metric = check_option("metric", metric, METRICS)
-        self.backend = check_option("backend", backend, BACKENDS)
+        self.backend = check_backend(backend)
         if not (device is None or (isinstance(device, str) and device == "auto")):
             resolve_device(device)
         self.device = device

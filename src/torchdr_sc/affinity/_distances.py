@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._logging import get_logger
-from ..graph import KNNGraph
+from ..knn import KNNGraph
 
 logger = get_logger(__name__)
 

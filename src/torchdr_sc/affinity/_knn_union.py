@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..graph import SparseAffinity
+from .sparse import SparseAffinity
 
 #: Temporary bytes per block of rows in the reverse-entry lookup.
 LOOKUP_BLOCK_BYTES = 64 * 2**20

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from .._validation import check_enough_samples, check_number
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
 from ._base import Affinity, log_unconverged, warn_short_graph
 from ._distances import distances_in, off_diagonal, scatter_off_diagonal
 from ._root_search import RootSearchResult, root_search
+from .sparse import SparseAffinity
 
 __all__ = ["EntropicAffinity", "entropic_rows"]
 

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 
 from .._validation import check_number
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
 from ._base import Affinity
 from ._distances import distances_in
+from .sparse import SparseAffinity
 
 __all__ = ["NormalizedGaussianAffinity"]
 

@@ -9,11 +9,12 @@ import torch
 
 from .._logging import verbosity
 from .._validation import check_number
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
 from ._base import Affinity, log_unconverged, warn_short_graph
 from ._distances import compute_knn, distances_in
 from ._knn_union import symmetrize_knn
 from ._root_search import root_search
+from .sparse import SparseAffinity
 
 __all__ = ["UMAPAffinity", "umap_rho_sigma"]
 

@@ -15,7 +15,6 @@ never leaves a partial output.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -268,36 +267,3 @@ def _convert(source: Path, tmp: Path, fmt: str, changes: list) -> None:
         adata.write_h5ad(tmp)
     else:
         adata.write_zarr(tmp)
-
-
-def streamed_fingerprint(x: Any, chunk_rows: int) -> str:
-    """The AnnData layer's fingerprint of ``X`` densified to float32, read in row chunks.
-
-    Equal to ``torchdr_sc._anndata._rep.fingerprint`` of the dense float32 matrix (so that
-    ``tl`` reuses an affinity cached by ``torchdr-sc embed`` on ``X``), without holding the
-    matrix: small matrices are hashed chunk after chunk (the digest of consecutive updates
-    is that of the whole bytes), large ones through sampled rows and row sums.
-    """
-    from .._anndata import _rep
-
-    n, d = int(x.shape[0]), int(x.shape[1])
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(((n, d), "float32")).encode())
-    full = n * d * 4 <= _rep._FULL_HASH_BYTES
-    rows = np.linspace(0, n - 1, _rep._SAMPLED_ROWS).astype(np.int64)
-    sampled, sums = [], []
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        chunk = x[start:stop]
-        chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
-        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
-        if full:
-            h.update(chunk.tobytes())
-            continue
-        local = rows[(rows >= start) & (rows < stop)] - start
-        sampled.append(chunk[local])
-        sums.append(chunk.sum(axis=1, dtype=np.float64))
-    if not full:
-        h.update(np.ascontiguousarray(np.concatenate(sampled)).tobytes())
-        h.update(np.concatenate(sums).tobytes())
-    return h.hexdigest()

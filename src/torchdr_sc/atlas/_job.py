@@ -9,7 +9,6 @@ estimator and the results are recorded exactly as ``tl`` records them.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..adata import streamed_fingerprint
 from ..distributed import is_rank_zero
-from ._io import InputError, InputInfo, open_skeleton, streamed_fingerprint, write_output
+from ._io import InputError, InputInfo, open_skeleton, write_output
 
 #: Method name -> (``tl`` function name, estimator class name, label).
 METHODS: dict[str, tuple[str, str, str]] = {
@@ -30,10 +30,6 @@ METHODS: dict[str, tuple[str, str, str]] = {
 }
 #: Methods whose work is sharded across processes (TSNEkhorn's dense affinity is not).
 SHARDED = ("infotsne", "largevis", "tsne", "umap")
-#: Arguments of the ``tl`` functions that are not estimator parameters.
-_LAYER_ARGS = {
-    "adata", "use_rep", "n_pcs", "neighbors_key", "key_added", "cache", "copy", "kwargs",
-}  # fmt: skip
 
 
 @dataclass
@@ -69,24 +65,6 @@ def tl_function(method: str) -> Any:
     return getattr(tl, METHODS[method][0])
 
 
-def estimator_class(method: str) -> type:
-    """The estimator class behind ``method``."""
-    from .. import estimators
-
-    return getattr(estimators, METHODS[method][1])
-
-
-def tl_defaults(method: str) -> dict[str, Any]:
-    """The estimator parameters set by the ``tl`` function's own defaults (e.g. UMAP's
-    ``min_dist=0.5`` and ``init='spectral'``), so the streamed path matches ``tl``."""
-    sig = inspect.signature(tl_function(method))
-    return {
-        name: p.default
-        for name, p in sig.parameters.items()
-        if name not in _LAYER_ARGS and p.default is not inspect.Parameter.empty
-    }
-
-
 def build_estimator(method: str, params: dict[str, Any], device: str) -> Any:
     """The estimator ``tl.<method>`` would build with ``params``, parameters checked.
 
@@ -95,20 +73,20 @@ def build_estimator(method: str, params: dict[str, Any], device: str) -> Any:
     InputError
         An unknown parameter or an invalid value.
     """
-    cls = estimator_class(method)
-    valid = set(cls().get_params())
-    unknown = sorted(set(params) - valid)
-    if unknown:
-        shown = ", ".join(sorted(valid - {"device"}))
-        msg = f"--param {unknown[0]!r} is not a parameter of {cls.__name__} (valid: {shown})."
-        raise InputError(msg)
-    merged = {**tl_defaults(method), **params, "device": device}
+    from .. import estimators
+    from ..adata import build_estimator as build
+
     try:
-        est = cls(**merged)
-        est._check_params()
-    except (TypeError, ValueError) as err:
+        return build(
+            tl_function(method),
+            getattr(estimators, METHODS[method][1]),
+            {**params, "device": device},
+        )
+    except TypeError as err:  # an unknown parameter
+        msg = f"--param {err}"
+        raise InputError(msg) from err
+    except ValueError as err:
         raise InputError(str(err)) from err
-    return est
 
 
 def say(text: str) -> None:
@@ -141,40 +119,29 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     ``--save-affinity``, the affinity in ``obsp`` described in ``uns['tdr_affinities']``
     under the key and fingerprint ``tl`` would use for ``use_rep='X'``.
     """
-    from .._anndata import _cache, package_version
-    from .._anndata._params import to_uns
+    from ..adata import Method, cache, results_changes
     from ..streaming import Chunked
 
     est = build_estimator(spec.method, spec.params, spec.device)
     est.set_params(progress_bar=spec.progress and is_rank_zero(), verbose=spec.verbose)
     chunked = Chunked(x)
     embedding = np.ascontiguousarray(est.fit_transform(chunked), dtype=np.float32)
-    params: dict[str, Any] = {"method": spec.method, **est.get_params(deep=False)}
-    if spec.method == "umap":
-        params.update(zip(("a", "b"), est.ab(), strict=True))
-    params.update(
+    slot = None
+    if spec.save_affinity:
+        digest = streamed_fingerprint(x, chunked.chunk_rows)
+        slot = cache.make_slot(est.affinity_params(), "X", None, digest, adata.n_obs)
+    changes = results_changes(
+        adata,
+        est,
+        Method(spec.method, METHODS[spec.method][2]),
+        embedding,
+        key_added=spec.key_added,
         use_rep="X",
         n_pcs=None,
         neighbors_key=None,
-        torchdr_sc_version=package_version(),
-        device_used=str(getattr(est, "_run_device", spec.device)),
+        slot=slot,
     )
-    obsm_key, uns_key = spec.key_added or f"X_{spec.method}", spec.key_added or spec.method
-    changes: list[tuple[str, str, Any]] = [("obsm", obsm_key, embedding)]
-    cache = []
-    if spec.save_affinity and _cache.storable(est.affinity_in_):
-        digest = streamed_fingerprint(x, chunked.chunk_rows)
-        slot = _cache.make_slot(est.affinity_params(), "X", None, digest, adata.n_obs)
-        params["affinity_key"] = slot.key
-        entries = dict(adata.uns.get(_cache.UNS_KEY, {}))
-        entries[slot.key] = slot.description(package_version())
-        cache = [
-            ("obsp", slot.key, _cache.to_obsp(est.affinity_in_)),
-            ("uns", _cache.UNS_KEY, entries),
-        ]
-    timings = {k: float(v) for k, v in est.timings_.items()}
-    entry = {"params": to_uns(params), "timings": timings, "n_iter": int(est.n_iter_)}
-    return [*changes, ("uns", uns_key, entry), *cache]
+    return changes.items()
 
 
 def run_job(spec: JobSpec) -> int:
@@ -261,7 +228,7 @@ def check_spec(spec: JobSpec, info: InputInfo) -> None:
         raise InputError(msg)
     est = build_estimator(spec.method, spec.params, spec.device)
     try:
-        est._check_data(info.n_obs)
+        est.check_n_samples(info.n_obs)
     except ValueError as err:
         raise InputError(str(err)) from err
 

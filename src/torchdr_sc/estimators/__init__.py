@@ -1,9 +1,9 @@
 """sklearn-style neighbor-embedding estimators."""
 
 from ._base import Embedder
+from .contrastive import UMAP, InfoTSNE, LargeVis, find_ab_params
 from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
 from .pca import PCA
-from .sampled import UMAP, InfoTSNE, LargeVis, find_ab_params
 from .tsne import SNE, TSNE
 from .tsnekhorn import TSNEkhorn
 

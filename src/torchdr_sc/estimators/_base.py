@@ -22,19 +22,18 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .._device import as_float_tensor, make_generator, resolve_device, to_output
+from .._device import as_float_tensor, resolve_device, to_output
 from .._logging import get_logger, verbosity
+from .._random import make_generator, resolve_seed
 from .._validation import check_enough_samples, check_number, check_option
+from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
-from ..embed.init import INIT_NAMES, initialize
-from ..embed.loop import OptimizeResult
-from ..graph import KNNGraph, SparseAffinity
+from ..initialization import INIT_NAMES, initialize
+from ..knn import METRICS, KNNGraph, check_backend, drop_self
+from ..optimize import OptimizeResult
 from ..streaming import fit_streamed, is_streamed
 
 logger = get_logger(__name__)
-
-BACKENDS = ("auto", "torch", "faiss", "keops", None)
-METRICS_IN = ("sqeuclidean", "euclidean", "cosine", "manhattan")
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -129,7 +128,7 @@ class Embedder(BaseEstimator):
     def _check_method_params(self) -> None:
         """Validate the method's own parameters."""
 
-    def _neighbours_needed(self) -> int:
+    def _base_neighbours(self) -> int:
         """Neighbours (self excluded) needed from the kNN graph."""
         raise NotImplementedError
 
@@ -148,12 +147,34 @@ class Embedder(BaseEstimator):
     ) -> OptimizeResult:
         raise NotImplementedError
 
-    def _default_init_scaling(self) -> float:
+    # ---- the public protocol (used by the AnnData layer, the atlas job, streaming) ------
+    def initial_scaling(self) -> float:
+        """Standard deviation of the first coordinate of the initial embedding."""
         return self.init_scaling
 
-    # ---- validation -------------------------------------------------------------------
-    def _check_params(self) -> None:
-        """Validate every parameter; raises before any data is touched."""
+    def derived_params(self) -> dict[str, Any]:
+        """Values derived from the parameters that a record of the run should hold.
+
+        Empty here; UMAP adds its fitted ``a`` and ``b``.
+        """
+        return {}
+
+    @property
+    def uses_knn_graph(self) -> bool:
+        """Whether P is computed on a kNN graph (``False``: from all pairs of the data).
+
+        Methods with ``False`` cannot reuse a stored kNN graph nor read streamed input.
+        """
+        return not callable(getattr(type(self), "_affinity_from_data", None))
+
+    def validate(self) -> None:
+        """Validate every parameter; raises before any data is touched.
+
+        Raises
+        ------
+        ValueError, TypeError
+            A parameter out of its range or of the wrong type (the message names it).
+        """
         check_number("n_components", self.n_components, kind=int, low=1, closed="left")
         if isinstance(self.lr, str):
             check_option("lr", self.lr, ["auto"])
@@ -174,21 +195,29 @@ class Embedder(BaseEstimator):
                 low=0,
                 closed="left",
             )
-        check_option("backend", self.backend, BACKENDS)
-        check_option("metric_in", self.metric_in, METRICS_IN)
+        check_backend(self.backend)
+        check_option("metric_in", self.metric_in, METRICS)
         check_option("metric_out", self.metric_out, ["sqeuclidean"])
         check_option("distributed", self.distributed, ["auto", True, False])
         check_option("compile", self.compile, ["auto", True, False])
         if isinstance(self.init, str):
             check_option("init", self.init, INIT_NAMES)
         if isinstance(self.optimizer, str):
-            from ..embed.loop import build_optimizer
+            from ..optimize import build_optimizer
 
             build_optimizer(self.optimizer, torch.zeros(1), 1.0, None)
         self._check_method_params()
 
-    def _check_data(self, n: int) -> None:
-        check_enough_samples(n, self._neighbours_needed_for(n), self._min_samples_text())
+    def check_n_samples(self, n: int) -> None:
+        """Check that the parameters fit ``n`` samples (neighbours, ``init`` array shape).
+
+        Raises
+        ------
+        ValueError
+            Too few samples for the neighbourhood asked for, or an ``init`` array of the
+            wrong shape.
+        """
+        check_enough_samples(n, self.neighbours_needed(n), self._min_samples_text())
         if not isinstance(self.init, str):
             shape = tuple(np.shape(self.init))
             if shape != (n, self.n_components):
@@ -198,8 +227,9 @@ class Embedder(BaseEstimator):
                 )
                 raise ValueError(msg)
 
-    def _neighbours_needed_for(self, n: int) -> int:
-        return self._neighbours_needed()
+    def neighbours_needed(self, n: int) -> int:
+        """Neighbours per sample (self excluded) the input affinity needs from a kNN graph."""
+        return self._base_neighbours()
 
     # ---- pipeline ---------------------------------------------------------------------
     def fit(self, X: Any = None, y: Any = None, **kwargs: Any) -> Embedder:
@@ -231,12 +261,12 @@ class Embedder(BaseEstimator):
         knn
             A precomputed kNN graph (e.g. scanpy's ``obsp['distances']``): skips the search.
         """
-        self._check_params()
+        self.validate()
         with verbosity(self.verbose and is_rank_zero()):
             if is_streamed(X):  # DataLoader or on-disk matrix: read in chunks
                 z, like = fit_streamed(self, X, affinity=affinity, knn=knn)
                 return to_output(z, like)
-            z = self._fit(X, affinity, knn)
+            z = self.fit_embedding(X, affinity, knn)
         return to_output(z, X if X is not None else np.empty((0, 0), np.float32))
 
     def _prepare_input(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None):
@@ -251,18 +281,32 @@ class Embedder(BaseEstimator):
                 raise ValueError(msg)
             device = resolve_device(self.device, None)
             x, n = None, source.n if affinity is not None else knn.n_samples
-        self._check_data(n)
+        self.check_n_samples(n)
         return x, n, device
 
-    def _fit(
+    def fit_embedding(
         self,
         X: Any,
         affinity: SparseAffinity | None,
         knn: KNNGraph | None,
         init: Any = None,
     ) -> torch.Tensor:
+        """Run the pipeline on in-memory input and return the embedding as a tensor.
+
+        The step :meth:`fit_transform` and the streamed path share (the latter passes the
+        kNN graph and the initial embedding it computed while reading the data).
+
+        Parameters
+        ----------
+        X
+            Data, or ``None`` when ``affinity`` or ``knn`` is given.
+        affinity, knn
+            Precomputed input affinity or kNN graph (see :meth:`fit_transform`).
+        init
+            Overrides the ``init`` parameter (e.g. a streamed PCA initialisation).
+        """
         x, n, device = self._prepare_input(X, affinity, knn)
-        self._run_device = device
+        self.device_used_ = device
         ctx = resolve_distributed(self.distributed, n)
         dtype = x.dtype if x is not None else torch.float32
         timings = {"knn": 0.0, "affinity": 0.0, "optimize": 0.0, "init": 0.0}
@@ -274,13 +318,15 @@ class Embedder(BaseEstimator):
                 msg = f"`affinity` is for {affinity.n} samples but the data has {n} rows."
                 raise ValueError(msg)
         t0 = time.perf_counter()
-        init_gen = make_generator(self.random_state, device)
+        seed = resolve_seed(self.random_state, shared=False)
+        self.seed_ = seed
+        init_gen = make_generator(seed, device)
         z0 = initialize(
             self.init if init is None else init,
             x=x,
             n=n,
             n_components=self.n_components,
-            scaling=self._default_init_scaling(),
+            scaling=self.initial_scaling(),
             generator=init_gen,
             device=device,
             dtype=dtype,
@@ -289,7 +335,7 @@ class Embedder(BaseEstimator):
         if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
             z0 = ctx.broadcast(z0)
         timings["init"] = time.perf_counter() - t0
-        opt_gen = make_generator(self.random_state, device)
+        opt_gen = make_generator(seed, device)
         if ctx.active:  # different negatives on every rank, same init everywhere
             opt_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=opt_gen)) + ctx.rank)
         result = self._optimize(z0, affinity, ctx, opt_gen)
@@ -306,7 +352,7 @@ class Embedder(BaseEstimator):
         self, x: torch.Tensor | None, knn: KNNGraph | None, ctx: DistContext, timings: dict
     ) -> tuple[SparseAffinity, KNNGraph | None]:
         """Compute P from the data (dense methods) or from a kNN graph (searched if needed)."""
-        dense = getattr(self, "_affinity_from_data", None)
+        dense = None if self.uses_knn_graph else self._affinity_from_data
         t0 = time.perf_counter()
         if dense is not None:
             if x is None:
@@ -317,7 +363,7 @@ class Embedder(BaseEstimator):
             if knn is None:
                 knn = self._search_knn(x, ctx)
             else:
-                knn = _convert_metric(knn.to(self._run_device), self.metric_in)
+                knn = _convert_metric(knn.to(self.device_used_), self.metric_in)
             timings["knn"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             affinity = self._affinity_from_knn(knn)
@@ -329,28 +375,15 @@ class Embedder(BaseEstimator):
         from ..knn import knn as knn_search
 
         n = x.shape[0]
-        k = min(self._neighbours_needed_for(n), n - 1)
+        k = min(self.neighbours_needed(n), n - 1)
         if not ctx.active:
             return knn_search(x, k, backend=self.backend, metric=self.metric_in)
         rows = x[ctx.shard.start : ctx.shard.stop]
         local = knn_search(x, k + 1, backend=self.backend, metric=self.metric_in, query=rows)
-        idx, dist = _drop_self(local, ctx.shard.start, k)
+        idx, dist = drop_self(local.indices, ctx.shard.start, distances=local.distances)
         idx = ctx.all_gather_rows(idx, n)
         dist = ctx.all_gather_rows(dist, n)
         return KNNGraph(idx, dist, local.metric)
-
-
-def _drop_self(graph: KNNGraph, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remove each query row's own index from a (k + 1)-NN result of rows ``offset + i``."""
-    idx, dist = graph.indices, graph.distances
-    own = torch.arange(idx.shape[0], device=idx.device)[:, None] + offset
-    is_self = idx == own
-    # rows where self is absent (duplicates): drop the farthest entry instead
-    missing = ~is_self.any(1)
-    is_self[missing, -1] = True
-    keep = ~is_self
-    # the first self occurrence only: rows have exactly one True after the fix above
-    return idx[keep].reshape(-1, k), dist[keep].reshape(-1, k)
 
 
 def _convert_metric(knn: KNNGraph, metric: str) -> KNNGraph:

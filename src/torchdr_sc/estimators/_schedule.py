@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .._validation import check_option
-from ..embed.loop import GradientFn, OptimizeResult, Phase, SyncFn, optimize
+from ..optimize import GradientFn, OptimizeResult, Phase, SyncFn, optimize
 
 SCHEDULER_ALIASES = ("constant", "linear")
 

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from .._validation import check_option
+from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..embed.loop import OptimizeResult
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
+from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
 from .tsnekhorn import MAX_DENSE_SAMPLES
@@ -70,7 +71,7 @@ class AffinityMatcher(Embedder):
     ----------
     affinity_in
         Callable on the data returning a dense tensor or a
-        :class:`~torchdr_sc.graph.SparseAffinity` (e.g. ``EntropicAffinity(perplexity=30)``).
+        :class:`~torchdr_sc.affinity.SparseAffinity` (e.g. ``EntropicAffinity(perplexity=30)``).
     affinity_out
         Differentiable callable on the embedding returning a dense ``(n, n)`` tensor
         (e.g. :class:`StudentKernel`).
@@ -98,7 +99,7 @@ class AffinityMatcher(Embedder):
             raise TypeError(msg)
         check_option("loss_fn", self.loss_fn, LOSSES)
 
-    def _check_data(self, n: int) -> None:
+    def check_n_samples(self, n: int) -> None:
         if n > MAX_DENSE_SAMPLES:
             name = type(self).__name__
             msg = f"{name} is dense and supports at most {MAX_DENSE_SAMPLES} samples; got {n}."

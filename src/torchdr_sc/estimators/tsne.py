@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from .._validation import check_number
+from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..embed.exact import sne_gradient, tsne_gradient
-from ..embed.loop import OptimizeResult
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
+from ..objective.exact import sne_gradient, tsne_gradient
+from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
 
@@ -24,20 +25,20 @@ class _PerplexityMixin:
     def _check_perplexity(self) -> None:
         check_number("perplexity", self.perplexity, low=0)
 
-    def _neighbours_needed(self) -> int:
+    def _base_neighbours(self) -> int:
         return math.ceil(3 * self.perplexity)
 
-    def _neighbours_needed_for(self, n: int) -> int:
+    def neighbours_needed(self, n: int) -> int:
         return min(math.ceil(3 * self.perplexity), n - 1)
 
-    def _check_data(self, n: int) -> None:
+    def check_n_samples(self, n: int) -> None:
         if n >= 2 and self.perplexity >= n:
             msg = (
                 f"perplexity ({self.perplexity:g}) must be smaller than the number of "
                 f"samples ({n})."
             )
             raise ValueError(msg)
-        super()._check_data(n)
+        super().check_n_samples(n)
 
     def _min_samples_text(self) -> str:
         return f"perplexity ({self.perplexity:g})"

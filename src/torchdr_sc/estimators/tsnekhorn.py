@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from .._validation import check_number
+from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..embed.exact import matvec_columns
-from ..embed.loop import OptimizeResult
-from ..graph import SparseAffinity
+from ..objective.exact import matvec_columns
+from ..optimize import OptimizeResult
 from ._schedule import run_schedule
 from .tsne import _ExactEmbedder
 
@@ -47,14 +47,14 @@ class TSNEkhorn(_ExactEmbedder):
         self._check_perplexity()
         check_number("sinkhorn_iter", self.sinkhorn_iter, kind=int, low=1, closed="left")
 
-    def _check_data(self, n: int) -> None:
+    def check_n_samples(self, n: int) -> None:
         if n > MAX_DENSE_SAMPLES:
             msg = (
                 f"TSNEkhorn works on dense n x n matrices and supports at most "
                 f"{MAX_DENSE_SAMPLES} samples; got {n}. Use TSNE, InfoTSNE or UMAP for larger data."
             )
             raise ValueError(msg)
-        super()._check_data(n)
+        super().check_n_samples(n)
 
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine P."""

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._anndata import _log
-from .._anndata._graph import graph_keys
-from .._anndata._params import resolve_seed, to_uns
-from .._anndata._rep import check_str, choose_representation
-from .._anndata._run import package_version
-from .._anndata._write import Changes, commit
 from .._device import as_float_tensor, resolve_device
+from .._random import resolve_seed
 from .._validation import check_number, check_option
+from ..adata import log
+from ..adata.changes import Changes, commit
+from ..adata.representation import check_str, choose_representation
+from ..adata.run import package_version
+from ..adata.stored_graph import graph_keys
+from ..adata.uns import to_uns
+from ..knn import METRICS, check_backend
 
 if TYPE_CHECKING:
     from anndata import AnnData
-
-METRICS = ("cosine", "euclidean", "manhattan", "sqeuclidean")
 
 
 def neighbors(
@@ -76,11 +76,11 @@ def neighbors(
     """
     check_number("n_neighbors", n_neighbors, kind=int, low=2, closed="left")
     check_option("metric", metric, METRICS)
-    check_option("backend", backend, ("auto", "faiss", "keops", "torch", None))
+    check_backend(backend)
     check_str("key_added", key_added, optional=True)
     seed = resolve_seed(random_state)
     dev = resolve_device(device)
-    start = _log.info("computing neighbors")
+    start = log.info("computing neighbors")
     rep = choose_representation(adata, use_rep=use_rep, n_pcs=n_pcs)
     n = rep.data.shape[0]
     if n_neighbors > n:
@@ -116,5 +116,5 @@ def neighbors(
     )
     target = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
     commit(target, changes)
-    _log.info("    finished", time=start, deep=changes.summary())
+    log.info("    finished", time=start, deep=changes.summary())
     return target if copy else None

@@ -17,7 +17,7 @@ and the initial embedding (``n x n_components``).
 kNN search (``backend`` of the estimator):
 
 - ``'faiss'`` (``'auto'`` when faiss is installed): two passes. The first adds every chunk
-  to a faiss index (exact ``IndexFlat`` up to :data:`~torchdr_sc.knn._faiss.FLAT_MAX_SAMPLES`
+  to a faiss index (exact ``IndexFlat`` up to :data:`~torchdr_sc.knn.faiss_search.FLAT_MAX_SAMPLES`
   rows, else ``IndexIVFFlat`` trained on the first chunks); the second queries the rows
   chunk by chunk. The index stores the rows in float32, so its memory is that of the data
   in float32 (no other copy is made).

@@ -11,9 +11,10 @@ import torch
 
 from .._device import resolve_device
 from .._logging import get_logger
-from ..distributed import process_group_ready, resolve_distributed
-from ..embed.exact import RowShard
-from ..graph import KNNGraph, SparseAffinity
+from .._random import resolve_seed
+from ..affinity import SparseAffinity
+from ..distributed import RowShard, process_group_ready, resolve_distributed
+from ..knn import KNNGraph
 from ._pca import _PCAHolder, _signed
 from ._search import StreamResult, _Search, _stream_backend
 from ._sources import _LoaderSource, _source
@@ -72,7 +73,7 @@ def streamed_knn(
         unknown backend.
     """
     from .._validation import check_option
-    from ..graph import METRICS
+    from ..knn import METRICS
 
     check_option("metric", metric, METRICS)
     src = _source(X)
@@ -90,12 +91,6 @@ def streamed_knn(
         proj = torch.cat([pca.transform(x) for _, x in search.read_shard()]) if pca else None
     like = src.like if isinstance(src, _LoaderSource) else None
     return StreamResult(idx, dist, proj, search.n, search.shard, search.passes, name, like)
-
-
-def _seed_of(random_state: Any) -> int:
-    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
-        return int(random_state) % (2**31 - 1)
-    return 0
 
 
 def fit_streamed(
@@ -128,7 +123,7 @@ def fit_streamed(
     RuntimeError
         ``distributed=True`` without a process group.
     """
-    if getattr(est, "_affinity_from_data", None) is not None:
+    if not est.uses_knn_graph:
         msg = (
             f"{type(est).__name__} computes its affinity from all pairs of samples, which "
             "needs the data in memory: pass an array or tensor instead of a streamed input."
@@ -142,7 +137,7 @@ def fit_streamed(
     device = resolve_device(est.device, None)
 
     def neighbours(n: int) -> int:
-        return min(est._neighbours_needed_for(n), n - 1)
+        return min(est.neighbours_needed(n), n - 1)
 
     def shard(n: int) -> RowShard:
         return resolve_distributed(est.distributed, n).shard
@@ -155,8 +150,8 @@ def fit_streamed(
         n_components=int(est.n_components) if pca else None,
         shard=shard,
         device=device,
-        seed=_seed_of(est.random_state),
-        check_n=est._check_data,
+        seed=resolve_seed(est.random_state, shared=False),
+        check_n=est.check_n_samples,
     )
     n = result.n
     ctx = resolve_distributed(est.distributed, n)
@@ -166,9 +161,9 @@ def fit_streamed(
         graph = KNNGraph(gather(result.indices), gather(result.distances), est.metric_in)
     init = None
     if pca:
-        from ..embed.init import _rescale
+        from ..initialization import rescale
 
-        init = _rescale(_signed(gather(result.projection)), est._default_init_scaling())
+        init = rescale(_signed(gather(result.projection)), est.initial_scaling())
     t_read = time.perf_counter() - t0
     logger.info(
         "streamed input: %d rows read in %d passes, kNN backend %s (%.2fs)",
@@ -177,7 +172,7 @@ def fit_streamed(
         result.backend,
         t_read,
     )
-    z = est._fit(None, affinity, graph, init=init)
+    z = est.fit_embedding(None, affinity, graph, init=init)
     est.timings_["knn"] = t_read
     est.stream_info_ = {
         "n_samples": n,

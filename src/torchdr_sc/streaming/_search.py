@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from .._logging import get_logger
-from ..embed.exact import RowShard
+from ..distributed import RowShard
+from ..knn import drop_self
 from . import _constants as limits
 from ._pca import _PCAHolder
 from ._sources import _Source
@@ -61,11 +62,11 @@ class _FaissSearch:
     """
 
     def __init__(self, metric: str, n: int | None, seed: int) -> None:
-        from ..knn._faiss import FLAT_MAX_SAMPLES, _faiss_metric, default_nlist, require_faiss
+        from ..knn.faiss_search import FLAT_MAX_SAMPLES, default_nlist, faiss_metric, require_faiss
 
         self.faiss = require_faiss()
         self.metric = metric
-        self.fmetric = _faiss_metric(self.faiss, metric)
+        self.fmetric = faiss_metric(self.faiss, metric)
         ivf = n is not None and n > FLAT_MAX_SAMPLES and metric != "manhattan"
         self.kind = "ivf" if ivf else "flat"
         self.nlist = default_nlist(n) if ivf else 0
@@ -115,7 +116,7 @@ class _FaissSearch:
 
     def search(self, xs: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss's ``(values, indices)`` of the ``k`` nearest rows of every row of ``xs``."""
-        from ..knn._faiss import default_nprobe
+        from ..knn.faiss_search import default_nprobe
 
         arr = _numpy32(xs)
         if self.kind == "flat":
@@ -138,24 +139,6 @@ def _to_metric(raw: torch.Tensor, metric: str) -> torch.Tensor:
         return (1.0 - raw).clamp_min_(0.0)
     raw = raw.clamp_min_(0.0)
     return raw.sqrt_() if metric == "euclidean" else raw
-
-
-def _drop_self_pairs(
-    idx: torch.Tensor, dist: torch.Tensor, start: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remove row ``start + r``'s own index from its ``k + 1`` sorted candidates.
-
-    When the row is not among them (exact duplicates fill the list), the farthest candidate
-    goes instead, so no row is ever its own neighbour.
-    """
-    m, kp1 = idx.shape
-    own = torch.arange(start, start + m)[:, None]
-    is_self = idx == own
-    first = is_self & (is_self.cumsum(1) == 1)
-    missing = ~first.any(1)
-    first[missing, -1] = True
-    keep = ~first
-    return idx[keep].view(m, kp1 - 1), dist[keep].view(m, kp1 - 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +232,7 @@ class StreamResult:
 
 def _stream_backend(backend: str | None) -> str:
     """Search used for streamed input: faiss for 'auto' when installed, else exact torch."""
-    from ..knn._faiss import require_faiss
+    from ..knn.faiss_search import require_faiss
 
     if backend == "auto":
         try:
@@ -350,7 +333,7 @@ class _Search:
             val, ind = self.faiss.search(self.coords(x), self.k + 1)
             i = torch.from_numpy(ind.astype(np.int64, copy=False))
             d = _to_metric(torch.from_numpy(np.asarray(val, dtype=np.float32)), self.metric)
-            i, d = _drop_self_pairs(i, d, start)
+            i, d = drop_self(i, start, distances=d)
             idx_parts.append(i)
             dist_parts.append(d)
             if pca is not None:

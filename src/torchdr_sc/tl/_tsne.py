@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._anndata import Method, build_estimator, run_embedding
-from .._anndata._params import resolve_seed
+from .._random import resolve_seed
+from ..adata import Method, estimator_options, run_embedding
 from ._docs import RAISES, common, doc_params, returns
 
 if TYPE_CHECKING:
@@ -21,32 +21,6 @@ perplexity
     ``3 * perplexity`` neighbours per cell.
 n_components
     Dimension of the embedding."""
-
-
-def _embed(
-    adata: AnnData,
-    cls_name: str,
-    method: Method,
-    perplexity: float,
-    n_components: int,
-    layer: dict[str, Any],
-    kwargs: dict[str, Any],
-) -> AnnData | None:
-    from .. import estimators
-
-    est = build_estimator(
-        getattr(estimators, cls_name),
-        method.name,
-        {
-            "perplexity": perplexity,
-            "n_components": n_components,
-            "random_state": resolve_seed(layer.pop("random_state")),
-            "device": layer.pop("device"),
-            "backend": layer.pop("backend"),
-        },
-        kwargs,
-    )
-    return run_embedding(adata, est, method, **layer)
 
 
 @doc_params(
@@ -89,18 +63,27 @@ def tsne(
 
     {raises}
     """
-    layer = dict(
+    from ..estimators import TSNE
+
+    estimator = TSNE(
+        perplexity=perplexity,
+        n_components=n_components,
+        random_state=resolve_seed(random_state),
+        device=device,
+        backend=backend,
+        **estimator_options(tsne, TSNE, kwargs),
+    )
+    return run_embedding(
+        adata,
+        estimator,
+        Method("tsne", "tSNE"),
+        key_added=key_added,
         use_rep=use_rep,
         n_pcs=n_pcs,
         neighbors_key=neighbors_key,
-        key_added=key_added,
-        random_state=random_state,
-        device=device,
-        backend=backend,
-        cache=cache,
         copy=copy,
+        cache=cache,
     )
-    return _embed(adata, "TSNE", Method("tsne", "tSNE"), perplexity, n_components, layer, kwargs)
 
 
 @doc_params(
@@ -142,19 +125,26 @@ def infotsne(
 
     {raises}
     """
-    layer = dict(
+    from ..estimators import InfoTSNE
+
+    estimator = InfoTSNE(
+        perplexity=perplexity,
+        n_components=n_components,
+        random_state=resolve_seed(random_state),
+        device=device,
+        backend=backend,
+        **estimator_options(infotsne, InfoTSNE, kwargs),
+    )
+    return run_embedding(
+        adata,
+        estimator,
+        Method("infotsne", "InfoTSNE"),
+        key_added=key_added,
         use_rep=use_rep,
         n_pcs=n_pcs,
         neighbors_key=neighbors_key,
-        key_added=key_added,
-        random_state=random_state,
-        device=device,
-        backend=backend,
-        cache=cache,
         copy=copy,
-    )
-    return _embed(
-        adata, "InfoTSNE", Method("infotsne", "InfoTSNE"), perplexity, n_components, layer, kwargs
+        cache=cache,
     )
 
 
@@ -196,19 +186,26 @@ def largevis(
 
     {raises}
     """
-    layer = dict(
+    from ..estimators import LargeVis
+
+    estimator = LargeVis(
+        perplexity=perplexity,
+        n_components=n_components,
+        random_state=resolve_seed(random_state),
+        device=device,
+        backend=backend,
+        **estimator_options(largevis, LargeVis, kwargs),
+    )
+    return run_embedding(
+        adata,
+        estimator,
+        Method("largevis", "LargeVis"),
+        key_added=key_added,
         use_rep=use_rep,
         n_pcs=n_pcs,
         neighbors_key=neighbors_key,
-        key_added=key_added,
-        random_state=random_state,
-        device=device,
-        backend=backend,
-        cache=cache,
         copy=copy,
-    )
-    return _embed(
-        adata, "LargeVis", Method("largevis", "LargeVis"), perplexity, n_components, layer, kwargs
+        cache=cache,
     )
 
 
@@ -250,23 +247,24 @@ def tsnekhorn(
 
     {raises}
     """
-    layer = dict(
+    from ..estimators import TSNEkhorn
+
+    estimator = TSNEkhorn(
+        perplexity=perplexity,
+        n_components=n_components,
+        random_state=resolve_seed(random_state),
+        device=device,
+        backend=backend,
+        **estimator_options(tsnekhorn, TSNEkhorn, kwargs),
+    )
+    return run_embedding(
+        adata,
+        estimator,
+        Method("tsnekhorn", "TSNEkhorn"),
+        key_added=key_added,
         use_rep=use_rep,
         n_pcs=n_pcs,
         neighbors_key=None,
-        key_added=key_added,
-        random_state=random_state,
-        device=device,
-        backend=backend,
-        cache=cache,
         copy=copy,
-    )
-    return _embed(
-        adata,
-        "TSNEkhorn",
-        Method("tsnekhorn", "TSNEkhorn"),
-        perplexity,
-        n_components,
-        layer,
-        kwargs,
+        cache=cache,
     )

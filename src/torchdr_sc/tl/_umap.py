@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._anndata import Method, build_estimator, run_embedding
-from .._anndata._params import resolve_seed
+from .._random import resolve_seed
+from ..adata import Method, estimator_options, run_embedding
 from ._docs import RAISES, common, doc_params, returns
 
 if TYPE_CHECKING:
@@ -79,27 +79,23 @@ def umap(
     """
     from ..estimators import UMAP
 
-    est = build_estimator(
-        UMAP,
-        "umap",
-        {
-            "n_neighbors": n_neighbors,
-            "min_dist": min_dist,
-            "spread": spread,
-            "n_components": n_components,
-            "a": a,
-            "b": b,
-            "init": init,
-            "n_negatives": n_negatives,
-            "random_state": resolve_seed(random_state),
-            "device": device,
-            "backend": backend,
-        },
-        kwargs,
+    estimator = UMAP(
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        spread=spread,
+        n_components=n_components,
+        a=a,
+        b=b,
+        init=init,
+        n_negatives=n_negatives,
+        random_state=resolve_seed(random_state),
+        device=device,
+        backend=backend,
+        **estimator_options(umap, UMAP, kwargs),
     )
     return run_embedding(
         adata,
-        est,
+        estimator,
         Method("umap", "UMAP"),
         key_added=key_added,
         use_rep=use_rep,
@@ -107,5 +103,4 @@ def umap(
         neighbors_key=neighbors_key,
         copy=copy,
         cache=cache,
-        extra_params=lambda e: dict(zip(("a", "b"), e.ab(), strict=True)),
     )

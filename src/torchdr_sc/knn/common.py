@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..graph import METRICS, KNNGraph
+from .graph import METRICS, KNNGraph
 
 #: Upper bound, in bytes, of the temporaries a backend allocates at once on CPU (distance
 #: blocks, gathered neighbour coordinates): memory stays bounded whatever the sample count.
@@ -155,16 +155,42 @@ def finalize(Q: torch.Tensor, X: torch.Tensor, indices: torch.Tensor, metric: st
     return KNNGraph(torch.gather(indices, 1, order), dist, metric)
 
 
-def drop_self(indices: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Remove each row's own index from ``k + 1`` sorted candidates, keeping ``k``.
+def drop_self(
+    indices: torch.Tensor,
+    start: int = 0,
+    *,
+    query_ids: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Remove each query's own index from its ``k + 1`` sorted candidates, keeping ``k``.
 
-    Row ``r`` is sample ``start + r``. If the sample is among its candidates (the usual
-    case) that entry goes; otherwise (many exact duplicates) the farthest candidate goes,
-    so the result never holds the sample itself.
+    The one self-exclusion of the package (backends, sharded and streamed searches). If
+    the query is among its candidates (the usual case) that entry goes; otherwise (many
+    exact duplicates) the farthest candidate goes, so the result never holds the query.
+
+    Parameters
+    ----------
+    indices
+        ``(..., m, k + 1)`` candidates, each row sorted by increasing distance.
+    start
+        Row ``r`` is sample ``start + r`` (ignored when ``query_ids`` is given).
+    query_ids
+        ``(..., m)`` sample id of every row, for rows that are not consecutive samples.
+    distances
+        Optional ``(..., m, k + 1)`` distances of the candidates, filtered the same way.
+
+    Returns
+    -------
+    The ``(..., m, k)`` indices, and the matching distances when ``distances`` is given.
     """
-    m, kp1 = indices.shape
-    rows = torch.arange(start, start + m, device=indices.device)[:, None]
-    is_self = indices == rows
-    missing = ~is_self.any(dim=1)
-    is_self[missing, -1] = True
-    return indices[~is_self].view(m, kp1 - 1)
+    if query_ids is None:
+        m = indices.shape[-2]
+        query_ids = torch.arange(start, start + m, device=indices.device)
+    is_self = indices == query_ids[..., None]
+    is_self[..., -1] |= ~is_self.any(-1)
+    is_self &= torch.cumsum(is_self, -1) == 1  # one removal per row
+    keep = ~is_self
+    shape = (*indices.shape[:-1], indices.shape[-1] - 1)
+    if distances is None:
+        return indices[keep].view(shape)
+    return indices[keep].view(shape), distances[keep].view(shape)

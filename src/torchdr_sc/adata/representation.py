@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_finite_rows, format_options
-from . import _log
+from . import log
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 N_PCS = 50
 
 #: Arrays up to this many bytes are hashed entirely; larger ones are sampled.
-_FULL_HASH_BYTES = 64 * 2**20
-_SAMPLED_ROWS = 4096
+FULL_HASH_BYTES = 64 * 2**20
+SAMPLED_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,43 @@ def fingerprint(x: np.ndarray | sp.spmatrix) -> str:
             h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()
     x = np.asarray(x)
-    if x.nbytes <= _FULL_HASH_BYTES:
+    if x.nbytes <= FULL_HASH_BYTES:
         h.update(np.ascontiguousarray(x).tobytes())
     else:
-        rows = np.linspace(0, x.shape[0] - 1, _SAMPLED_ROWS).astype(np.int64)
+        rows = np.linspace(0, x.shape[0] - 1, SAMPLED_ROWS).astype(np.int64)
         h.update(np.ascontiguousarray(x[rows]).tobytes())
         h.update(x.sum(axis=tuple(range(1, x.ndim)), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def streamed_fingerprint(x: Any, chunk_rows: int) -> str:
+    """The AnnData layer's fingerprint of ``X`` densified to float32, read in row chunks.
+
+    Equal to :func:`fingerprint` of the dense float32 matrix (so that
+    ``tl`` reuses an affinity cached by ``torchdr-sc embed`` on ``X``), without holding the
+    matrix: small matrices are hashed chunk after chunk (the digest of consecutive updates
+    is that of the whole bytes), large ones through sampled rows and row sums.
+    """
+    n, d = int(x.shape[0]), int(x.shape[1])
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(((n, d), "float32")).encode())
+    full = n * d * 4 <= FULL_HASH_BYTES
+    rows = np.linspace(0, n - 1, SAMPLED_ROWS).astype(np.int64)
+    sampled, sums = [], []
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        chunk = x[start:stop]
+        chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        if full:
+            h.update(chunk.tobytes())
+            continue
+        local = rows[(rows >= start) & (rows < stop)] - start
+        sampled.append(chunk[local])
+        sums.append(chunk.sum(axis=1, dtype=np.float64))
+    if not full:
+        h.update(np.ascontiguousarray(np.concatenate(sampled)).tobytes())
+        h.update(np.concatenate(sums).tobytes())
     return h.hexdigest()
 
 
@@ -185,7 +216,7 @@ def choose_representation(
     data = _densify(raw, where)
     check_finite_rows(data, where)
     if name == "X":
-        _log.info("    using data matrix X directly")
+        log.info("    using data matrix X directly")
     else:
-        _log.info(f"    using {name!r} with n_pcs = {data.shape[1]}")
+        log.info(f"    using {name!r} with n_pcs = {data.shape[1]}")
     return Representation(data, name, kept)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..graph import SparseAffinity
-from ._params import to_uns
+from ..affinity import SparseAffinity
+from .uns import to_uns
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -12,15 +12,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .atlas import add_embed_parser
+from ..adata import package_version
+from .embed import add_embed_parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a console command never opens windows
-    from ._anndata._demo import run_demo, summary
+    from .demo import run_demo, summary
 
     adata, results = run_demo(
         args.out,
@@ -36,7 +36,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def add_demo(subparsers: argparse._SubParsersAction) -> None:
     """Register ``torchdr-sc demo``."""
-    from ._anndata._demo import METHODS
+    from .demo import METHODS
 
     parser = subparsers.add_parser(
         "demo",
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchdr-sc",
         description="Fast neighbor embeddings in PyTorch for AnnData / scanpy.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in SUBCOMMANDS:
         register(subparsers)

@@ -14,52 +14,6 @@ from typing import Any
 import numpy as np
 
 
-def _shared_fresh_seed() -> int:
-    """A fresh seed, the same on every rank under an initialised process group (rank 0's)."""
-    import torch
-    import torch.distributed as dist
-
-    seed = int(np.random.default_rng().integers(0, 2**31 - 1))
-    if dist.is_available() and dist.is_initialized():
-        box = torch.tensor([seed], dtype=torch.int64)
-        if dist.get_backend() == "nccl":
-            box = box.cuda()
-        dist.broadcast(box, src=0)
-        seed = int(box.item())
-    return seed
-
-
-def resolve_seed(random_state: Any) -> int:
-    """Turn ``random_state`` into the int seed that is passed on and recorded.
-
-    Parameters
-    ----------
-    random_state
-        An int, a :class:`numpy.random.RandomState` or :class:`numpy.random.Generator`
-        (a seed is drawn from it), or ``None`` (a fresh seed is drawn, and recorded so that
-        the run can be reproduced).
-
-    Returns
-    -------
-    A non-negative int below ``2**31``.
-    """
-    if isinstance(random_state, bool):
-        pass
-    elif isinstance(random_state, numbers.Integral):
-        return int(random_state)
-    elif isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
-    elif isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**31 - 1))
-    elif random_state is None:
-        return _shared_fresh_seed()
-    msg = (
-        "`random_state` must be an int, a numpy RandomState / Generator or None; "
-        f"got {random_state!r}."
-    )
-    raise TypeError(msg)
-
-
 def _name_of(value: Any) -> str:
     module = getattr(value, "__module__", None)
     name = getattr(value, "__qualname__", None) or type(value).__qualname__

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._logging import get_logger
-from ..graph import SparseAffinity
+from ._logging import get_logger
+from .affinity import SparseAffinity
 
 logger = get_logger(__name__)
 
@@ -102,7 +102,11 @@ def spectral_embedding(
     return emb.to(P.device, torch.float32).contiguous()
 
 
-def _rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:
+def rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``z`` scaled so that its first coordinate has standard deviation ``scaling``.
+
+    Left as is when that deviation is zero or not finite.
+    """
     std = z[:, 0].std()
     if not torch.isfinite(std) or std <= 0:
         return z
@@ -155,4 +159,4 @@ def initialize(
             z = torch.randn(n, n_components, generator=generator, device=device)
     else:
         z = torch.randn(n, n_components, generator=generator, device=device)
-    return _rescale(z.to(dtype), scaling)
+    return rescale(z.to(dtype), scaling)

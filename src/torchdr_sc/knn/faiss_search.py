@@ -2,7 +2,7 @@
 
 faiss works on float32 C-contiguous numpy arrays; the data is converted, searched, and the
 neighbour indices are brought back to the input's device, where the distances are
-recomputed exactly in the input's dtype (:func:`~torchdr_sc.knn._common.finalize`).
+recomputed exactly in the input's dtype (:func:`~torchdr_sc.knn.common.finalize`).
 
 IVF defaults (``index='ivf'``, or ``'auto'`` with more than :data:`FLAT_MAX_SAMPLES` rows):
 
@@ -32,8 +32,8 @@ import torch
 
 from .._logging import get_logger
 from .._validation import missing_dependency
-from ..graph import KNNGraph
-from ._common import drop_self, finalize, search_coordinates
+from .common import drop_self, finalize, search_coordinates
+from .graph import KNNGraph
 
 logger = get_logger(__name__)
 
@@ -109,7 +109,7 @@ def _seed(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
 
 
-def _faiss_metric(faiss: Any, metric: str) -> int:
+def faiss_metric(faiss: Any, metric: str) -> int:
     """faiss metric searched for ``metric`` (cosine: inner product of normalised rows)."""
     if metric == "cosine":
         return faiss.METRIC_INNER_PRODUCT
@@ -119,7 +119,7 @@ def _faiss_metric(faiss: Any, metric: str) -> int:
 def _build_index(faiss: Any, xb: np.ndarray, kind: str, metric: str, gpu: int | None, seed: int):
     """Build and fill a flat or IVF index; returns ``(index, nlist)``."""
     n, d = xb.shape
-    fmetric = _faiss_metric(faiss, metric)
+    fmetric = faiss_metric(faiss, metric)
     if kind == "flat":
         index, nlist = faiss.IndexFlat(d, fmetric), 0
     else:
@@ -228,7 +228,7 @@ def faiss_knn(
         ind = _ivf_search(faiss_index, xq, n_search, probe, max_probe)
         short = np.flatnonzero((ind < 0).any(axis=1))
         if short.size:  # only on GPU, capped at GPU_MAX_K lists: finish them exactly
-            flat = faiss.IndexFlat(xb.shape[1], _faiss_metric(faiss, metric))
+            flat = faiss.IndexFlat(xb.shape[1], faiss_metric(faiss, metric))
             flat.add(xb)
             _, ind[short] = flat.search(np.ascontiguousarray(xq[short]), n_search)
     del faiss_index

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from .._validation import missing_dependency
-from ..graph import KNNGraph
-from ._common import drop_self, finalize, search_coordinates
+from .common import drop_self, finalize, search_coordinates
+from .graph import KNNGraph
 
 
 def require_keops() -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..distributed import is_rank_zero
-from ._quality import knn_label_accuracy
+from ..quality import knn_label_accuracy
 
 if TYPE_CHECKING:
     from anndata import AnnData

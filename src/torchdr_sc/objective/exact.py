@@ -1,11 +1,11 @@
 """Closed-form gradients of the exact (all-pairs) neighbor-embedding objectives.
 
 All functions take the embedding ``z`` of shape ``(n, d)``, the input affinity ``P`` as a
-:class:`~torchdr_sc.graph.SparseAffinity`, and the rows this process owns (a
-:class:`RowShard`; all rows on one device). They return the gradient restricted to the
-owned rows' contributions, so that summing the results of all shards (an all-reduce)
-gives the full gradient. The all-pairs repulsion is computed in row blocks so that no
-``n x n`` matrix is ever allocated: memory is ``O(block * n)``.
+:class:`~torchdr_sc.affinity.SparseAffinity`, and the rows this process owns (a
+:class:`~torchdr_sc.distributed.RowShard`; all rows on one device). They return the
+gradient restricted to the owned rows' contributions, so that summing the results of all
+shards (an all-reduce) gives the full gradient. The all-pairs repulsion is computed in
+row blocks so that no ``n x n`` matrix is ever allocated: memory is ``O(block * n)``.
 
 References
 ----------
@@ -18,33 +18,21 @@ References
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 
-from ..graph import SparseAffinity
+from ..affinity import SparseAffinity
+from ..distributed import RowShard
 
 #: Bytes allowed for one block of pairwise values (block x n floats), per temporary.
 BLOCK_BYTES = 64 * 2**20
 
 
-@dataclass(frozen=True)
-class RowShard:
-    """The contiguous block of rows ``[start, stop)`` one process owns."""
-
-    start: int
-    stop: int
-
-    @classmethod
-    def full(cls, n: int) -> RowShard:
-        """All rows (single process)."""
-        return cls(0, n)
-
-    def blocks(self, n: int, itemsize: int = 4) -> Iterator[tuple[int, int]]:
-        """Row blocks of this shard small enough that ``block x n`` fits :data:`BLOCK_BYTES`."""
-        size = max(1, BLOCK_BYTES // max(1, n * itemsize))
-        for s in range(self.start, self.stop, size):
-            yield s, min(s + size, self.stop)
+def shard_blocks(shard: RowShard, n: int, itemsize: int = 4) -> Iterator[tuple[int, int]]:
+    """Row blocks of ``shard`` small enough that ``block x n`` fits :data:`BLOCK_BYTES`."""
+    size = max(1, BLOCK_BYTES // max(1, n * itemsize))
+    for s in range(shard.start, shard.stop, size):
+        yield s, min(s + size, shard.stop)
 
 
 def matvec_columns(m: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -117,7 +105,7 @@ def student_repulsion_terms(
     workspace = {} if workspace is None else workspace
     zt = z.T
     coords = zt.contiguous()
-    for s, e in shard.blocks(n, z.element_size()):
+    for s, e in shard_blocks(shard, n, z.element_size()):
         buf = workspace.get(e - s)
         if buf is None or buf.dtype != z.dtype or buf.device != z.device:
             buf = workspace[e - s] = torch.empty(e - s, n, dtype=z.dtype, device=z.device)
@@ -184,7 +172,7 @@ def sne_gradient(
     grad = scatter_rows(n, rows, coef, diffs) - scatter_rows(n, cols, coef, diffs)
     sq = (z * z).sum(1)
     coords = z.T.contiguous()
-    for s, e in shard.blocks(n, z.element_size()):
+    for s, e in shard_blocks(shard, n, z.element_size()):
         d = _sqdist_block(z[s:e], z, sq, s)
         d[torch.arange(e - s, device=z.device), torch.arange(s, e, device=z.device)] = float("inf")
         q = torch.softmax(-d, dim=1)  # q[b, j] = q_{j|s+b}

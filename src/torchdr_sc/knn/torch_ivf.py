@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._common import block_bytes
+from .common import block_bytes, drop_self
 
 #: Queries per tile (rows of one batched matrix product).
 TILE_ROWS = 256
@@ -214,7 +214,7 @@ def ivf_select(
         best = grouped_topk(scores, kk, largest=largest, sorted=self_search)
         found = members[torch.gather(pos[:, None, :].expand(-1, TILE_ROWS, -1), 2, best)]
         if self_search:
-            found = _drop_self(found, q_ids)
+            found = drop_self(found, query_ids=q_ids)
         out[q_ids[q_ok]] = found[q_ok]
     return out
 
@@ -264,11 +264,3 @@ def grouped_topk(scores: torch.Tensor, k: int, *, largest: bool, sorted: bool) -
     pos = (groups[..., None] + step).flatten(-2)
     best = torch.topk(torch.gather(scores, -1, pos), k, dim=-1, largest=largest, sorted=sorted)
     return torch.gather(pos, -1, best[1])
-
-
-def _drop_self(found: torch.Tensor, q_ids: torch.Tensor) -> torch.Tensor:
-    """Remove each query from its ``k + 1`` sorted candidates (else the farthest one)."""
-    is_self = found == q_ids[..., None]
-    is_self[..., -1] |= ~is_self.any(-1)
-    is_self &= torch.cumsum(is_self, -1) == 1  # one removal per row
-    return found[~is_self].view(*found.shape[:-1], found.shape[-1] - 1)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..graph import SparseAffinity
+from ..affinity import SparseAffinity
 from .pairs import pair_terms
 
 #: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
@@ -139,9 +139,9 @@ def sampled_gradient(
 ) -> torch.Tensor:
     """Gradient (descent direction is ``-grad``) of one epoch's sampled loss, given negatives.
 
-    The estimators go through :class:`~torchdr_sc.embed.epoch.SampledEpoch`, which draws
+    The estimators go through :class:`~torchdr_sc.objective.epoch.SampledEpoch`, which draws
     the negatives itself; this entry point takes them explicitly (the same arithmetic,
-    :func:`~torchdr_sc.embed.pairs.pair_terms`), for checks against autograd.
+    :func:`~torchdr_sc.objective.pairs.pair_terms`), for checks against autograd.
 
     Parameters
     ----------
@@ -167,7 +167,7 @@ def sampled_gradient(
 
 
 def kernel_kind(kernel: SampledKernel) -> str:
-    """The :func:`~torchdr_sc.embed.pairs.pair_terms` kind of ``kernel``."""
+    """The :func:`~torchdr_sc.objective.pairs.pair_terms` kind of ``kernel``."""
     if kernel.kind == "infonce":
         return "infonce"
     if kernel.kind == "largevis" or (kernel.a == 1.0 and kernel.b == 1.0):

@@ -2,19 +2,19 @@
 
 Exact search (``index='flat'``, the default): query rows are processed in blocks so that
 the ``(block, n)`` distance block stays under
-:func:`~torchdr_sc.knn._common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
+:func:`~torchdr_sc.knn.common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
 the block buffer is allocated once and reused. Candidates are selected with ``torch.topk``
 on a matmul-based score and their distances are then recomputed exactly from the
-coordinates (see :func:`~torchdr_sc.knn._common.finalize`).
+coordinates (see :func:`~torchdr_sc.knn.common.finalize`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..graph import KNNGraph
-from ._common import block_bytes, finalize, rows_per_block, search_coordinates
-from ._torch_ivf import ivf_select
+from .common import block_bytes, finalize, rows_per_block, search_coordinates
+from .graph import KNNGraph
+from .torch_ivf import ivf_select
 
 
 def _scores(
@@ -92,7 +92,7 @@ def torch_knn(
         (not for ``'manhattan'``).
     nprobe
         IVF cells probed per cell (default
-        :func:`~torchdr_sc.knn._torch_ivf.default_nprobe`).
+        :func:`~torchdr_sc.knn.torch_ivf.default_nprobe`).
     generator
         Seeds the IVF k-means; deterministic without.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._logging import get_logger
+from ._logging import get_logger
 
 logger = get_logger(__name__)
 

@@ -17,8 +17,8 @@ import scipy.sparse as sp
 import torch
 
 from .._validation import format_options
-from ..graph import KNNGraph
-from ._rep import check_str, fingerprint
+from ..knn import KNNGraph
+from .representation import check_str, fingerprint
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -1,7 +1,7 @@
 """One negative-sampling epoch end to end: edge schedule, pair terms, scatter.
 
 :class:`SampledEpoch` is what the UMAP, LargeVis and InfoTSNE estimators call once per
-iteration. The per-pair arithmetic lives in :mod:`~torchdr_sc.embed.pairs`; this module
+iteration. The per-pair arithmetic lives in :mod:`~torchdr_sc.objective.pairs`; this module
 chooses between running it eagerly and through :func:`torch.compile` (TorchInductor fuses
 the gathers, the hashed negatives, the kernel and the sum over negatives into one loop), and
 scatters the per-edge results into the gradient.
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .._logging import get_logger
-from ..graph import SparseAffinity
+from ..affinity import SparseAffinity
 from .pairs import epoch_pair_terms, hash_key, pair_terms
 from .sampled import EdgeSchedule, SampledKernel, kernel_kind, scatter_pair_terms
 
@@ -57,7 +57,7 @@ class SampledEpoch:
     """Gradient of one epoch of a negative-sampling objective.
 
     Compiled, the epoch draws its negatives from a counter-based hash inside the fused
-    kernel (:func:`~torchdr_sc.embed.pairs.epoch_pair_terms`); eagerly, from a seeded
+    kernel (:func:`~torchdr_sc.objective.pairs.epoch_pair_terms`); eagerly, from a seeded
     :class:`torch.Generator` (one ``random_`` call, far cheaper than the hash's ~15 integer
     passes). Both are uniform; the two paths therefore draw different negatives.
 

@@ -20,8 +20,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._io import InputError, file_format, inspect_input
-from ._job import METHODS, JobSpec, check_spec, fail, resolve_use_rep, run_job
+from ..atlas import (
+    METHODS,
+    InputError,
+    JobSpec,
+    check_spec,
+    fail,
+    file_format,
+    inspect_input,
+    resolve_use_rep,
+    run_job,
+)
 
 #: Method options with their own flag: flag dest -> (estimator parameter, methods it fits).
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from .._validation import check_number
+from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..embed.epoch import SampledEpoch
-from ..embed.loop import OptimizeResult
-from ..embed.sampled import SINGLE_THREAD_WORK, SampledKernel, single_cpu_thread
-from ..graph import KNNGraph, SparseAffinity
+from ..knn import KNNGraph
+from ..objective.epoch import SampledEpoch
+from ..objective.sampled import SINGLE_THREAD_WORK, SampledKernel, single_cpu_thread
+from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
 from .tsne import _PerplexityMixin
@@ -139,20 +140,25 @@ class UMAP(_SampledEmbedder):
         check_number("repulsion_strength", self.repulsion_strength, low=0, closed="left")
         self._check_sampled_params()
 
-    def _neighbours_needed(self) -> int:
+    def _base_neighbours(self) -> int:
         return int(self.n_neighbors) - 1
 
     def _min_samples_text(self) -> str:
         return f"n_neighbors ({self.n_neighbors})"
 
-    def _check_data(self, n: int) -> None:
+    def check_n_samples(self, n: int) -> None:
         if n >= 2 and self.n_neighbors > n:
             msg = f"n_neighbors ({self.n_neighbors}) must not exceed the number of samples ({n})."
             raise ValueError(msg)
-        super()._check_data(n)
+        super().check_n_samples(n)
 
-    def _neighbours_needed_for(self, n: int) -> int:
+    def neighbours_needed(self, n: int) -> int:
         return min(int(self.n_neighbors) - 1, n - 1)
+
+    def derived_params(self) -> dict[str, Any]:
+        """UMAP's ``a`` and ``b`` as used (fitted from ``min_dist`` and ``spread`` if unset)."""
+        a, b = self.ab()
+        return {"a": a, "b": b}
 
     def ab(self) -> tuple[float, float]:
         """The embedding kernel's ``(a, b)``."""
@@ -177,7 +183,7 @@ class UMAP(_SampledEmbedder):
         from ..affinity import UMAPAffinity
 
         return UMAPAffinity(n_neighbors=self.n_neighbors, metric=self.metric_in).from_knn(
-            knn.truncate(min(knn.k, self._neighbours_needed_for(knn.n_samples)))
+            knn.truncate(min(knn.k, self.neighbours_needed(knn.n_samples)))
         )
 
 

@@ -1,0 +1,86 @@
+"""The one parser of ``random_state``, and the local generators built from its seed.
+
+Every layer reads ``random_state`` through :func:`resolve_seed`: ``tl`` / ``pp`` record the
+int it returns, the estimators seed their generators with it (and keep it as ``seed_``), the
+streamed search seeds its IVF training with it. An int, a numpy ``RandomState`` /
+``Generator``, a ``torch.Generator`` and ``None`` are handled the same way everywhere, and
+global random number generators are never seeded (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Seeds are ints in ``[0, SEED_BOUND)`` (what numpy, torch and faiss all accept).
+SEED_BOUND = 2**31 - 1
+
+
+def _fresh_seed(shared: bool) -> int:
+    """A fresh seed; with ``shared``, rank 0's under an initialised process group."""
+    import torch.distributed as dist
+
+    seed = int(np.random.default_rng().integers(0, SEED_BOUND))
+    if shared and dist.is_available() and dist.is_initialized():
+        box = torch.tensor([seed], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            box = box.cuda()
+        dist.broadcast(box, src=0)
+        seed = int(box.item())
+    return seed
+
+
+def resolve_seed(random_state: Any, *, shared: bool = True) -> int:
+    """Turn ``random_state`` into the int seed that is used and recorded.
+
+    Parameters
+    ----------
+    random_state
+        An int (or an integral float such as ``0.0``), a :class:`numpy.random.RandomState`
+        / :class:`numpy.random.Generator` / :class:`torch.Generator` (a seed is drawn from
+        it), or ``None`` (a fresh seed is drawn, and recorded so that the run can be
+        reproduced).
+    shared
+        For ``None`` under an initialised ``torch.distributed`` group: every rank gets rank
+        0's fresh seed (a collective call: every rank must make it). ``False`` draws one
+        per process without communicating.
+
+    Returns
+    -------
+    A non-negative int seed below ``2**31``; an int is returned as given (negative ints
+    are reduced modulo :data:`SEED_BOUND`).
+
+    Raises
+    ------
+    TypeError
+        ``random_state`` is none of the above.
+    """
+    if isinstance(random_state, bool):
+        pass
+    elif isinstance(random_state, numbers.Integral):
+        return int(random_state) % SEED_BOUND if random_state < 0 else int(random_state)
+    elif isinstance(random_state, float) and random_state.is_integer():
+        return int(random_state) % SEED_BOUND
+    elif isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, SEED_BOUND))
+    elif isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, SEED_BOUND))
+    elif isinstance(random_state, torch.Generator):
+        return int(torch.randint(0, SEED_BOUND, (1,), generator=random_state))
+    elif random_state is None:
+        return _fresh_seed(shared)
+    msg = (
+        "`random_state` must be an int, a numpy RandomState / Generator, a torch.Generator "
+        f"or None; got {random_state!r}."
+    )
+    raise TypeError(msg)
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A local :class:`torch.Generator` on ``device`` seeded with ``seed`` (an int)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) % (2**63))
+    return gen

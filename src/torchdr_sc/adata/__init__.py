@@ -1,0 +1,63 @@
+"""The AnnData plumbing shared by ``tl``, ``pp`` and the atlas job (no algorithm code).
+
+The computation is done by :mod:`torchdr_sc.estimators`; this package turns an AnnData into
+their input and their results into scanpy's layout. Its public modules, one job each:
+
+- :mod:`~torchdr_sc.adata.run`: :func:`run_embedding`, the one code path behind every ``tl``
+  function, and :func:`build_estimator`, the one way an estimator is built from a ``tl``
+  call or an atlas job's parameters;
+- :mod:`~torchdr_sc.adata.representation`: ``use_rep`` / ``n_pcs`` (scanpy's rule) and the
+  fingerprint of a representation;
+- :mod:`~torchdr_sc.adata.stored_graph`: a kNN graph stored by ``pp.neighbors`` /
+  ``sc.pp.neighbors`` (keys, reading, reuse);
+- :mod:`~torchdr_sc.adata.cache`: the input affinity cached in ``obsp`` and described in
+  ``uns['tdr_affinities']``;
+- :mod:`~torchdr_sc.adata.uns`: parameters converted to what ``write_h5ad`` / ``write_zarr``
+  store;
+- :mod:`~torchdr_sc.adata.changes`: all-or-nothing writes;
+- :mod:`~torchdr_sc.adata.log`: scanpy-style log lines.
+"""
+
+from . import cache, log
+from .changes import Changes, commit
+from .representation import (
+    Representation,
+    check_str,
+    choose_representation,
+    fingerprint,
+    streamed_fingerprint,
+)
+from .run import (
+    Method,
+    build_estimator,
+    estimator_options,
+    package_version,
+    results_changes,
+    run_embedding,
+)
+from .stored_graph import StoredGraph, graph_keys, knn_for, read_graph
+from .uns import to_uns, to_uns_value
+
+__all__ = [
+    "Changes",
+    "Method",
+    "Representation",
+    "StoredGraph",
+    "build_estimator",
+    "cache",
+    "check_str",
+    "choose_representation",
+    "commit",
+    "estimator_options",
+    "fingerprint",
+    "graph_keys",
+    "knn_for",
+    "log",
+    "package_version",
+    "read_graph",
+    "results_changes",
+    "run_embedding",
+    "streamed_fingerprint",
+    "to_uns",
+    "to_uns_value",
+]

@@ -1,0 +1,11 @@
+"""The objectives: the gradient of the attraction over P's edges plus a repulsion.
+
+- :mod:`~torchdr_sc.objective.exact`: exact all-pairs gradients of SNE, t-SNE and
+  TSNEkhorn, computed in row blocks (no ``n x n`` matrix).
+- :mod:`~torchdr_sc.objective.sampled`: negative-sampled gradients (UMAP, LargeVis,
+  InfoTSNE): the edge schedule, the kernels and the scatter of the pair terms.
+- :mod:`~torchdr_sc.objective.pairs`: the per-pair arithmetic shared by the eager and the
+  compiled epoch, with the hashed negative draws.
+- :mod:`~torchdr_sc.objective.epoch`: one negative-sampling epoch as a gradient function
+  for the loop (eager or fused with ``torch.compile``).
+"""
