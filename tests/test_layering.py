@@ -136,7 +136,9 @@ def cross_package_private(imp: Import) -> list[str]:
         private_names = [
             n
             for n in imp.names
-            if n.startswith("_") and not n.startswith("__") and _part(target) not in SHARED_INTERNALS
+            if n.startswith("_")
+            and not n.startswith("__")
+            and _part(target) not in SHARED_INTERNALS
         ]
         if private_mods or private_names:
             problems.append(f"{imp.where()} imports {target} {list(imp.names) or ''}".strip())
