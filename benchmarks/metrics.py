@@ -1,5 +1,9 @@
 """Embedding quality, with the definitions of DESIGN.md section 5.
 
+The two figures come from :mod:`torchdr_sc.quality` (the package's, the tests' and the
+demo's definitions); this module adds the large-n parts: the seeded evaluation sample and
+the exact input-space neighbours of that sample (blockwise torch, on any device).
+
 - *10-NN label accuracy*: mean 5-fold cross-validated accuracy of a 10-nearest-neighbour
   classifier trained on the 2-D embedding (on a sample of ``sample_size`` points for large n).
 - *neighbourhood preservation*: mean fraction of each point's 15 exact nearest input-space
@@ -10,6 +14,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from torchdr_sc.quality import knn_label_accuracy, neighbourhood_preservation
 
 ACC_NEIGHBORS = 10
 NP_NEIGHBORS = 15
@@ -91,77 +97,6 @@ def exact_knn(
     return torch.cat(out).numpy().astype(np.int64)
 
 
-def _tree_knn(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact kNN of low-dimensional points with a KD-tree (no round-off from |x|^2 - 2xy)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    data = np.asarray(data, dtype=np.float64)
-    ind = NearestNeighbors(n_neighbors=k + 1, algorithm="kd_tree").fit(data)
-    ind = ind.kneighbors(data[queries], return_distance=False)
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for row, (q, nbrs) in enumerate(zip(queries, ind, strict=True)):
-        rest = nbrs[nbrs != q]
-        out[row] = rest[:k]
-    return out
-
-
-def neighborhood_preservation(
-    input_neighbors: np.ndarray, embedding: np.ndarray, queries: np.ndarray, *, device: str = "cpu"
-) -> float:
-    """Mean overlap of input-space and embedding-space neighbourhoods.
-
-    Parameters
-    ----------
-    input_neighbors : numpy.ndarray of shape (m, k)
-        Exact input-space neighbours of the ``queries`` (from :func:`exact_knn`).
-    embedding : numpy.ndarray of shape (n, n_components)
-        Embedding of all n points.
-    queries : numpy.ndarray of int of shape (m,)
-        The query rows.
-    device : str, default='cpu'
-        Torch device for the embedding-space search.
-
-    Returns
-    -------
-    float
-        In [0, 1].
-    """
-    k = input_neighbors.shape[1]
-    if embedding.shape[1] <= 3:
-        emb_neighbors = _tree_knn(embedding, queries, k)
-    else:
-        emb_neighbors = exact_knn(embedding, queries, k, device=device)
-    pairs = zip(input_neighbors, emb_neighbors, strict=True)
-    hits = [len(np.intersect1d(a, b, assume_unique=True)) for a, b in pairs]
-    return float(np.mean(hits) / k)
-
-
-def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
-    """Mean 5-fold cross-validated accuracy of a 10-NN classifier on the embedding.
-
-    Parameters
-    ----------
-    embedding : numpy.ndarray of shape (m, n_components)
-        Embedding of the (sampled) points.
-    labels : numpy.ndarray of shape (m,)
-        Their labels.
-    seed : int, default=0
-        Seed of the fold shuffling.
-
-    Returns
-    -------
-    float
-    """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    _, counts = np.unique(labels, return_counts=True)
-    folds = int(min(5, counts.min())) if counts.min() >= 2 else 5
-    cv = StratifiedKFold(n_splits=max(2, folds), shuffle=True, random_state=seed)
-    clf = KNeighborsClassifier(n_neighbors=ACC_NEIGHBORS)
-    return float(cross_val_score(clf, embedding, labels, cv=cv).mean())
-
-
 def evaluate(
     embedding: np.ndarray,
     labels: np.ndarray,
@@ -194,7 +129,9 @@ def evaluate(
     if not np.isfinite(embedding).all():
         return {"knn_acc": float("nan"), "np15": float("nan"), "eval_n": len(queries)}
     return {
-        "knn_acc": knn_accuracy(embedding[queries], np.asarray(labels)[queries]),
-        "np15": neighborhood_preservation(input_neighbors, embedding, queries, device=device),
+        "knn_acc": knn_label_accuracy(
+            embedding[queries], np.asarray(labels)[queries], k=ACC_NEIGHBORS, seed=0
+        ),
+        "np15": neighbourhood_preservation(input_neighbors, embedding, queries),
         "eval_n": len(queries),
     }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.model_selection import cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +21,6 @@ def pbmc():
     sc = pytest.importorskip("scanpy")
     adata = sc.datasets.pbmc68k_reduced()
     return adata.obsm["X_pca"].astype(np.float32), adata.obs["bulk_labels"].cat.codes.to_numpy()
-
-
-def knn_accuracy(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """10-NN label accuracy: mean 5-fold cross-validated accuracy on the embedding."""
-    clf = KNeighborsClassifier(n_neighbors=10)
-    return float(cross_val_score(clf, embedding, labels, cv=5).mean())
 
 
 @pytest.fixture

@@ -17,17 +17,9 @@ ad = pytest.importorskip("anndata")
 sc = pytest.importorskip("scanpy")
 
 from torchdr_sc.cli import main  # noqa: E402
+from torchdr_sc.quality import knn_label_accuracy  # noqa: E402
 
 FAST = ["--max-iter", "100", "--device", "cpu"]
-
-
-def knn_accuracy(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """10-NN label accuracy: mean 5-fold cross-validated accuracy on the embedding."""
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    clf = KNeighborsClassifier(n_neighbors=10)
-    return float(cross_val_score(clf, embedding, labels, cv=5).mean())
 
 
 def sha256(path: Path) -> str:
@@ -97,8 +89,8 @@ def test_one_and_two_processes_write_the_same_keys_and_quality(runs, pbmc_file):
     key = one.uns["umap"]["params"]["affinity_key"]
     assert abs(one.obsp[key] - two.obsp[key]).max() < 1e-6  # the whole P, not one rank's rows
     labels = ad.read_h5ad(pbmc_file).obs["bulk_labels"].cat.codes.to_numpy()
-    acc_1 = knn_accuracy(one.obsm["X_umap"], labels)
-    acc_2 = knn_accuracy(two.obsm["X_umap"], labels)
+    acc_1 = knn_label_accuracy(one.obsm["X_umap"], labels)
+    acc_2 = knn_label_accuracy(two.obsm["X_umap"], labels)
     print(f"pbmc68k_reduced 10-NN accuracy: --nproc 1 {acc_1:.4f}, --nproc 2 {acc_2:.4f}")
     assert abs(acc_1 - acc_2) <= 0.02
 
@@ -164,7 +156,10 @@ def test_x_is_streamed_from_disk(digits_files, tmp_path, kind, capsys):
     ref = ad.AnnData(X)
     tl.umap(ref, use_rep="X", max_iter=200, device="cpu")
     assert sorted(out.uns["umap"]["params"]) == sorted(ref.uns["umap"]["params"])
-    assert abs(knn_accuracy(out.obsm["X_umap"], y) - knn_accuracy(ref.obsm["X_umap"], y)) <= 0.02
+    assert (
+        abs(knn_label_accuracy(out.obsm["X_umap"], y) - knn_label_accuracy(ref.obsm["X_umap"], y))
+        <= 0.02
+    )
     # the affinity stored from the streamed X is described as tl describes it: tl's cache
     # finds it (same key, same fingerprint of X)
     key = out.uns["umap"]["params"]["affinity_key"]

@@ -20,16 +20,7 @@ import torch
 
 import torchdr_sc as tdr
 from torchdr_sc.distributed import DistContext, resolve_distributed, shard_of
-
-
-def knn_accuracy(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """10-NN label accuracy: mean 5-fold cross-validated accuracy on the embedding."""
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    clf = KNeighborsClassifier(n_neighbors=10)
-    return float(cross_val_score(clf, embedding, labels, cv=5).mean())
-
+from torchdr_sc.quality import knn_label_accuracy
 
 #: Methods run under torchrun: name -> (estimator, parameters, rows of digits used). Odd
 #: row counts give shards of different sizes.
@@ -132,8 +123,8 @@ def test_two_processes_match_one_process_quality(two_ranks, digits_data, name):
     X, y = digits_data
     cls, params, rows = METHODS[name]
     single = cls(random_state=0, device="cpu", **params).fit_transform(X[:rows])
-    acc_1 = knn_accuracy(single, y[:rows])
-    acc_2 = knn_accuracy(two_ranks[0][name], y[:rows])
+    acc_1 = knn_label_accuracy(single, y[:rows])
+    acc_2 = knn_label_accuracy(two_ranks[0][name], y[:rows])
     print(f"{name}: 10-NN accuracy 1 process {acc_1:.4f}, 2 processes {acc_2:.4f}")
     assert acc_1 > 0.85
     assert abs(acc_2 - acc_1) <= 0.02, (name, acc_1, acc_2)
@@ -142,7 +133,9 @@ def test_two_processes_match_one_process_quality(two_ranks, digits_data, name):
 def test_distributed_loader_matches_in_memory_quality(two_ranks, digits_data):
     X, y = digits_data
     single = tdr.UMAP(random_state=0, init="pca", max_iter=200, device="cpu").fit_transform(X)
-    assert abs(knn_accuracy(two_ranks[0]["loader"], y) - knn_accuracy(single, y)) <= 0.02
+    assert (
+        abs(knn_label_accuracy(two_ranks[0]["loader"], y) - knn_label_accuracy(single, y)) <= 0.02
+    )
 
 
 def test_distributed_false_runs_alone_under_torchrun(two_ranks, digits_data):

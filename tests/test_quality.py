@@ -7,9 +7,9 @@ within 0.03 of the better of the two peers; TSNEkhorn >= 0.90 on digits.
 
 import numpy as np
 import pytest
-from conftest import knn_accuracy
 
 import torchdr_sc as tdr
+from torchdr_sc.quality import knn_label_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,13 @@ def peers(request):
 def _peer_umap(x, labels):
     umap = pytest.importorskip("umap")
     z = umap.UMAP(random_state=0, n_jobs=1).fit_transform(x)
-    return knn_accuracy(z, labels)
+    return knn_label_accuracy(z, labels)
 
 
 def _peer_opentsne(x, labels):
     opentsne = pytest.importorskip("openTSNE")
     z = np.asarray(opentsne.TSNE(random_state=0, n_jobs=2).fit(x))
-    return knn_accuracy(z, labels)
+    return knn_label_accuracy(z, labels)
 
 
 def _peer(peers, dataset, name, data):
@@ -46,7 +46,7 @@ def dataset(request):
 
 def test_umap_quality(dataset, peers):
     name, (x, labels) = dataset
-    ours = knn_accuracy(tdr.UMAP(random_state=0).fit_transform(x), labels)
+    ours = knn_label_accuracy(tdr.UMAP(random_state=0).fit_transform(x), labels)
     ref = _peer(peers, name, "umap", (x, labels))
     print(f"{name}: UMAP {ours:.4f} vs umap-learn {ref:.4f}")
     assert ours >= ref - 0.02
@@ -54,7 +54,7 @@ def test_umap_quality(dataset, peers):
 
 def test_tsne_quality(dataset, peers):
     name, (x, labels) = dataset
-    ours = knn_accuracy(tdr.TSNE(random_state=0).fit_transform(x), labels)
+    ours = knn_label_accuracy(tdr.TSNE(random_state=0).fit_transform(x), labels)
     ref = _peer(peers, name, "opentsne", (x, labels))
     print(f"{name}: TSNE {ours:.4f} vs openTSNE {ref:.4f}")
     assert ours >= ref - 0.02
@@ -63,7 +63,7 @@ def test_tsne_quality(dataset, peers):
 @pytest.mark.parametrize("method", ["InfoTSNE", "LargeVis"])
 def test_sampled_methods_quality(dataset, peers, method):
     name, (x, labels) = dataset
-    ours = knn_accuracy(getattr(tdr, method)(random_state=0).fit_transform(x), labels)
+    ours = knn_label_accuracy(getattr(tdr, method)(random_state=0).fit_transform(x), labels)
     ref = max(_peer(peers, name, "umap", (x, labels)), _peer(peers, name, "opentsne", (x, labels)))
     print(f"{name}: {method} {ours:.4f} vs best peer {ref:.4f}")
     assert ours >= ref - 0.03
@@ -71,8 +71,8 @@ def test_sampled_methods_quality(dataset, peers, method):
 
 def test_tsnekhorn_and_sne_on_digits(digits):
     x, labels = digits
-    khorn = knn_accuracy(tdr.TSNEkhorn(random_state=0).fit_transform(x), labels)
-    sne = knn_accuracy(tdr.SNE(random_state=0).fit_transform(x), labels)
+    khorn = knn_label_accuracy(tdr.TSNEkhorn(random_state=0).fit_transform(x), labels)
+    sne = knn_label_accuracy(tdr.SNE(random_state=0).fit_transform(x), labels)
     print(f"digits: TSNEkhorn {khorn:.4f}, SNE {sne:.4f}")
     assert khorn >= 0.90
     assert sne >= 0.80
@@ -84,7 +84,9 @@ def test_tsnekhorn_and_sne_on_digits(digits):
 def test_compiled_epoch_quality(digits, peers, method, peer):
     """The fused (torch.compile) epoch, which 'auto' uses on large data, on real data."""
     x, labels = digits
-    ours = knn_accuracy(getattr(tdr, method)(random_state=0, compile=True).fit_transform(x), labels)
+    ours = knn_label_accuracy(
+        getattr(tdr, method)(random_state=0, compile=True).fit_transform(x), labels
+    )
     umap_ref = _peer(peers, "digits", "umap", (x, labels))
     if peer == "umap":
         ref, tol = umap_ref, 0.02

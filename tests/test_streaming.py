@@ -10,19 +10,11 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import torchdr_sc as tdr
 import torchdr_sc.streaming as streaming
-from torchdr_sc.initialization import pca_components
+from torchdr_sc.initialization import pca_components, sign_by_largest_entry
 from torchdr_sc.knn import knn
 from torchdr_sc.objective.exact import RowShard
+from torchdr_sc.quality import knn_label_accuracy
 from torchdr_sc.streaming import Chunked, IncrementalPCA, is_streamed, streamed_knn
-
-
-def knn_accuracy(embedding: np.ndarray, labels: np.ndarray) -> float:
-    """10-NN label accuracy: mean 5-fold cross-validated accuracy on the embedding."""
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    clf = KNeighborsClassifier(n_neighbors=10)
-    return float(cross_val_score(clf, embedding, labels, cv=5).mean())
 
 
 class SpyArray:
@@ -61,7 +53,7 @@ def loader_of(x: np.ndarray, batch_size: int = 128, **kwargs) -> DataLoader:
 def in_memory_umap(digits_data):
     X, y = digits_data
     z = tdr.UMAP(random_state=0, init="pca", max_iter=200, device="cpu").fit_transform(X)
-    return knn_accuracy(z, y)
+    return knn_label_accuracy(z, y)
 
 
 # ---- kNN and PCA of streamed rows ----------------------------------------------------
@@ -147,7 +139,7 @@ def test_streamed_pca_init_equals_in_memory_pca(digits_data):
     X, _ = digits_data
     res = streamed_knn(Chunked(X, 200), None, n_components=2)
     assert res.indices is None
-    got = streaming._pca._signed(res.projection)
+    got = sign_by_largest_entry(res.projection)
     np.testing.assert_allclose(
         got.numpy(), pca_components(torch.from_numpy(X), 2).numpy(), atol=1e-3
     )
@@ -159,9 +151,9 @@ def test_pca_on_the_first_rows_above_the_feature_limit(monkeypatch, gauss):
     res = streamed_knn(Chunked(gauss, 100), None, n_components=2)
     x = torch.from_numpy(gauss)
     _, _, v = torch.linalg.svd(x[:250] - x.mean(0), full_matrices=False)
-    expected = streaming._pca._signed((x - x.mean(0)) @ v[:2].T)
+    expected = sign_by_largest_entry((x - x.mean(0)) @ v[:2].T)
     np.testing.assert_allclose(
-        streaming._pca._signed(res.projection).numpy(), expected.numpy(), atol=1e-3
+        sign_by_largest_entry(res.projection).numpy(), expected.numpy(), atol=1e-3
     )
 
 
@@ -173,14 +165,14 @@ def test_dataloader_input_gives_in_memory_quality(digits_data, in_memory_umap):
     assert isinstance(z, torch.Tensor)
     assert z.shape == (1797, 2)
     assert est.stream_info_["passes"] == 2
-    assert abs(knn_accuracy(z.numpy(), y) - in_memory_umap) <= 0.02
+    assert abs(knn_label_accuracy(z.numpy(), y) - in_memory_umap) <= 0.02
 
 
 def test_dataloader_of_tuples_uses_the_first_element(digits_data):
     X, y = digits_data
     loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=300)
     z = tdr.InfoTSNE(random_state=0, max_iter=150, device="cpu").fit_transform(loader)
-    assert knn_accuracy(z.numpy(), y) > 0.9
+    assert knn_label_accuracy(z.numpy(), y) > 0.9
 
 
 def test_iterable_dataset_without_length(gauss):
@@ -204,7 +196,7 @@ def test_backed_anndata_x_gives_in_memory_quality(tmp_path, digits_data, in_memo
     z = tdr.UMAP(random_state=0, init="pca", max_iter=200, device="cpu").fit_transform(backed.X)
     assert isinstance(z, np.ndarray)
     assert z.dtype == np.float32
-    assert abs(knn_accuracy(z, y) - in_memory_umap) <= 0.02
+    assert abs(knn_label_accuracy(z, y) - in_memory_umap) <= 0.02
     backed.file.close()
 
 
@@ -214,7 +206,7 @@ def test_a_chunked_matrix_is_never_read_whole(digits_data):
     z = tdr.LargeVis(random_state=0, max_iter=150, device="cpu").fit_transform(Chunked(spy, 256))
     assert spy.largest == 256
     assert spy.reads >= 2 * 8
-    assert knn_accuracy(z, y) > 0.9
+    assert knn_label_accuracy(z, y) > 0.9
 
 
 def test_streamed_input_with_a_precomputed_graph_reads_only_for_pca(digits_data):

@@ -60,6 +60,31 @@ def _is_scipy_sparse(x: Any) -> bool:
     return sp.issparse(x)
 
 
+def numeric_matrix(x: Any, what: str) -> torch.Tensor:
+    """``x`` (tensor, numpy array or array-like) as a 2-D tensor of numbers, not yet cast.
+
+    The shared first check of in-memory and streamed input; ``what`` names ``x`` in the
+    messages (e.g. ``'`X`'``, ``'a chunk of `X`'``).
+
+    Raises
+    ------
+    TypeError
+        The values are not numbers (strings, objects).
+    ValueError
+        ``x`` is not 2-D.
+    """
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)):
+            msg = f"{what} must hold numbers; got an array of dtype {x.dtype}."
+            raise TypeError(msg)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if x.ndim != 2:
+        msg = f"{what} must be 2-D (n_samples, n_features); got shape {tuple(x.shape)}."
+        raise ValueError(msg)
+    return x
+
+
 def as_float_tensor(
     x: Any,
     *,
@@ -94,17 +119,7 @@ def as_float_tensor(
             ".toarray() if the matrix is small."
         )
         raise TypeError(msg)
-    if not isinstance(x, torch.Tensor):
-        x = np.asarray(x)
-        if x.dtype == object or not (
-            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
-        ):
-            msg = f"`{name}` must hold numbers; got an array of dtype {x.dtype}."
-            raise TypeError(msg)
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if x.ndim != 2:
-        msg = f"`{name}` must be 2-D (n_samples, n_features); got shape {tuple(x.shape)}."
-        raise ValueError(msg)
+    x = numeric_matrix(x, f"`{name}`")
     if x.shape[0] == 0 or x.shape[1] == 0:
         msg = f"`{name}` is empty; got shape {tuple(x.shape)}."
         raise ValueError(msg)

@@ -26,25 +26,119 @@ logger = get_logger(__name__)
 INIT_NAMES = ("pca", "spectral", "normal", "random")
 
 
+#: Up to this many features, PCA diagonalises the ``d x d`` scatter matrix (exact);
+#: above it, that matrix is too large and the axes come from an SVD of the first
+#: :data:`PCA_SVD_ROWS` rows instead.
+PCA_EXACT_MAX_FEATURES = 2048
+#: Rows whose SVD gives the principal axes above :data:`PCA_EXACT_MAX_FEATURES` features.
+PCA_SVD_ROWS = 20_000
+
+
+def principal_axes(scatter: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leading eigenvectors of a scatter (or covariance) matrix, in float64.
+
+    Parameters
+    ----------
+    scatter
+        ``(d, d)`` symmetric matrix ``Xc^T Xc`` of centred rows ``Xc`` (or that matrix
+        divided by a positive count); diagonalised in float64 whatever its dtype.
+    n_components
+        Number of axes kept (fewer when ``d < n_components``).
+
+    Returns
+    -------
+    axes
+        ``(d, min(d, n_components))`` float64 unit eigenvectors as columns, by decreasing
+        eigenvalue.
+    eigenvalues
+        ``(min(d, n_components),)`` matching float64 eigenvalues (the variance along each
+        axis times the divisor of ``scatter``, if any).
+    """
+    evals, evecs = torch.linalg.eigh(scatter.double())
+    order = torch.argsort(evals, descending=True)[:n_components]
+    return evecs[:, order], evals[order]
+
+
+def principal_axes_svd(centred_rows: torch.Tensor, n_components: int) -> torch.Tensor:
+    """Leading right singular vectors of centred rows: principal axes without a scatter matrix.
+
+    Parameters
+    ----------
+    centred_rows
+        ``(m, d)`` rows minus the data mean (in practice the first :data:`PCA_SVD_ROWS` rows).
+    n_components
+        Number of axes kept (fewer when ``min(m, d) < n_components``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(d, min(m, d, n_components))`` unit axes as columns, by decreasing singular value,
+        in the dtype of ``centred_rows``.
+    """
+    _, _, v = torch.linalg.svd(centred_rows, full_matrices=False)
+    return v[:n_components].T
+
+
+def pad_columns(proj: torch.Tensor, n_components: int) -> torch.Tensor:
+    """``proj`` with zero columns appended up to ``n_components`` columns.
+
+    PCA of data with fewer features (or rows) than components leaves the missing
+    coordinates at zero.
+    """
+    if proj.shape[1] >= n_components:
+        return proj
+    pad = proj.new_zeros((proj.shape[0], n_components - proj.shape[1]))
+    return torch.cat([proj, pad], 1)
+
+
+def sign_by_largest_entry(columns: torch.Tensor) -> torch.Tensor:
+    """``columns`` with each column's sign flipped so that its largest-magnitude entry is positive.
+
+    Principal axes are defined up to sign; this rule makes them (or the coordinates on
+    them) deterministic. All-zero columns are left as they are.
+
+    Parameters
+    ----------
+    columns
+        ``(m, k)`` tensor: PCA coordinates of ``m`` rows, or ``k`` axes of length ``m``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(m, k)`` tensor, every column multiplied by ``+1`` or ``-1``.
+    """
+    idx = columns.abs().argmax(0)
+    signs = torch.sign(columns[idx, torch.arange(columns.shape[1], device=columns.device)])
+    return columns * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
 def pca_components(x: torch.Tensor, n_components: int) -> torch.Tensor:
-    """Projection of ``x`` on its top principal components, signs made deterministic."""
+    """Coordinates of ``x`` on its top principal axes, the initialisation ``init='pca'``.
+
+    Up to :data:`PCA_EXACT_MAX_FEATURES` features, the axes are the eigenvectors of the
+    scatter matrix (:func:`principal_axes`); above, the right singular vectors of the first
+    :data:`PCA_SVD_ROWS` centred rows (:func:`principal_axes_svd`). Missing components
+    (fewer features than ``n_components``) are zero; signs follow
+    :func:`sign_by_largest_entry` on the coordinates.
+
+    Parameters
+    ----------
+    x
+        ``(n, d)`` data.
+    n_components
+        Number of coordinates.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, n_components)`` coordinates, in ``x``'s dtype and device.
+    """
     xc = x - x.mean(0, keepdim=True)
-    d = x.shape[1]
-    if d <= 2048:
-        cov = xc.T @ xc
-        evals, evecs = torch.linalg.eigh(cov.double())
-        comps = evecs[:, torch.argsort(evals, descending=True)[:n_components]].to(x.dtype)
+    if x.shape[1] <= PCA_EXACT_MAX_FEATURES:
+        axes = principal_axes(xc.T @ xc, n_components)[0].to(x.dtype)
     else:
-        _, _, v = torch.linalg.svd(xc[: min(x.shape[0], 20000)], full_matrices=False)
-        comps = v[:n_components].T
-    proj = xc @ comps
-    if proj.shape[1] < n_components:  # fewer features than components: pad with zeros
-        pad = torch.zeros(x.shape[0], n_components - proj.shape[1], dtype=x.dtype, device=x.device)
-        proj = torch.cat([proj, pad], 1)
-    # deterministic sign: the largest-magnitude entry of every column is positive
-    idx = proj.abs().argmax(0)
-    signs = torch.sign(proj[idx, torch.arange(proj.shape[1], device=x.device)])
-    return proj * torch.where(signs == 0, torch.ones_like(signs), signs)
+        axes = principal_axes_svd(xc[:PCA_SVD_ROWS], n_components)
+    return sign_by_largest_entry(pad_columns(xc @ axes, n_components))
 
 
 #: Extra vectors in the LOBPCG block (beyond the k wanted): faster convergence on graphs

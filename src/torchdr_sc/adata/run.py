@@ -60,6 +60,13 @@ def _named_parameters(tl_function: Callable[..., Any]) -> set[str]:
     return set(inspect.signature(tl_function).parameters) - {"adata", "kwargs"}
 
 
+def _first_unknown(estimator_cls: type, given: dict[str, Any]) -> tuple[str | None, set[str]]:
+    """The first (sorted) key of ``given`` that the estimator does not take, and its params."""
+    valid = set(estimator_cls().get_params())
+    unknown = sorted(set(given) - valid)
+    return (unknown[0] if unknown else None), valid
+
+
 def estimator_options(
     tl_function: Callable[..., Any], estimator_cls: type, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -83,11 +90,10 @@ def estimator_options(
     TypeError
         A keyword that is not a parameter of the estimator, with the list of those that are.
     """
-    valid = set(estimator_cls().get_params())
-    unknown = sorted(set(kwargs) - valid)
-    if unknown:
+    unknown, valid = _first_unknown(estimator_cls, kwargs)
+    if unknown is not None:
         msg = (
-            f"tl.{tl_function.__name__}() got an unexpected keyword argument {unknown[0]!r}; "
+            f"tl.{tl_function.__name__}() got an unexpected keyword argument {unknown!r}; "
             f"the {estimator_cls.__name__} estimator accepts: "
             f"{format_options(valid - _named_parameters(tl_function))}."
         )
@@ -113,11 +119,10 @@ def build_estimator(
     ValueError
         An invalid value (the message names the parameter).
     """
-    valid = set(estimator_cls().get_params())
-    unknown = sorted(set(params) - valid)
-    if unknown:
+    unknown, valid = _first_unknown(estimator_cls, params)
+    if unknown is not None:
         msg = (
-            f"{unknown[0]!r} is not a parameter of {estimator_cls.__name__} "
+            f"{unknown!r} is not a parameter of {estimator_cls.__name__} "
             f"(valid: {format_options(valid)})."
         )
         raise TypeError(msg)

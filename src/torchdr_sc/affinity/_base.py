@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from .._device import as_float_tensor, resolve_device
 from .._logging import get_logger, verbosity
-from .._validation import check_enough_samples, check_option
+from .._validation import check_enough_samples, check_number, check_option
 from ..knn import METRICS, KNNGraph, check_backend
-from ._distances import compute_knn, pairwise_distances
+from ..knn import knn as knn_search
+from ._distances import pairwise_distances
 from .sparse import SparseAffinity
 
 logger = get_logger(__name__)
-
-#: kNN backends accepted by the affinities (``None`` means plain torch, as in TorchDR).
 
 
 class Affinity:
@@ -82,7 +82,7 @@ class Affinity:
             n = x.shape[0]
             if self.sparsity:
                 k = self.required_k(n)
-                graph = compute_knn(x, k, metric=self.metric, backend=self.backend)
+                graph = knn_search(x, k, backend=self.backend, metric=self.metric)
                 return self.from_knn(graph)
             return self.from_distances(pairwise_distances(x, metric=self.metric))
 
@@ -125,6 +125,31 @@ class Affinity:
             D = D.to(torch.float32)
         self._check_n_samples(int(D.shape[0]))
         return D
+
+
+class PerplexityAffinity(Affinity):
+    """Base of the affinities calibrated to a perplexity (entropic, symmetric entropic).
+
+    Validates ``perplexity``, a float in (0, inf), after the options of
+    :class:`Affinity`, and asks for more samples than the perplexity.
+    """
+
+    def __init__(self, perplexity: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.perplexity = check_number("perplexity", perplexity, low=0.0)
+        if math.isinf(self.perplexity):
+            msg = f"`perplexity` must be a float in (0, inf); got {perplexity!r}."
+            raise ValueError(msg)
+
+    def _check_n_samples(self, n: int) -> None:
+        check_enough_samples(n, self.perplexity, f"perplexity ({self.perplexity:g})")
+
+
+def check_solver_options(tol: float, max_iter: int, *, min_iter: int = 1) -> tuple[float, int]:
+    """Validated ``tol`` (> 0) and ``max_iter`` (>= ``min_iter``) of an iterative solver."""
+    tol = check_number("tol", tol, low=0.0)
+    max_iter = check_number("max_iter", max_iter, kind=int, low=min_iter, closed="left")
+    return tol, max_iter
 
 
 def warn_short_graph(name: str, k: int, needed: int) -> None:

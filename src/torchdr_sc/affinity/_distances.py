@@ -1,20 +1,14 @@
-"""Dense pairwise distances, a small exact kNN and metric conversions for the affinities.
+"""Dense pairwise distances and metric conversions for the affinities.
 
-The kNN search proper lives in :mod:`torchdr_sc.knn`; :func:`compute_knn` routes to it and
-only falls back on the exact blockwise search below when that module cannot be imported.
+The kNN search lives in :mod:`torchdr_sc.knn`: the affinities call
+:func:`torchdr_sc.knn.knn` and read its graphs with :func:`distances_in`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._logging import get_logger
 from ..knn import KNNGraph
-
-logger = get_logger(__name__)
-
-#: Number of distance entries computed at once by the blockwise exact kNN.
-_BLOCK_ENTRIES = 1 << 22
 
 
 def pairwise_distances(
@@ -70,50 +64,6 @@ def _squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     sq = xx + yy - 2.0 * (x @ y.T)
     noise = (xx + yy).mul_(4.0 * torch.finfo(x.dtype).eps)
     return sq.masked_fill_(sq <= noise, 0.0)
-
-
-def exact_knn(x: torch.Tensor, k: int, metric: str = "sqeuclidean") -> KNNGraph:
-    """Exact k nearest neighbours (self excluded, rows sorted), blockwise in memory.
-
-    Parameters
-    ----------
-    x
-        ``(n, d)`` data.
-    k
-        Number of neighbours, at most ``n - 1``.
-    metric
-        Any metric of :func:`pairwise_distances`; distances are returned in its units.
-    """
-    n = x.shape[0]
-    if metric in ("sqeuclidean", "euclidean"):
-        x = x - x.mean(dim=0)
-    block = max(1, min(n, _BLOCK_ENTRIES // max(n, 1)))
-    idx_parts, dist_parts = [], []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        d = pairwise_distances(x[start:stop], x, metric)
-        rows = torch.arange(stop - start, device=x.device)
-        d[rows, rows + start] = float("inf")
-        vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        idx_parts.append(idx)
-        dist_parts.append(vals)
-    return KNNGraph(torch.cat(idx_parts), torch.cat(dist_parts), metric)
-
-
-def compute_knn(x: torch.Tensor, k: int, *, metric: str, backend: str | None) -> KNNGraph:
-    """kNN graph of ``x`` through :func:`torchdr_sc.knn.knn` when it is available.
-
-    ``backend=None`` means plain torch (TorchDR convention). Without the kNN module an exact
-    blockwise torch search is used, whatever ``backend`` says (logged).
-    """
-    try:
-        from ..knn import knn as knn_search
-    except ImportError:
-        knn_search = None
-    if knn_search is None:
-        logger.info("kNN: exact torch search (k=%d, metric=%r)", k, metric)
-        return exact_knn(x, k, metric)
-    return knn_search(x, k, backend="torch" if backend is None else backend, metric=metric)
 
 
 def distances_in(knn: KNNGraph, metric: str) -> torch.Tensor:

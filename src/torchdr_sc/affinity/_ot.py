@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._validation import check_number, check_option
-from ._base import Affinity
+from ._base import Affinity, check_solver_options
 
 #: Base kernels of the doubly stochastic affinities: cost ``D`` or ``log(1 + D)``.
 BASE_KERNELS = ("gaussian", "student")
@@ -34,5 +34,4 @@ class DoublyStochasticAffinity(Affinity):
         super().__init__(metric=metric, backend=backend, device=device, verbose=verbose)
         self.eps = check_number("eps", eps, low=0.0)
         self.base_kernel = check_option("base_kernel", base_kernel, BASE_KERNELS)
-        self.tol = check_number("tol", tol, low=0.0)
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=1, closed="left")
+        self.tol, self.max_iter = check_solver_options(tol, max_iter)

@@ -32,7 +32,13 @@ import torch
 
 from ._linalg import conjugate_gradient
 
-__all__ = ["DualState", "dual_state", "first_order_dual_ascent", "newton_dual_ascent"]
+__all__ = [
+    "DualProblem",
+    "DualState",
+    "dual_state",
+    "first_order_dual_ascent",
+    "newton_dual_ascent",
+]
 
 
 @dataclass
@@ -104,25 +110,16 @@ def _newton_direction(
     return step[:n] * mask, step[n:]
 
 
-def newton_dual_ascent(
-    C: torch.Tensor,
-    gamma: torch.Tensor,
-    lam: torch.Tensor,
-    target: float,
-    *,
-    floor: float,
-    tol: float,
-    max_iter: int,
-    lr: float = 1.0,
-) -> tuple[DualState, int]:
-    """Projected Newton ascent on the dual, from ``(gamma, lam)``.
+@dataclass(frozen=True)
+class DualProblem:
+    """One dual to maximise and its stopping rule, shared by both solvers.
 
-    Parameters
+    Attributes
     ----------
-    C
-        ``(n, n)`` symmetric cost (its diagonal is ignored).
-    gamma, lam
-        Starting dual variables (``gamma >= floor``).
+    C2
+        ``2 C``, twice the ``(n, n)`` symmetric cost (its diagonal is ignored).
+    eye
+        ``(n, n)`` boolean mask of the diagonal.
     target
         ``log(perplexity) + 1``.
     floor
@@ -130,7 +127,44 @@ def newton_dual_ascent(
     tol
         Stop when marginals and entropies are within ``tol``.
     max_iter
-        Maximum number of Newton steps.
+        Maximum number of iterations.
+    """
+
+    C2: torch.Tensor
+    eye: torch.Tensor
+    target: float
+    floor: float
+    tol: float
+    max_iter: int
+
+    @classmethod
+    def of(
+        cls, C: torch.Tensor, target: float, *, floor: float, tol: float, max_iter: int
+    ) -> DualProblem:
+        """The dual of the cost ``C`` (``(n, n)``, symmetric)."""
+        eye = torch.eye(C.shape[0], dtype=torch.bool, device=C.device)
+        return cls(2.0 * C, eye, target, floor, tol, max_iter)
+
+    def state(self, gamma: torch.Tensor, lam: torch.Tensor) -> DualState:
+        """The :class:`DualState` at ``(gamma, lam)``."""
+        return dual_state(self.C2, gamma, lam, self.target, self.eye)
+
+    def residual(self, st: DualState) -> float:
+        """Largest marginal error or entropy-constraint violation of a state."""
+        return max(st.errors(self.target, self.floor))
+
+
+def newton_dual_ascent(
+    problem: DualProblem, gamma: torch.Tensor, lam: torch.Tensor, *, lr: float = 1.0
+) -> tuple[DualState, int]:
+    """Projected Newton ascent on the dual, from ``(gamma, lam)``.
+
+    Parameters
+    ----------
+    problem
+        The dual, its tolerance and iteration cap (on Newton steps).
+    gamma, lam
+        Starting dual variables (``gamma >= problem.floor``).
     lr
         First step length tried by the backtracking line search.
 
@@ -139,19 +173,17 @@ def newton_dual_ascent(
     DualState, int
         The final state and the number of Newton steps.
     """
-    eye = torch.eye(C.shape[0], dtype=torch.bool, device=C.device)
-    C2 = 2.0 * C
-    st = dual_state(C2, gamma, lam, target, eye)
+    st = problem.state(gamma, lam)
     it = 0
-    while it < max_iter:
-        resid = max(st.errors(target, floor))
-        if resid < tol:
+    while it < problem.max_iter:
+        resid = problem.residual(st)
+        if resid < problem.tol:
             break
         it += 1
-        gap = target - st.entropy
-        free = ~((st.gamma <= floor) & (gap < 0))
-        dg, dl = _newton_direction(st, target, free, rtol=min(0.1, resid))
-        trial = _line_search(st, C2, dg, dl, gap, target, eye, floor=floor, lr=lr)
+        gap = problem.target - st.entropy
+        free = ~((st.gamma <= problem.floor) & (gap < 0))
+        dg, dl = _newton_direction(st, problem.target, free, rtol=min(0.1, resid))
+        trial = _line_search(problem, st, dg, dl, gap, lr=lr)
         if trial is None:
             break
         st = trial
@@ -159,45 +191,38 @@ def newton_dual_ascent(
 
 
 def _line_search(
+    problem: DualProblem,
     st: DualState,
-    C2: torch.Tensor,
     dg: torch.Tensor,
     dl: torch.Tensor,
     gap: torch.Tensor,
-    target: float,
-    eye: torch.Tensor,
     *,
-    floor: float,
     lr: float,
 ) -> DualState | None:
     """Backtrack until the dual value increases enough (Armijo) or the residual halves."""
-    resid = max(st.errors(target, floor))
+    resid = problem.residual(st)
     alpha = lr
     for _ in range(40):
-        g_new = (st.gamma + alpha * dg).clamp_min(floor)
+        g_new = (st.gamma + alpha * dg).clamp_min(problem.floor)
         l_new = st.lam + alpha * dl
-        trial = dual_state(C2, g_new, l_new, target, eye)
+        trial = problem.state(g_new, l_new)
         if math.isfinite(trial.value):
             gain = float(
                 torch.dot(gap, g_new - st.gamma) + torch.dot(1.0 - st.rows, l_new - st.lam)
             )
             if trial.value >= st.value + 1e-4 * gain:
                 return trial
-            if max(trial.errors(target, floor)) <= 0.5 * resid:
+            if problem.residual(trial) <= 0.5 * resid:
                 return trial
         alpha *= 0.5
     return None
 
 
 def first_order_dual_ascent(
-    C: torch.Tensor,
+    problem: DualProblem,
     gamma: torch.Tensor,
     lam: torch.Tensor,
-    target: float,
     *,
-    floor: float,
-    tol: float,
-    max_iter: int,
     lr: float,
     optimizer: str = "Adam",
     eps_square: bool = True,
@@ -207,8 +232,7 @@ def first_order_dual_ascent(
     With ``eps_square`` the entropy multipliers are ``gamma = floor + e^2`` with ``e``
     optimised freely; otherwise ``gamma`` is optimised and projected onto ``[floor, inf)``.
     """
-    eye = torch.eye(C.shape[0], dtype=torch.bool, device=C.device)
-    C2 = 2.0 * C
+    floor = problem.floor
     g_var = (gamma - floor).clamp_min(0.0).sqrt() if eps_square else gamma.clone()
     g_var.requires_grad_(True)
     l_var = lam.clone().requires_grad_(True)
@@ -216,11 +240,11 @@ def first_order_dual_ascent(
     it = 0
     while True:
         g_now = floor + g_var.detach().square() if eps_square else g_var.detach()
-        st = dual_state(C2, g_now, l_var.detach(), target, eye)
-        if max(st.errors(target, floor)) < tol or it >= max_iter:
+        st = problem.state(g_now, l_var.detach())
+        if problem.residual(st) < problem.tol or it >= problem.max_iter:
             return st, it
         it += 1
-        grad_g = st.entropy - target  # gradient of -g
+        grad_g = st.entropy - problem.target  # gradient of -g
         g_var.grad = 2.0 * g_var.detach() * grad_g if eps_square else grad_g
         l_var.grad = st.rows - 1.0
         opt.step()

@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 
-from .._validation import check_enough_samples, check_number
 from ..knn import KNNGraph
-from ._base import Affinity, log_unconverged, warn_short_graph
+from ._base import PerplexityAffinity, check_solver_options, log_unconverged, warn_short_graph
 from ._distances import distances_in, off_diagonal, scatter_off_diagonal
 from ._root_search import RootSearchResult, root_search
 from .sparse import SparseAffinity
@@ -97,7 +96,7 @@ def entropic_rows(
     return log_p, scaled_beta / scale.squeeze(1), result
 
 
-class EntropicAffinity(Affinity):
+class EntropicAffinity(PerplexityAffinity):
     r"""Entropic affinity of SNE / t-SNE.
 
     Row ``i`` is the Gaussian conditional distribution
@@ -144,21 +143,18 @@ class EntropicAffinity(Affinity):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            metric=metric, backend=backend, device=device, verbose=verbose, sparsity=sparsity
+            perplexity,
+            metric=metric,
+            backend=backend,
+            device=device,
+            verbose=verbose,
+            sparsity=sparsity,
         )
-        self.perplexity = check_number("perplexity", perplexity, low=0.0)
-        if math.isinf(self.perplexity):
-            msg = f"`perplexity` must be a float in (0, inf); got {perplexity!r}."
-            raise ValueError(msg)
-        self.tol = check_number("tol", tol, low=0.0)
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=1, closed="left")
+        self.tol, self.max_iter = check_solver_options(tol, max_iter)
 
     def required_k(self, n: int) -> int:
         """``min(ceil(3 * perplexity), n - 1)``, the usual t-SNE neighbourhood size."""
         return max(min(math.ceil(3 * self.perplexity), n - 1), 1)
-
-    def _check_n_samples(self, n: int) -> None:
-        check_enough_samples(n, self.perplexity, f"perplexity ({self.perplexity:g})")
 
     def _calibrate(self, d: torch.Tensor, beta0: torch.Tensor | None = None) -> torch.Tensor:
         log_p, _, result = entropic_rows(

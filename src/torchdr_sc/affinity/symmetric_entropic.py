@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from .._logging import get_logger
-from .._validation import check_enough_samples, check_number, check_option
-from ._base import Affinity
-from ._snekhorn import first_order_dual_ascent, newton_dual_ascent
+from .._validation import check_number, check_option
+from ._base import PerplexityAffinity, check_solver_options
+from ._snekhorn import DualProblem, DualState, first_order_dual_ascent, newton_dual_ascent
 from .entropic import entropic_rows
 
 __all__ = ["SymmetricEntropicAffinity"]
@@ -23,7 +23,7 @@ _OPTIMIZERS = ("Adam", "SGD", "newton")
 _GAMMA_FLOOR = 1e-8
 
 
-class SymmetricEntropicAffinity(Affinity):
+class SymmetricEntropicAffinity(PerplexityAffinity):
     r"""Symmetric entropic affinity of SNEkhorn.
 
     The symmetric, doubly stochastic matrix of minimal cost whose rows all have entropy at
@@ -82,19 +82,11 @@ class SymmetricEntropicAffinity(Affinity):
         device: Any = "auto",
         verbose: bool = False,
     ) -> None:
-        super().__init__(metric=metric, backend=backend, device=device, verbose=verbose)
-        self.perplexity = check_number("perplexity", perplexity, low=0.0)
-        if math.isinf(self.perplexity):
-            msg = f"`perplexity` must be a float in (0, inf); got {perplexity!r}."
-            raise ValueError(msg)
+        super().__init__(perplexity, metric=metric, backend=backend, device=device, verbose=verbose)
         self.lr = None if lr is None else check_number("lr", lr, low=0.0)
         self.eps_square = bool(eps_square)
-        self.tol = check_number("tol", tol, low=0.0)
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=0, closed="left")
+        self.tol, self.max_iter = check_solver_options(tol, max_iter, min_iter=0)
         self.optimizer = check_option("optimizer", optimizer, _OPTIMIZERS)
-
-    def _check_n_samples(self, n: int) -> None:
-        check_enough_samples(n, self.perplexity, f"perplexity ({self.perplexity:g})")
 
     def _initial_duals(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dual variables matching the entropic affinity calibrated on the nearest pairs.
@@ -128,32 +120,26 @@ class SymmetricEntropicAffinity(Affinity):
         floor = _GAMMA_FLOOR
         gamma = gamma.clamp_min(floor)
         target = math.log(self.perplexity) + 1.0
+        problem = DualProblem.of(C, target, floor=floor, tol=self.tol, max_iter=self.max_iter)
         if self.optimizer == "newton":
-            state, n_iter = newton_dual_ascent(
-                C,
-                gamma,
-                lam,
-                target,
-                floor=floor,
-                tol=self.tol,
-                max_iter=self.max_iter,
-                lr=1.0 if self.lr is None else min(self.lr, 1.0),
-            )
+            lr = 1.0 if self.lr is None else min(self.lr, 1.0)
+            state, n_iter = newton_dual_ascent(problem, gamma, lam, lr=lr)
         else:
             state, n_iter = first_order_dual_ascent(
-                C,
+                problem,
                 gamma,
                 lam,
-                target,
-                floor=floor,
-                tol=self.tol,
-                max_iter=self.max_iter,
                 lr=0.1 if self.lr is None else self.lr,
                 optimizer=self.optimizer,
                 eps_square=self.eps_square,
             )
         self.n_iter_ = n_iter
-        marginal, entropy = state.errors(target, floor)
+        self._log_convergence(state, problem, n_iter)
+        return state.p.to(out_dtype)
+
+    def _log_convergence(self, state: DualState, problem: DualProblem, n_iter: int) -> None:
+        """Warn when the dual ascent stopped short of the tolerance, else log its count."""
+        marginal, entropy = state.errors(problem.target, problem.floor)
         if max(marginal, entropy) >= self.tol:
             logger.warning(
                 "SymmetricEntropicAffinity: row sums within %.2g and entropies within %.2g "
@@ -165,4 +151,3 @@ class SymmetricEntropicAffinity(Affinity):
             )
         else:
             logger.info("SymmetricEntropicAffinity: converged in %d iterations", n_iter)
-        return state.p.to(out_dtype)

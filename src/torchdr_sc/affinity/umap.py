@@ -10,8 +10,9 @@ import torch
 from .._logging import verbosity
 from .._validation import check_number
 from ..knn import KNNGraph
-from ._base import Affinity, log_unconverged, warn_short_graph
-from ._distances import compute_knn, distances_in
+from ..knn import knn as knn_search
+from ._base import Affinity, check_solver_options, log_unconverged, warn_short_graph
+from ._distances import distances_in
 from ._knn_union import symmetrize_knn
 from ._root_search import root_search
 from .sparse import SparseAffinity
@@ -177,8 +178,7 @@ class UMAPAffinity(Affinity):
         self.local_connectivity = check_number(
             "local_connectivity", local_connectivity, low=0.0, closed="left"
         )
-        self.tol = check_number("tol", tol, low=0.0)
-        self.max_iter = check_number("max_iter", max_iter, kind=int, low=1, closed="left")
+        self.tol, self.max_iter = check_solver_options(tol, max_iter)
 
     @property
     def _metric(self) -> str:
@@ -193,7 +193,7 @@ class UMAPAffinity(Affinity):
         with verbosity(self.verbose):
             x = self._input(X)
             k = self.required_k(x.shape[0])
-            P = self.from_knn(compute_knn(x, k, metric=self.metric, backend=self.backend))
+            P = self.from_knn(knn_search(x, k, backend=self.backend, metric=self.metric))
         return P if self.sparsity else P.to_dense()
 
     def from_knn(self, knn: KNNGraph) -> SparseAffinity:

@@ -35,6 +35,9 @@ from ..streaming import fit_streamed, is_streamed
 
 logger = get_logger(__name__)
 
+#: Largest n for which the dense n x n methods (TSNEkhorn, AffinityMatcher) are allowed.
+MAX_DENSE_SAMPLES = 15_000
+
 
 @dataclass(kw_only=True, eq=False, repr=False)
 class Embedder(BaseEstimator):

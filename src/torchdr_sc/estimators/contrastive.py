@@ -18,7 +18,7 @@ from ..objective.sampled import SINGLE_THREAD_WORK, SampledKernel, single_cpu_th
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
-from .tsne import _PerplexityMixin
+from .perplexity import PerplexityMixin
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -188,7 +188,7 @@ class UMAP(_SampledEmbedder):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class LargeVis(_PerplexityMixin, _SampledEmbedder):
+class LargeVis(PerplexityMixin, _SampledEmbedder):
     """LargeVis (Tang et al. 2016).
 
     Input affinity: symmetrised :class:`~torchdr_sc.affinity.EntropicAffinity`; embedding
@@ -214,18 +214,6 @@ class LargeVis(_PerplexityMixin, _SampledEmbedder):
 
     def _kernel(self) -> SampledKernel:
         return SampledKernel("largevis", repulsion=self.repulsion_strength, clip=5.0)
-
-    def affinity_params(self) -> dict[str, Any]:
-        """Parameters that determine P (shared with TSNE and InfoTSNE)."""
-        return {
-            "affinity": "EntropicAffinity",
-            "perplexity": float(self.perplexity),
-            "metric": self.metric_in,
-            "symmetrize": "mean",
-        }
-
-    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
-        return self._entropic(knn).symmetrize("mean")
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

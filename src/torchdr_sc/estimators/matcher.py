@@ -16,9 +16,8 @@ from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
 from ..optimize import OptimizeResult
-from ._base import Embedder
+from ._base import MAX_DENSE_SAMPLES, Embedder
 from ._schedule import run_schedule
-from .tsnekhorn import MAX_DENSE_SAMPLES
 
 LOSSES = ("cross_entropy", "kl", "square_loss")
 

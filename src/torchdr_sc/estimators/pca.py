@@ -1,20 +1,28 @@
-"""Principal component analysis in torch (used for ``init='pca'`` and as an estimator)."""
+"""Principal component analysis in torch, as a scikit-learn estimator.
+
+The axes come from :func:`~torchdr_sc.initialization.principal_axes`, the eigen-solver that
+``init='pca'`` (:func:`~torchdr_sc.initialization.pca_components`) also uses; the estimator
+itself is not used for initialisation. Its signs are fixed on the axes, not on the
+coordinates as ``init='pca'`` does, so the two can differ in sign.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._device import as_float_tensor, resolve_device, to_output
 from .._validation import check_number
+from ..initialization import principal_axes, sign_by_largest_entry
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
 class PCA(TransformerMixin, BaseEstimator):
     """PCA by an eigen-decomposition of the covariance (exact), in torch.
+
+    The covariance is diagonalised in float64 whatever the input dtype.
 
     Parameters
     ----------
@@ -28,7 +36,8 @@ class PCA(TransformerMixin, BaseEstimator):
     mean_
         Feature means ``(n_features,)``.
     components_
-        Principal axes ``(n_components, n_features)``, signs made deterministic.
+        Principal axes ``(n_components, n_features)``, by decreasing variance; signs made
+        deterministic (the largest-magnitude entry of each axis is positive).
     explained_variance_
         Variance along each component.
     """
@@ -45,12 +54,11 @@ class PCA(TransformerMixin, BaseEstimator):
             raise ValueError(msg)
         self.mean_ = x.mean(0)
         xc = x - self.mean_
-        evals, evecs = torch.linalg.eigh((xc.T @ xc).double() / max(1, x.shape[0] - 1))
-        order = torch.argsort(evals, descending=True)[: self.n_components]
-        comps = evecs[:, order].T.to(x.dtype)
-        signs = torch.sign(comps[torch.arange(comps.shape[0]), comps.abs().argmax(1)])
-        self.components_ = comps * signs[:, None]
-        self.explained_variance_ = evals[order].to(x.dtype)
+        cov = (xc.T @ xc).double() / max(1, x.shape[0] - 1)
+        axes, evals = principal_axes(cov, self.n_components)
+        # the sign rule on the axes: each component's largest-magnitude entry is positive
+        self.components_ = sign_by_largest_entry(axes.to(x.dtype)).T
+        self.explained_variance_ = evals.to(x.dtype)
         return self
 
     def transform(self, X: Any) -> Any:

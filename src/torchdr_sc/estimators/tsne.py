@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 
-from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..knn import KNNGraph
 from ..objective.exact import sne_gradient, tsne_gradient
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
+from .perplexity import PerplexityMixin
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class _PerplexityMixin:
-    perplexity: float = 30.0
-
-    def _check_perplexity(self) -> None:
-        check_number("perplexity", self.perplexity, low=0)
-
-    def _base_neighbours(self) -> int:
-        return math.ceil(3 * self.perplexity)
-
-    def neighbours_needed(self, n: int) -> int:
-        return min(math.ceil(3 * self.perplexity), n - 1)
-
-    def check_n_samples(self, n: int) -> None:
-        if n >= 2 and self.perplexity >= n:
-            msg = (
-                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
-                f"samples ({n})."
-            )
-            raise ValueError(msg)
-        super().check_n_samples(n)
-
-    def _min_samples_text(self) -> str:
-        return f"perplexity ({self.perplexity:g})"
-
-    def _entropic(self, knn: KNNGraph) -> SparseAffinity:
-        from ..affinity import EntropicAffinity
-
-        aff = EntropicAffinity(
-            perplexity=self.perplexity,
-            tol=self.tol_affinity,
-            max_iter=self.max_iter_affinity,
-            metric=self.metric_in,
-        )
-        return aff.from_knn(knn)
-
-
-@dataclass(kw_only=True, eq=False, repr=False)
-class _ExactEmbedder(_PerplexityMixin, Embedder):
+class _ExactEmbedder(PerplexityMixin, Embedder):
     """t-SNE-style schedule: exaggeration phase with momentum 0.5, then momentum 0.8."""
 
     early_exaggeration_coeff: float | None = 12.0
@@ -101,18 +62,6 @@ class TSNE(_ExactEmbedder):
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
 
-    def affinity_params(self) -> dict[str, Any]:
-        """Parameters that determine P (shared with InfoTSNE and LargeVis)."""
-        return {
-            "affinity": "EntropicAffinity",
-            "perplexity": float(self.perplexity),
-            "metric": self.metric_in,
-            "symmetrize": "mean",
-        }
-
-    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
-        return self._entropic(knn).symmetrize("mean")
-
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         P = P.scaled(1.0 / float(P.weights.sum()))
         reduce = ctx.reduce_scalar if ctx.active else (lambda v: v)
@@ -141,18 +90,7 @@ class SNE(_ExactEmbedder):
     """
 
     early_exaggeration_coeff: float | None = 4.0
-
-    def affinity_params(self) -> dict[str, Any]:
-        """Parameters that determine P."""
-        return {
-            "affinity": "EntropicAffinity",
-            "perplexity": float(self.perplexity),
-            "metric": self.metric_in,
-            "symmetrize": "none",
-        }
-
-    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
-        return self._entropic(knn)
+    p_symmetrization: ClassVar[str] = "none"
 
     def _auto_lr(self, n: int) -> float:
         # the Gaussian kernel's gradient is steeper than the Student one: n / 40 is stable

@@ -12,11 +12,9 @@ from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..objective.exact import matvec_columns
 from ..optimize import OptimizeResult
+from ._base import MAX_DENSE_SAMPLES
 from ._schedule import run_schedule
 from .tsne import _ExactEmbedder
-
-#: Largest n for which the dense n x n computations of TSNEkhorn are allowed.
-MAX_DENSE_SAMPLES = 15_000
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

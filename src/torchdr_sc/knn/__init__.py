@@ -25,9 +25,11 @@ named explicitly is used or fails with a clear error: never a silent fallback.
 
 Every backend returns a :class:`~torchdr_sc.knn.KNNGraph` with distances recomputed
 exactly from the coordinates in the data's dtype, rows sorted by increasing distance.
+:class:`SearchTask` states what a backend's search function (:data:`SearchFn`) receives;
+:class:`CandidateSearch` builds one from a candidate selection, as the built-in ones are.
 """
 
-from .common import KNNBackend, drop_self
+from .common import CandidateSearch, KNNBackend, SearchFn, SearchTask, drop_self
 from .graph import METRICS, KNNGraph
 from .registry import (
     AUTO_CUDA_EXACT_MAX_SAMPLES,
@@ -48,8 +50,11 @@ __all__ = [
     "BACKENDS",
     "INDEXES",
     "METRICS",
+    "CandidateSearch",
     "KNNBackend",
     "KNNGraph",
+    "SearchFn",
+    "SearchTask",
     "auto_backend",
     "available_backends",
     "check_backend",

@@ -1,18 +1,27 @@
-"""Pieces shared by every kNN backend: the registry record, exact re-ranking, self exclusion.
+"""Pieces shared by every kNN backend: the search contract, exact re-ranking, self exclusion.
 
-Every backend selects candidate neighbours its own way (blockwise matmul, faiss index, keops
-reduction), then hands the candidates to :func:`finalize`, which recomputes their distances
-exactly from the coordinates in the data's dtype, clamps round-off at 0 and sorts each row.
-So all backends return distances in the same units and with the same accuracy.
+:class:`SearchTask` states once what a backend search function receives (the keyword
+options of ``fn(X, k, **options)``, their meaning and defaults) and the steps every
+built-in backend shares around its own candidate selection: the search coordinates, the
+``k + 1`` candidates of a self search, the exclusion of the query row
+(:func:`drop_self`) and :func:`finalize`, which recomputes the candidates' distances
+exactly from the coordinates in the data's dtype, clamps round-off at 0 and sorts each
+row. :class:`CandidateSearch` turns a backend's selection (blockwise matmul, faiss index,
+keops reduction) into its search function, so all backends return distances in the same
+units and with the same accuracy.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 import torch
 
+from .._validation import missing_dependency
 from .graph import METRICS, KNNGraph
 
 #: Upper bound, in bytes, of the temporaries a backend allocates at once on CPU (distance
@@ -21,6 +30,21 @@ BLOCK_BYTES = 256 * 2**20
 #: The same bound on GPU, where bigger blocks pay: exact torch search of 1M x 50 on an H100
 #: takes 20.5 s with 256 MiB blocks, 16.7 s with 1 GiB.
 CUDA_BLOCK_BYTES = 2**30
+
+#: A backend's search function, ``fn(X, k, **options) -> KNNGraph``: its keyword options,
+#: their meaning and defaults are the fields of :class:`SearchTask` after ``k``.
+SearchFn = Callable[..., KNNGraph]
+
+
+def import_backend_module(module: str, backend: str, package: str) -> ModuleType:
+    """Import ``module``, needed by ``backend``, or raise the project's ImportError.
+
+    The error names the ``package`` to install and the extra (named like the backend).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise missing_dependency(backend, package, backend) from err
 
 
 def _always_available() -> None:
@@ -31,16 +55,15 @@ def _always_available() -> None:
 class KNNBackend:
     """A registered kNN backend.
 
-    Calling it runs the search: ``backend(X, k, metric=..., query=..., index=...,
-    nprobe=..., generator=...) -> KNNGraph``. Inputs are already validated by
-    :func:`torchdr_sc.knn.knn`.
+    Calling it runs the search: ``backend(X, k, **options) -> KNNGraph`` (a
+    :data:`SearchFn`). Inputs are already validated by :func:`torchdr_sc.knn.knn`.
 
     Attributes
     ----------
     name
         Registry name, e.g. ``'faiss'``.
     search
-        The search function (signature above).
+        The search function.
     metrics
         Metrics the backend supports.
     require
@@ -49,31 +72,13 @@ class KNNBackend:
     """
 
     name: str
-    search: Callable[..., KNNGraph]
+    search: SearchFn
     metrics: tuple[str, ...] = METRICS
     require: Callable[[], None] = field(default=_always_available)
 
-    def __call__(
-        self,
-        X: torch.Tensor,
-        k: int,
-        *,
-        metric: str = "sqeuclidean",
-        query: torch.Tensor | None = None,
-        index: str = "auto",
-        nprobe: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> KNNGraph:
-        """Run the search (see :func:`torchdr_sc.knn.knn` for the parameters)."""
-        return self.search(
-            X,
-            k,
-            metric=metric,
-            query=query,
-            index=index,
-            nprobe=nprobe,
-            generator=generator,
-        )
+    def __call__(self, X: torch.Tensor, k: int, **options: Any) -> KNNGraph:
+        """Run the search (``options``: the keyword fields of :class:`SearchTask`)."""
+        return self.search(X, k, **options)
 
     def is_available(self) -> bool:
         """Whether the backend's optional package can be imported."""
@@ -82,6 +87,96 @@ class KNNBackend:
         except ImportError:
             return False
         return True
+
+
+@dataclass(frozen=True, eq=False)
+class SearchTask:
+    """One kNN search as a backend receives it: the contract of every search function.
+
+    A :data:`SearchFn` is called ``fn(X, k, **options)``; ``options`` are the fields after
+    ``k``, with the defaults below. Inputs arrive validated by :func:`torchdr_sc.knn.knn`
+    (``k`` in range, ``query`` on ``X``'s device and in its dtype). The result holds the
+    ``(m, k)`` neighbours of every query row, the row itself excluded in a self search,
+    distances in ``metric`` units and ``X``'s dtype, rows sorted by increasing distance.
+
+    Attributes
+    ----------
+    X
+        ``(n, d)`` float data; results are on its device, distances in its dtype.
+    k
+        Number of neighbours.
+    metric
+        One of :data:`~torchdr_sc.knn.METRICS`.
+    query
+        ``(m, d)`` rows to search among ``X``; ``None`` searches every row of ``X`` among
+        the others (the row itself excluded, by index, so exact duplicates are kept).
+    index
+        ``'auto'``, ``'flat'`` (exact) or ``'ivf'`` (approximate); backends without an
+        index ignore it.
+    nprobe
+        IVF lists visited per query or cell; ``None``: the backend's default.
+    generator
+        Seeds the training of approximate indexes; deterministic without.
+    """
+
+    X: torch.Tensor
+    k: int
+    metric: str = "sqeuclidean"
+    query: torch.Tensor | None = None
+    index: str = "auto"
+    nprobe: int | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def self_search(self) -> bool:
+        """Whether every row of ``X`` is searched among the others (``query=None``)."""
+        return self.query is None
+
+    @property
+    def queries(self) -> torch.Tensor:
+        """The rows searched for: ``query``, or ``X`` itself in a self search."""
+        return self.X if self.query is None else self.query
+
+    @property
+    def n_search(self) -> int:
+        """Candidates to ask for when the query row cannot be skipped by index.
+
+        ``k + 1`` in a self search (:meth:`finish` drops the row), else ``k``.
+        """
+        return self.k + 1 if self.query is None else self.k
+
+    def coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Search coordinates of ``X`` and of the queries (:func:`search_coordinates`)."""
+        return search_coordinates(self.X, self.query, self.metric)
+
+    def finish(self, indices: torch.Tensor) -> KNNGraph:
+        """The graph of the candidate ``indices``: query row dropped, exact distances, sorted.
+
+        ``indices`` has ``k`` columns (query row already skipped), or :attr:`n_search`
+        columns from a self search that may hold it (then dropped by :func:`drop_self`).
+        """
+        if indices.shape[1] > self.k:
+            indices = drop_self(indices)
+        return finalize(self.queries, self.X, indices, self.metric)
+
+
+@dataclass(frozen=True)
+class CandidateSearch:
+    """The :data:`SearchFn` of a backend, built from its candidate selection.
+
+    Attributes
+    ----------
+    select
+        ``select(task) -> indices``: the int64 candidate indices of a :class:`SearchTask`,
+        on ``X``'s device, in the shape :meth:`SearchTask.finish` takes.
+    """
+
+    select: Callable[[SearchTask], torch.Tensor]
+
+    def __call__(self, X: torch.Tensor, k: int, **options: Any) -> KNNGraph:
+        """Run the search (``options``: the keyword fields of :class:`SearchTask`)."""
+        task = SearchTask(X, k, **options)
+        return task.finish(self.select(task))
 
 
 def block_bytes(device: torch.device) -> int:

@@ -2,7 +2,7 @@
 
 faiss works on float32 C-contiguous numpy arrays; the data is converted, searched, and the
 neighbour indices are brought back to the input's device, where the distances are
-recomputed exactly in the input's dtype (:func:`~torchdr_sc.knn.common.finalize`).
+recomputed exactly in the input's dtype (:meth:`~torchdr_sc.knn.common.SearchTask.finish`).
 
 IVF defaults (``index='ivf'``, or ``'auto'`` with more than :data:`FLAT_MAX_SAMPLES` rows):
 
@@ -31,9 +31,7 @@ import numpy as np
 import torch
 
 from .._logging import get_logger
-from .._validation import missing_dependency
-from .common import drop_self, finalize, search_coordinates
-from .graph import KNNGraph
+from .common import CandidateSearch, SearchTask, import_backend_module
 
 logger = get_logger(__name__)
 
@@ -50,12 +48,7 @@ _GPU_RESOURCES: dict[int, Any] = {}
 
 def require_faiss() -> Any:
     """Import and return the ``faiss`` module, or raise the project's ImportError."""
-    try:
-        import faiss
-    except ImportError as err:
-        error = missing_dependency("faiss", "faiss", "faiss")
-        raise error from err
-    return faiss
+    return import_backend_module("faiss", "faiss", "faiss")
 
 
 def faiss_has_gpu() -> bool:
@@ -157,73 +150,47 @@ def _ivf_search(index: Any, xq: np.ndarray, k: int, nprobe: int, max_probe: int)
     return ind
 
 
-def faiss_knn(
-    X: torch.Tensor,
-    k: int,
-    *,
-    metric: str = "sqeuclidean",
-    query: torch.Tensor | None = None,
-    index: str = "auto",
-    nprobe: int | None = None,
-    generator: torch.Generator | None = None,
-) -> KNNGraph:
-    """k nearest neighbours with faiss (``backend='faiss'``).
+def _gpu_device(task: SearchTask) -> int | None:
+    """The GPU on which faiss searches ``task.X``, or ``None`` for a CPU index."""
+    X = task.X
+    if not X.is_cuda:
+        return None
+    if not faiss_has_gpu():
+        logger.info("faiss has no GPU support here: searching a CPU index.")
+        return None
+    if task.n_search > GPU_MAX_K:
+        msg = (
+            f"faiss on GPU returns at most {GPU_MAX_K} neighbours; got k={task.k}. "
+            "Use backend='torch' or 'keops'."
+        )
+        raise ValueError(msg)
+    return X.device.index if X.device.index is not None else torch.cuda.current_device()
 
-    Parameters
-    ----------
-    X
-        ``(n, d)`` float data; results are on its device, distances in its dtype
-        (recomputed exactly; candidates are selected in float32).
-    k
-        Number of neighbours.
-    metric
-        ``'sqeuclidean'``, ``'euclidean'``, ``'cosine'`` (inner product of normalised rows)
-        or ``'manhattan'`` (flat index only).
-    query
-        ``(m, d)`` rows to search among ``X``; ``None`` searches every row of ``X`` among
-        the others (``k + 1`` are searched and the row itself is dropped).
-    index
-        ``'flat'`` (exact), ``'ivf'`` (approximate, ``IndexIVFFlat``) or ``'auto'`` (flat up
-        to :data:`FLAT_MAX_SAMPLES` samples, IVF above).
-    nprobe
-        IVF lists visited per query; default :func:`default_nprobe`.
-    generator
-        Seeds the IVF training subsample and k-means (seed 0 when ``None``).
 
-    Returns
-    -------
-    KNNGraph
-        ``(m, k)`` indices and distances, rows sorted by increasing distance.
+def _faiss_candidates(task: SearchTask) -> torch.Tensor:
+    """Candidates of ``backend='faiss'``, selected in float32 (``k + 1`` in a self search).
+
+    ``metric='cosine'`` searches the inner product of normalised rows; ``'manhattan'``
+    needs the flat index. ``index``: ``'flat'`` (exact), ``'ivf'`` (approximate,
+    ``IndexIVFFlat``) or ``'auto'`` (flat up to :data:`FLAT_MAX_SAMPLES` samples, IVF
+    above); ``nprobe`` defaults to :func:`default_nprobe`; ``generator`` seeds the IVF
+    training subsample and k-means (seed 0 when ``None``).
     """
-    n = X.shape[0]
-    kind = resolve_index(index, n, metric)
+    metric, n_search = task.metric, task.n_search
+    kind = resolve_index(task.index, task.X.shape[0], metric)
     faiss = require_faiss()
-    self_search = query is None
-    n_search = k + 1 if self_search else k
-    gpu = None
-    if X.is_cuda:
-        if faiss_has_gpu():
-            gpu = X.device.index if X.device.index is not None else torch.cuda.current_device()
-            if n_search > GPU_MAX_K:
-                msg = (
-                    f"faiss on GPU returns at most {GPU_MAX_K} neighbours; got k={k}. "
-                    "Use backend='torch' or 'keops'."
-                )
-                raise ValueError(msg)
-        else:
-            logger.info("faiss has no GPU support here: searching a CPU index.")
-
-    Q = X if self_search else query
-    Xs, Qs = search_coordinates(X, query, metric)
+    gpu = _gpu_device(task)
+    Xs, Qs = task.coordinates()
     xb = _as_faiss_array(Xs)
-    xq = xb if self_search else _as_faiss_array(Qs)
+    xq = xb if task.self_search else _as_faiss_array(Qs)
     del Xs, Qs
-    faiss_index, nlist = _build_index(faiss, xb, kind, metric, gpu, _seed(generator))
+    faiss_index, nlist = _build_index(faiss, xb, kind, metric, gpu, _seed(task.generator))
     if kind == "flat":
         _, ind = faiss_index.search(xq, n_search)
     else:
         max_probe = nlist if gpu is None else min(nlist, GPU_MAX_K)
-        probe = min(max_probe, nprobe if nprobe is not None else default_nprobe(nlist))
+        nprobe = task.nprobe if task.nprobe is not None else default_nprobe(nlist)
+        probe = min(max_probe, nprobe)
         logger.info("faiss IVF index: nlist=%d, nprobe=%d.", nlist, probe)
         ind = _ivf_search(faiss_index, xq, n_search, probe, max_probe)
         short = np.flatnonzero((ind < 0).any(axis=1))
@@ -232,7 +199,9 @@ def faiss_knn(
             flat.add(xb)
             _, ind[short] = flat.search(np.ascontiguousarray(xq[short]), n_search)
     del faiss_index
-    indices = torch.from_numpy(ind.astype(np.int64, copy=False)).to(X.device)
-    if self_search:
-        indices = drop_self(indices)
-    return finalize(Q, X, indices, metric)
+    return torch.from_numpy(ind.astype(np.int64, copy=False)).to(task.X.device)
+
+
+#: k nearest neighbours with faiss (``backend='faiss'``), a
+#: :data:`~torchdr_sc.knn.common.SearchFn`.
+faiss_knn = CandidateSearch(_faiss_candidates)

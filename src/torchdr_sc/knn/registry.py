@@ -18,7 +18,7 @@ from .._validation import (
     check_option,
     format_options,
 )
-from .common import KNNBackend
+from .common import KNNBackend, SearchFn
 from .faiss_search import faiss_has_gpu, faiss_knn, require_faiss
 from .graph import METRICS, KNNGraph
 from .keops_search import keops_knn, require_keops
@@ -55,7 +55,7 @@ BACKENDS: dict[str, KNNBackend] = {}
 
 def register_backend(
     name: str,
-    fn: Callable[..., KNNGraph],
+    fn: SearchFn,
     *,
     metrics: tuple[str, ...] = METRICS,
     require: Callable[[], None] | None = None,
@@ -68,7 +68,8 @@ def register_backend(
         Registry name, usable as ``knn(..., backend=name)``.
     fn
         Search function ``fn(X, k, *, metric, query, index, nprobe, generator) -> KNNGraph``
-        (inputs arrive validated; see :func:`knn` for the contract).
+        (the contract: :class:`~torchdr_sc.knn.common.SearchTask`; a backend that only
+        selects candidates can pass :class:`~torchdr_sc.knn.common.CandidateSearch`).
     metrics
         Metrics the backend supports.
     require

@@ -5,15 +5,14 @@ the ``(block, n)`` distance block stays under
 :func:`~torchdr_sc.knn.common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
 the block buffer is allocated once and reused. Candidates are selected with ``torch.topk``
 on a matmul-based score and their distances are then recomputed exactly from the
-coordinates (see :func:`~torchdr_sc.knn.common.finalize`).
+coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .common import block_bytes, finalize, rows_per_block, search_coordinates
-from .graph import KNNGraph
+from .common import CandidateSearch, SearchTask, block_bytes, rows_per_block
 from .torch_ivf import ivf_select
 
 
@@ -64,57 +63,28 @@ def _select(
     return indices
 
 
-def torch_knn(
-    X: torch.Tensor,
-    k: int,
-    *,
-    metric: str = "sqeuclidean",
-    query: torch.Tensor | None = None,
-    index: str = "auto",
-    nprobe: int | None = None,
-    generator: torch.Generator | None = None,
-) -> KNNGraph:
-    """k nearest neighbours with torch (``backend='torch'`` or ``None``).
+def _torch_candidates(task: SearchTask) -> torch.Tensor:
+    """Candidates of ``backend='torch'``, the query row skipped by index (``k`` columns).
 
-    Parameters
-    ----------
-    X
-        ``(n, d)`` float data; results are on its device, distances in its dtype.
-    k
-        Number of neighbours.
-    metric
-        ``'sqeuclidean'``, ``'euclidean'``, ``'cosine'`` or ``'manhattan'``.
-    query
-        ``(m, d)`` rows to search among ``X``; ``None`` searches every row of ``X`` among
-        the others (the row itself excluded, by index, so exact duplicates are kept).
-    index
-        ``'flat'`` or ``'auto'``: exact; ``'ivf'``: approximate, cells probed per cell
-        (not for ``'manhattan'``).
-    nprobe
-        IVF cells probed per cell (default
-        :func:`~torchdr_sc.knn.torch_ivf.default_nprobe`).
-    generator
-        Seeds the IVF k-means; deterministic without.
-
-    Returns
-    -------
-    KNNGraph
-        ``(m, k)`` indices and distances, rows sorted by increasing distance.
+    ``index='flat'`` or ``'auto'``: exact, blockwise. ``index='ivf'``: approximate, cells
+    probed per cell (:func:`~torchdr_sc.knn.torch_ivf.ivf_select`; ``nprobe`` defaults to
+    :func:`~torchdr_sc.knn.torch_ivf.default_nprobe`, ``generator`` seeds its k-means).
     """
-    self_search = query is None
-    Q = X if self_search else query
-    Xs, Qs = search_coordinates(X, query, metric)
-    if index == "ivf":
-        indices = ivf_select(
+    Xs, Qs = task.coordinates()
+    if task.index == "ivf":
+        return ivf_select(
             Xs,
             Qs,
-            k,
-            largest=metric == "cosine",
-            self_search=self_search,
-            nprobe=nprobe,
-            generator=generator,
+            task.k,
+            largest=task.metric == "cosine",
+            self_search=task.self_search,
+            nprobe=task.nprobe,
+            generator=task.generator,
         )
-        return finalize(Q, X, indices, metric)
-    sq_norms = Xs.square().sum(1) if metric in ("sqeuclidean", "euclidean") else None
-    indices = _select(Qs, Xs, k, sq_norms, metric, self_search)
-    return finalize(Q, X, indices, metric)
+    sq_norms = Xs.square().sum(1) if task.metric in ("sqeuclidean", "euclidean") else None
+    return _select(Qs, Xs, task.k, sq_norms, task.metric, task.self_search)
+
+
+#: k nearest neighbours with torch (``backend='torch'`` or ``None``), a
+#: :data:`~torchdr_sc.knn.common.SearchFn`.
+torch_knn = CandidateSearch(_torch_candidates)

@@ -14,8 +14,9 @@ from .._logging import get_logger
 from .._random import resolve_seed
 from ..affinity import SparseAffinity
 from ..distributed import RowShard, process_group_ready, resolve_distributed
+from ..initialization import rescale, sign_by_largest_entry
 from ..knn import KNNGraph
-from ._pca import _PCAHolder, _signed
+from ._pca import _PCAHolder
 from ._search import StreamResult, _Search, _stream_backend
 from ._sources import _LoaderSource, _source
 
@@ -161,9 +162,7 @@ def fit_streamed(
         graph = KNNGraph(gather(result.indices), gather(result.distances), est.metric_in)
     init = None
     if pca:
-        from ..initialization import rescale
-
-        init = rescale(_signed(gather(result.projection)), est.initial_scaling())
+        init = rescale(sign_by_largest_entry(gather(result.projection)), est.initial_scaling())
     t_read = time.perf_counter() - t0
     logger.info(
         "streamed input: %d rows read in %d passes, kNN backend %s (%.2fs)",

@@ -1,10 +1,21 @@
-"""Exact incremental PCA for the streamed initialisation."""
+"""Exact incremental PCA for the streamed initialisation.
+
+The streamed rows are reduced to the statistics that the in-memory ``init='pca'``
+(:func:`~torchdr_sc.initialization.pca_components`) needs, and the axes come from the same
+functions, so the streamed initialisation equals the in-memory one up to round-off.
+
+References
+----------
+- T. F. Chan, G. H. Golub, R. J. LeVeque. Updating formulae and a pairwise algorithm for
+  computing sample variances. Technical report STAN-CS-79-773, Stanford University, 1979.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from .._logging import get_logger
+from ..initialization import pad_columns, principal_axes, principal_axes_svd
 from . import _constants as limits
 
 logger = get_logger(__name__)
@@ -14,8 +25,8 @@ class IncrementalPCA:
     """Exact PCA of data seen chunk by chunk, in torch.
 
     Keeps the count, the mean and the scatter matrix in float64 and merges every chunk with
-    Chan, Golub & LeVeque's pairwise update, so the result equals the PCA of all rows at
-    once up to float64 round-off. Memory is ``O(d^2)`` for ``d`` features.
+    Chan, Golub & LeVeque's (1979) pairwise update, so the result equals the PCA of all rows
+    at once up to float64 round-off. Memory is ``O(d^2)`` for ``d`` features.
 
     Parameters
     ----------
@@ -60,7 +71,12 @@ class IncrementalPCA:
         return self
 
     def _merge(self, x: torch.Tensor) -> None:
-        """Chan, Golub & LeVeque's update with the rows ``x`` (float64)."""
+        """Chan, Golub & LeVeque's pairwise update with the rows ``x`` (float64).
+
+        With ``n`` rows of mean ``m`` and scatter ``S`` seen, and ``b`` new rows of mean
+        ``m_b`` and scatter ``S_b``: ``m' = m + (m_b - m) b / (n + b)`` and
+        ``S' = S + S_b + (m_b - m)(m_b - m)^T n b / (n + b)``.
+        """
         b = x.shape[0]
         mean_b = x.mean(0)
         xc = x - mean_b
@@ -80,14 +96,13 @@ class IncrementalPCA:
         self.n_samples_seen_ = total
 
     def finalize(self) -> IncrementalPCA:
-        """Compute the principal axes from the statistics."""
+        """Compute the principal axes from the statistics (:func:`principal_axes`)."""
         if self.mean_ is None:
             msg = "IncrementalPCA has seen no rows."
             raise ValueError(msg)
-        evals, evecs = torch.linalg.eigh(self._scatter)
-        order = torch.argsort(evals, descending=True)[: self.n_components]
-        self.components_ = evecs[:, order].T.contiguous()
-        self.explained_variance_ = evals[order] / max(1, self.n_samples_seen_ - 1)
+        axes, evals = principal_axes(self._scatter, self.n_components)
+        self.components_ = axes.T.contiguous()
+        self.explained_variance_ = evals / max(1, self.n_samples_seen_ - 1)
         return self
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,14 +111,16 @@ class IncrementalPCA:
             self.finalize()
         comps = self.components_.to(device=x.device, dtype=x.dtype)
         proj = (x - self.mean_.to(device=x.device, dtype=x.dtype)) @ comps.T
-        return _pad_columns(proj, self.n_components)
+        return pad_columns(proj, self.n_components)
 
 
 class _SubsetPCA:
-    """PCA of the first :data:`~._constants.PCA_SVD_ROWS` rows, centred by the mean of all rows.
+    """PCA of the first ``PCA_SVD_ROWS`` rows, centred by the mean of all rows.
 
-    What the in-memory initialisation does for more than
-    :data:`~._constants.PCA_EXACT_MAX_FEATURES` features, where a ``d x d`` covariance is too large.
+    What the in-memory initialisation does for more than ``PCA_EXACT_MAX_FEATURES``
+    features (:data:`~torchdr_sc.initialization.PCA_EXACT_MAX_FEATURES`), where a ``d x d``
+    scatter matrix is too large: the axes come from
+    :func:`~torchdr_sc.initialization.principal_axes_svd`.
     """
 
     def __init__(self, n_components: int) -> None:
@@ -116,6 +133,7 @@ class _SubsetPCA:
         self.mean_: torch.Tensor | None = None
 
     def partial_fit(self, x: torch.Tensor) -> _SubsetPCA:
+        """Add ``x`` to the running sum and keep its rows while fewer than the limit are kept."""
         s = x.to(torch.float64).sum(0)
         self.total = s if self.total is None else self.total + s
         self.count += x.shape[0]
@@ -126,37 +144,20 @@ class _SubsetPCA:
         return self
 
     def finalize(self) -> _SubsetPCA:
+        """Mean of all rows and axes of the kept rows (which are then released)."""
         self.mean_ = self.total / self.count
         first = torch.cat(self.rows, 0)
         self.rows = []
-        xc = first - self.mean_.to(first.dtype)
-        _, _, v = torch.linalg.svd(xc, full_matrices=False)
-        self.components_ = v[: self.n_components]
+        self.components_ = principal_axes_svd(
+            first - self.mean_.to(first.dtype), self.n_components
+        ).T
         return self
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates of ``x`` on the axes, in ``x``'s dtype (zero-padded to n_components)."""
         comps = self.components_.to(device=x.device, dtype=x.dtype)
         proj = (x - self.mean_.to(device=x.device, dtype=x.dtype)) @ comps.T
-        return _pad_columns(proj, self.n_components)
-
-
-def _pad_columns(proj: torch.Tensor, n_components: int) -> torch.Tensor:
-    if proj.shape[1] >= n_components:
-        return proj
-    pad = proj.new_zeros((proj.shape[0], n_components - proj.shape[1]))
-    return torch.cat([proj, pad], 1)
-
-
-def _signed(proj: torch.Tensor) -> torch.Tensor:
-    """The in-memory PCA init's sign rule: each column's largest-magnitude entry is positive."""
-    idx = proj.abs().argmax(0)
-    signs = torch.sign(proj[idx, torch.arange(proj.shape[1], device=proj.device)])
-    return proj * torch.where(signs == 0, torch.ones_like(signs), signs)
-
-
-# --------------------------------------------------------------------------------------
-# kNN search: faiss index filled chunk by chunk
-# --------------------------------------------------------------------------------------
+        return pad_columns(proj, self.n_components)
 
 
 class _PCAHolder:
@@ -167,6 +168,7 @@ class _PCAHolder:
         self.pca: IncrementalPCA | _SubsetPCA | None = None
 
     def add(self, x: torch.Tensor) -> None:
+        """Add the rows of ``x``; the first call picks the method from the feature count."""
         if self.pca is None:
             small = x.shape[1] <= limits.PCA_EXACT_MAX_FEATURES
             self.pca = (

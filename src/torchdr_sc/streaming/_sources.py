@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._device import numeric_matrix
 from .._logging import get_logger
 from . import _constants as limits
 
@@ -82,15 +83,7 @@ def _as_tensor(chunk: Any, what: str) -> torch.Tensor:
     """A chunk (numpy, scipy sparse, tensor) as a 2-D float tensor on its device."""
     if hasattr(chunk, "toarray"):  # scipy sparse: densify this chunk only
         chunk = chunk.toarray()
-    if not isinstance(chunk, torch.Tensor):
-        chunk = np.asarray(chunk)
-        if not (np.issubdtype(chunk.dtype, np.number) or chunk.dtype == np.bool_):
-            msg = f"{what} must hold numbers; got dtype {chunk.dtype}."
-            raise TypeError(msg)
-        chunk = torch.from_numpy(np.ascontiguousarray(chunk))
-    if chunk.ndim != 2:
-        msg = f"{what} must be 2-D (rows, features); got shape {tuple(chunk.shape)}."
-        raise ValueError(msg)
+    chunk = numeric_matrix(chunk, what)
     dtype = torch.float64 if chunk.dtype == torch.float64 else torch.float32
     return chunk.detach().to(dtype=dtype)
 
