@@ -21,7 +21,7 @@ from torchdr_sc.affinity import (
     UMAPAffinity,
     log_sinkhorn_potentials,
 )
-from torchdr_sc.affinity._root_search import root_search
+from torchdr_sc.affinity.root_search import root_search
 from torchdr_sc.knn import KNNGraph
 
 DT = torch.float64
@@ -409,7 +409,7 @@ def test_doubly_stochastic_affinities_share_parameter_checks(cls):
 
 @pytest.mark.parametrize("mode", ["fuzzy_union", "sum", "mean"])
 def test_knn_symmetrisation_matches_the_sorting_one(digits, mode):
-    from torchdr_sc.affinity._knn_union import symmetrize_knn
+    from torchdr_sc.affinity.knn_union import symmetrize_knn
     from torchdr_sc.knn import knn
 
     graph = knn(digits.float(), 15, backend="torch")

@@ -10,7 +10,7 @@ import torch
 from ..knn import KNNGraph
 from ._base import PerplexityAffinity, check_solver_options, log_unconverged, warn_short_graph
 from ._distances import distances_in, off_diagonal, scatter_off_diagonal
-from ._root_search import RootSearchResult, root_search
+from .root_search import RootSearchResult, root_search
 from .sparse import SparseAffinity
 
 __all__ = ["EntropicAffinity", "entropic_rows"]
@@ -126,7 +126,7 @@ class EntropicAffinity(PerplexityAffinity):
     Notes
     -----
     The per-row search is a safeguarded Newton method in ``log(beta)``
-    (:func:`~torchdr_sc.affinity._root_search.root_search`): typically under 10 iterations,
+    (:func:`~torchdr_sc.affinity.root_search.root_search`): typically under 10 iterations,
     in float32 or float64, on CPU or GPU.
     """
 

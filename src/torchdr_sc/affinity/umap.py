@@ -13,8 +13,8 @@ from ..knn import KNNGraph
 from ..knn import knn as knn_search
 from ._base import Affinity, check_solver_options, log_unconverged, warn_short_graph
 from ._distances import distances_in
-from ._knn_union import symmetrize_knn
-from ._root_search import root_search
+from .knn_union import symmetrize_knn
+from .root_search import root_search
 from .sparse import SparseAffinity
 
 __all__ = ["UMAPAffinity", "umap_rho_sigma"]
@@ -187,6 +187,21 @@ class UMAPAffinity(Affinity):
     def required_k(self, n: int) -> int:
         """``min(n_neighbors - 1, n - 1)`` non-self neighbours."""
         return max(min(self.n_neighbors - 1, n - 1), 1)
+
+    def check_n_neighbors_fit(self, n: int, what: str = "samples") -> None:
+        """Check that ``n_neighbors`` (the point itself included) does not exceed ``n``.
+
+        The one such check of the package (the UMAP estimator and ``pp.neighbors`` call it;
+        ``what`` names the points in the message, e.g. ``'cells'``).
+
+        Raises
+        ------
+        ValueError
+            ``n_neighbors > n`` (for ``n >= 2``; smaller inputs fail the sample count check).
+        """
+        if n >= 2 and self.n_neighbors > n:
+            msg = f"n_neighbors ({self.n_neighbors}) must not exceed the number of {what} ({n})."
+            raise ValueError(msg)
 
     def __call__(self, X: Any) -> SparseAffinity | torch.Tensor:
         """Fuzzy simplicial set of ``X``'s kNN graph (dense tensor if ``sparsity=False``)."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .._validation import check_number
-from ..affinity import SparseAffinity
+from ..affinity import SparseAffinity, UMAPAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
 from ..objective.epoch import SampledEpoch
@@ -131,7 +131,7 @@ class UMAP(_SampledEmbedder):
     repulsion_strength: float = 1.0
 
     def _check_method_params(self) -> None:
-        check_number("n_neighbors", self.n_neighbors, kind=int, low=2, closed="left")
+        self._umap_affinity()  # validates n_neighbors (UMAPAffinity owns that rule)
         check_number("spread", self.spread, low=0)
         check_number("min_dist", self.min_dist, low=0, high=self.spread, closed="left")
         for name in ("a", "b"):
@@ -146,14 +146,17 @@ class UMAP(_SampledEmbedder):
     def _min_samples_text(self) -> str:
         return f"n_neighbors ({self.n_neighbors})"
 
+    def _umap_affinity(self) -> UMAPAffinity:
+        return UMAPAffinity(n_neighbors=self.n_neighbors, metric=self.metric_in)
+
     def check_n_samples(self, n: int) -> None:
-        if n >= 2 and self.n_neighbors > n:
-            msg = f"n_neighbors ({self.n_neighbors}) must not exceed the number of samples ({n})."
-            raise ValueError(msg)
+        """Check that ``n_neighbors`` fits ``n`` samples, then the shared checks."""
+        self._umap_affinity().check_n_neighbors_fit(n)
         super().check_n_samples(n)
 
     def neighbours_needed(self, n: int) -> int:
-        return min(int(self.n_neighbors) - 1, n - 1)
+        """``n_neighbors - 1`` (the point itself is not a neighbour), at most ``n - 1``."""
+        return self._umap_affinity().required_k(n)
 
     def derived_params(self) -> dict[str, Any]:
         """UMAP's ``a`` and ``b`` as used (fitted from ``min_dist`` and ``spread`` if unset)."""
@@ -180,11 +183,8 @@ class UMAP(_SampledEmbedder):
         return {"affinity": "UMAPAffinity", "n_neighbors": int(self.n_neighbors), "metric": metric}
 
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
-        from ..affinity import UMAPAffinity
-
-        return UMAPAffinity(n_neighbors=self.n_neighbors, metric=self.metric_in).from_knn(
-            knn.truncate(min(knn.k, self.neighbours_needed(knn.n_samples)))
-        )
+        affinity = self._umap_affinity()
+        return affinity.from_knn(knn.truncate(min(knn.k, affinity.required_k(knn.n_samples))))
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

@@ -282,8 +282,10 @@ def drop_self(
         m = indices.shape[-2]
         query_ids = torch.arange(start, start + m, device=indices.device)
     is_self = indices == query_ids[..., None]
-    is_self[..., -1] |= ~is_self.any(-1)
-    is_self &= torch.cumsum(is_self, -1) == 1  # one removal per row
+    matches = is_self.sum(-1)
+    is_self[..., -1] |= matches == 0
+    if bool((matches > 1).any()):  # repeated candidates (padded IVF lists): remove one
+        is_self &= torch.cumsum(is_self, -1) == 1
     keep = ~is_self
     shape = (*indices.shape[:-1], indices.shape[-1] - 1)
     if distances is None:

@@ -6,14 +6,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._device import as_float_tensor, resolve_device
 from .._random import resolve_seed
-from .._validation import check_number, check_option
-from ..adata import log
-from ..adata.changes import Changes, commit
-from ..adata.representation import check_str, choose_representation
-from ..adata.run import package_version
-from ..adata.stored_graph import graph_keys
-from ..adata.uns import to_uns
-from ..knn import METRICS, check_backend
+from ..adata import (
+    Changes,
+    check_str,
+    choose_representation,
+    commit,
+    graph_keys,
+    log,
+    package_version,
+    to_uns,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -74,26 +76,21 @@ def neighbors(
     ``adata.uns['neighbors']`` (``connectivities_key``, ``distances_key``, ``params``),
     with keys prefixed by ``key_added`` when given.
     """
-    check_number("n_neighbors", n_neighbors, kind=int, low=2, closed="left")
-    check_option("metric", metric, METRICS)
-    check_backend(backend)
+    from ..affinity import UMAPAffinity
+    from ..knn import knn as knn_search
+
+    # validates n_neighbors, metric and backend (the affinity owns those rules)
+    affinity = UMAPAffinity(n_neighbors, metric=metric, backend=backend)
     check_str("key_added", key_added, optional=True)
     seed = resolve_seed(random_state)
     dev = resolve_device(device)
     start = log.info("computing neighbors")
     rep = choose_representation(adata, use_rep=use_rep, n_pcs=n_pcs)
     n = rep.data.shape[0]
-    if n_neighbors > n:
-        msg = f"n_neighbors ({n_neighbors}) must not exceed the number of cells ({n})."
-        raise ValueError(msg)
-
-    from ..affinity import UMAPAffinity
-    from ..knn import knn as knn_search
-
-    graph = knn_search(
-        as_float_tensor(rep.data, device=dev), n_neighbors - 1, backend=backend, metric=metric
-    )
-    connectivities = UMAPAffinity(n_neighbors, metric=metric).from_knn(graph).to_scipy()
+    affinity.check_n_neighbors_fit(n, "cells")
+    x = as_float_tensor(rep.data, device=dev)
+    graph = knn_search(x, affinity.required_k(n), backend=backend, metric=metric)
+    connectivities = affinity.from_knn(graph).to_scipy()
     uns_key, dist_key, conn_key = graph_keys(key_added)
     params = {
         "n_neighbors": int(n_neighbors),
