@@ -7,6 +7,7 @@ within 0.03 of the better of the two peers; TSNEkhorn >= 0.90 on digits.
 
 import numpy as np
 import pytest
+import torch
 
 import torchdr_sc as tdr
 from torchdr_sc.quality import knn_label_accuracy
@@ -26,16 +27,21 @@ def _peer_umap(x, labels):
     return knn_label_accuracy(z, labels)
 
 
-def _peer_opentsne(x, labels):
-    opentsne = pytest.importorskip("openTSNE")
-    z = np.asarray(opentsne.TSNE(random_state=0, n_jobs=2).fit(x))
-    return knn_label_accuracy(z, labels)
+def _opentsne_embedding(peers, dataset, x):
+    key = (dataset, "opentsne-embedding")
+    if key not in peers:
+        opentsne = pytest.importorskip("openTSNE")
+        peers[key] = np.asarray(opentsne.TSNE(random_state=0, n_jobs=2).fit(x))
+    return peers[key]
 
 
 def _peer(peers, dataset, name, data):
     key = (dataset, name)
     if key not in peers:
-        peers[key] = (_peer_umap if name == "umap" else _peer_opentsne)(*data)
+        if name == "umap":
+            peers[key] = _peer_umap(*data)
+        else:
+            peers[key] = knn_label_accuracy(_opentsne_embedding(peers, dataset, data[0]), data[1])
     return peers[key]
 
 
@@ -58,6 +64,28 @@ def test_tsne_quality(dataset, peers):
     ref = _peer(peers, name, "opentsne", (x, labels))
     print(f"{name}: TSNE {ours:.4f} vs openTSNE {ref:.4f}")
     assert ours >= ref - 0.02
+
+
+def test_tsne_fft_quality_and_kl(dataset, peers):
+    """t-SNE with the FFT-interpolated repulsion: accuracy and KL(P || Q) against openTSNE.
+
+    Both KL divergences are evaluated exactly with the same P (ours) and the same formula.
+    """
+    from torchdr_sc.objective.exact import tsne_kl
+
+    name, (x, labels) = dataset
+    est = tdr.TSNE(random_state=0, repulsion="fft")
+    z = est.fit_transform(x)
+    assert est.repulsion_used_ == "fft"
+    ours = knn_label_accuracy(z, labels)
+    ref = _peer(peers, name, "opentsne", (x, labels))
+    P = est.affinity_in_.scaled(1.0 / float(est.affinity_in_.weights.sum())).to(dtype=torch.float64)
+    kl_ours = float(tsne_kl(torch.as_tensor(z, dtype=torch.float64), P))
+    z_ref = torch.as_tensor(_opentsne_embedding(peers, name, x), dtype=torch.float64)
+    kl_ref = float(tsne_kl(z_ref, P))
+    print(f"{name}: TSNE fft {ours:.4f} (KL {kl_ours:.3f}) vs openTSNE {ref:.4f} (KL {kl_ref:.3f})")
+    assert ours >= ref - 0.01
+    assert kl_ours <= 1.05 * kl_ref
 
 
 @pytest.mark.parametrize("method", ["InfoTSNE", "LargeVis"])

@@ -61,15 +61,69 @@ class OptimizeResult:
     grad_norms: list[float] = field(default_factory=list)
 
 
+class DeltaBarDelta(torch.optim.Optimizer):
+    """SGD with momentum and a gain per coordinate (delta-bar-delta).
+
+    Every coordinate's step is scaled by a gain that grows by ``gain_increase`` while the
+    gradient keeps opposing the previous update's direction and shrinks by the factor
+    ``gain_decrease`` when they agree, never below ``min_gain`` (Jacobs, *Increased rates of
+    convergence through learning rate adaptation*, Neural Networks 1988; the t-SNE
+    optimiser of van der Maaten, JMLR 2014). ``update = momentum * update - lr * gain *
+    grad``; ``momentum`` can be changed between phases like SGD's.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        momentum: float = 0.0,
+        gain_increase: float = 0.2,
+        gain_decrease: float = 0.8,
+        min_gain: float = 0.01,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "gain_increase": gain_increase,
+            "gain_decrease": gain_decrease,
+            "min_gain": min_gain,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> None:
+        """One update of every parameter from its ``.grad``."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["gains"] = torch.ones_like(param)
+                    state["update"] = torch.zeros_like(param)
+                gains, update = state["gains"], state["update"]
+                agree = (param.grad > 0) == (update > 0)
+                grown = gains + group["gain_increase"]
+                gains.copy_(torch.where(agree, gains * group["gain_decrease"], grown))
+                gains.clamp_(min=group["min_gain"])
+                update.mul_(group["momentum"]).addcmul_(gains, param.grad, value=-group["lr"])
+                param.add_(update)
+
+
+#: Optimisers of this package, by name, besides those of ``torch.optim``.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"DeltaBarDelta": DeltaBarDelta}
+
+
 def build_optimizer(
     name: str | type[torch.optim.Optimizer],
     param: torch.Tensor,
     lr: float,
     kwargs: dict[str, Any] | None,
 ) -> torch.optim.Optimizer:
-    """Instantiate a torch optimiser given by name (``'SGD'``, ``'Adam'`` ...) or class."""
+    """Instantiate an optimiser given by name (``'SGD'``, ``'Adam'``, ``'DeltaBarDelta'`` ...)
+    or class."""
     if isinstance(name, str):
-        cls = getattr(torch.optim, name, None)
+        cls = OPTIMIZERS.get(name) or getattr(torch.optim, name, None)
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             names = sorted(
                 k
@@ -79,7 +133,7 @@ def build_optimizer(
                 and k[0].isupper()
                 and k != "Optimizer"
             )
-            shown = ", ".join(repr(k) for k in names)
+            shown = ", ".join(repr(k) for k in sorted([*names, *OPTIMIZERS]))
             msg = f"`optimizer` must be one of {shown} or an Optimizer class; got {name!r}."
             raise ValueError(msg)
     else:

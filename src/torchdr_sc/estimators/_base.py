@@ -50,7 +50,8 @@ class Embedder(BaseEstimator):
     lr
         Learning rate, or ``'auto'`` (method-specific rule).
     optimizer
-        Name of a ``torch.optim`` optimiser or an optimiser class.
+        Name of a ``torch.optim`` optimiser, ``'DeltaBarDelta'`` (SGD with gains, see
+        :class:`~torchdr_sc.optimize.DeltaBarDelta`) or an optimiser class.
     optimizer_kwargs
         Arguments of the optimiser; ``'auto'`` sets SGD momentum per phase (0.5 during early
         exaggeration, then 0.8) for the t-SNE family and no momentum for UMAP-style SGD.
@@ -342,6 +343,7 @@ class Embedder(BaseEstimator):
         if ctx.active:  # different negatives on every rank, same init everywhere
             opt_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=opt_gen)) + ctx.rank)
         result = self._optimize(z0, affinity, ctx, opt_gen)
+        _check_finite_embedding(result.embedding, self.lr, result.n_iter)
         timings["optimize"] = result.elapsed_s
         self.affinity_in_ = affinity
         self.knn_ = knn
@@ -387,6 +389,17 @@ class Embedder(BaseEstimator):
         idx = ctx.all_gather_rows(idx, n)
         dist = ctx.all_gather_rows(dist, n)
         return KNNGraph(idx, dist, local.metric)
+
+
+def _check_finite_embedding(z: torch.Tensor, lr: Any, n_iter: int) -> None:
+    """Raise if the optimisation diverged: a result that is not finite is never returned."""
+    bad = int((~torch.isfinite(z)).any(dim=1).sum())
+    if bad:
+        msg = (
+            f"The embedding diverged: {bad} rows hold NaN or inf after {n_iter} iterations. "
+            f"Lower the learning rate `lr` (got {lr!r})."
+        )
+        raise FloatingPointError(msg)
 
 
 def _convert_metric(knn: KNNGraph, metric: str) -> KNNGraph:

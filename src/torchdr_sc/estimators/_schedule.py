@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .._validation import check_option
-from ..optimize import GradientFn, OptimizeResult, Phase, SyncFn, optimize
+from ..optimize import DeltaBarDelta, GradientFn, OptimizeResult, Phase, SyncFn, optimize
 
 SCHEDULER_ALIASES = ("constant", "linear")
 
@@ -82,11 +82,12 @@ def scheduler_factory(
 def sgd_momentum_auto(optimizer: Any, optimizer_kwargs: Any, pair: tuple[float, float]):
     """Return ``(optimizer_kwargs, phase_momenta)`` for the 'auto' rule.
 
-    With ``optimizer='SGD'`` and ``optimizer_kwargs='auto'`` the phases carry the momenta
+    With ``optimizer='SGD'`` (or ``'DeltaBarDelta'``) and ``optimizer_kwargs='auto'`` the
+    phases carry the momenta
     ``pair``; otherwise the user's kwargs are used as given and phases leave momentum alone.
     """
     if optimizer_kwargs == "auto" or optimizer_kwargs is None:
-        if optimizer == "SGD" or optimizer is torch.optim.SGD:
+        if optimizer in ("SGD", "DeltaBarDelta") or optimizer in (torch.optim.SGD, DeltaBarDelta):
             return {"momentum": pair[0]} if pair[0] else {}, pair
         return {}, None
     if not isinstance(optimizer_kwargs, dict):

@@ -1,19 +1,31 @@
-"""t-SNE and SNE with exact (all-pairs, blockwise) repulsion."""
+"""t-SNE (exact or FFT-interpolated repulsion) and SNE (exact repulsion)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from functools import partial
+from typing import Any, ClassVar
 
 import torch
 
+from .._logging import get_logger
+from .._validation import check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..objective.exact import sne_gradient, tsne_gradient
+from ..objective.interpolated import SUPPORTED_DIMS, student_repulsion_terms_fft
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
 from .perplexity import PerplexityMixin
+
+logger = get_logger(__name__)
+
+#: With ``repulsion='auto'``, the exact repulsion is used up to this many samples and the
+#: FFT-interpolated one above. Measured per iteration on 2 CPU cores (2-D, layout ~70 units
+#: wide): exact 27 ms at 5,000 points, 103 ms at 10,000; FFT ~30-50 ms at any n up to 20,000.
+AUTO_FFT_MIN_SAMPLES = 8_000
+REPULSIONS = ("auto", "exact", "fft")
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -45,30 +57,101 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
 
 @dataclass(kw_only=True, eq=False, repr=False)
 class TSNE(_ExactEmbedder):
-    """t-SNE (van der Maaten & Hinton 2008) with exact repulsion.
+    """t-SNE (van der Maaten & Hinton 2008), exact or with FFT-interpolated repulsion.
 
     Input affinity: :class:`~torchdr_sc.affinity.EntropicAffinity` on the ``3 * perplexity``
     nearest neighbours, symmetrised ``(P + P^T) / 2n``. Embedding kernel
-    ``Q_ij = (1 + |z_i - z_j|^2)^{-1}``; loss ``-sum P log Q + log sum Q``. The all-pairs
-    repulsion is computed in row blocks with closed-form gradients, so memory stays
-    ``O(block x n)`` (no ``n x n`` matrix); time is ``O(n^2)`` per iteration - use
-    :class:`InfoTSNE` or :class:`UMAP` beyond ~50k samples.
+    ``Q_ij = (1 + |z_i - z_j|^2)^{-1}``; loss ``-sum P log Q + log sum Q``. The attraction
+    runs over P's edges; the repulsion over all pairs is either exact (row blocks,
+    ``O(n^2)`` per iteration, no ``n x n`` matrix) or interpolated on a grid and convolved
+    by FFT (``O(n)``; Linderman et al., Nature Methods 2019; 1-D and 2-D embeddings).
+
+    The default optimiser is SGD with momentum and per-coordinate gains
+    (:class:`~torchdr_sc.optimize.DeltaBarDelta`, as openTSNE and FIt-SNE): on digits it
+    reaches openTSNE's KL(P || Q) (0.757 vs 0.756) where plain SGD stops at 1.09.
 
     Parameters
     ----------
     perplexity
         Effective number of neighbours of the entropic affinity.
+    optimizer
+        ``'DeltaBarDelta'`` (default), or any ``torch.optim`` name / class (TorchDR's
+        default is ``'SGD'``).
+    repulsion
+        ``'exact'``, ``'fft'`` or ``'auto'``: exact up to :data:`AUTO_FFT_MIN_SAMPLES`
+        samples (or for ``n_components > 2``), FFT above; the choice is logged and kept in
+        ``repulsion_used_``.
+    n_interpolation_points
+        FFT: interpolation nodes per box and dimension.
+    min_num_intervals
+        FFT: fewest boxes per dimension of the grid.
+    ints_in_interval
+        FFT: widest box, in embedding units. The defaults keep the gradient's relative error
+        below 1e-2 (0.3 % on 5,000 points); openTSNE's 1.0 is faster and about 10x less
+        accurate.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
+
+    optimizer: Any = "DeltaBarDelta"
+    repulsion: str = "auto"
+    n_interpolation_points: int = 3
+    min_num_intervals: int = 50
+    ints_in_interval: float = 0.5
+
+    def _check_method_params(self) -> None:
+        super()._check_method_params()
+        check_option("repulsion", self.repulsion, REPULSIONS)
+        check_number(
+            "n_interpolation_points",
+            self.n_interpolation_points,
+            kind=int,
+            low=1,
+            high=10,
+            closed="both",
+        )
+        check_number("min_num_intervals", self.min_num_intervals, kind=int, low=1, closed="left")
+        check_number("ints_in_interval", self.ints_in_interval, low=0)
+        if self.repulsion == "fft" and self.n_components not in SUPPORTED_DIMS:
+            msg = (
+                f"repulsion='fft' supports n_components 1 or 2; got {self.n_components}: use "
+                "repulsion='exact' (or 'auto')."
+            )
+            raise ValueError(msg)
+
+    def repulsion_for(self, n: int) -> str:
+        """The repulsion used for ``n`` samples (``'exact'`` or ``'fft'``)."""
+        if self.repulsion != "auto":
+            return self.repulsion
+        if self.n_components in SUPPORTED_DIMS and n > AUTO_FFT_MIN_SAMPLES:
+            return "fft"
+        return "exact"
+
+    def derived_params(self) -> dict[str, Any]:
+        """The repulsion used (``'exact'`` or ``'fft'``), once fitted."""
+        used = getattr(self, "repulsion_used_", None)
+        return {} if used is None else {"repulsion_used": used}
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         P = P.scaled(1.0 / float(P.weights.sum()))
         reduce = ctx.reduce_scalar if ctx.active else (lambda v: v)
         workspace: dict = {}
+        self.repulsion_used_ = self.repulsion_for(P.n)
+        terms = None
+        if self.repulsion_used_ == "fft":
+            terms = partial(
+                student_repulsion_terms_fft,
+                n_interpolation_points=self.n_interpolation_points,
+                min_num_intervals=self.min_num_intervals,
+                ints_in_interval=self.ints_in_interval,
+            )
+        why = "" if self.repulsion != "auto" else f" (auto: {P.n} samples)"
+        logger.info("t-SNE repulsion: %s%s", self.repulsion_used_, why)
 
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            return tsne_gradient(z, P, phase.exaggeration, ctx.shard, reduce, workspace)
+            return tsne_gradient(
+                z, P, phase.exaggeration, ctx.shard, reduce, workspace, repulsion_terms=terms
+            )
 
         return grad
 

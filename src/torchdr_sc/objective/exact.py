@@ -24,6 +24,10 @@ import torch
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
 
+#: ``(z, shard) -> (rep, zsum)``: the repulsion sums of the shard's rows (see
+#: :func:`student_repulsion_terms`).
+RepulsionTerms = Callable[[torch.Tensor, RowShard], tuple[torch.Tensor, torch.Tensor]]
+
 #: Bytes allowed for one block of pairwise values (block x n floats), per temporary.
 BLOCK_BYTES = 64 * 2**20
 
@@ -125,17 +129,24 @@ def tsne_gradient(
     shard: RowShard,
     reduce_scalar: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
     workspace: dict | None = None,
+    repulsion_terms: RepulsionTerms | None = None,
 ) -> torch.Tensor:
-    """Exact t-SNE gradient (van der Maaten & Hinton 2008) for P summing to 1.
+    """t-SNE gradient (van der Maaten & Hinton 2008) for P summing to 1.
 
     ``grad_i = 4 (exaggeration * sum_j P_ij w_ij (z_i - z_j) - sum_j w_ij^2 (z_i - z_j) / Z)``
     with ``Z = sum_{k != l} w_kl``; ``reduce_scalar`` all-reduces the normaliser across shards.
+    The repulsion sums come from ``repulsion_terms(z, shard)`` (default: exact,
+    :func:`student_repulsion_terms`; the interpolated one is
+    :func:`~torchdr_sc.objective.interpolated.student_repulsion_terms_fft`).
     """
     mask = (
         (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < P.n else None
     )
     attr = attraction_student(z, P, mask)
-    rep, zsum = student_repulsion_terms(z, shard, workspace)
+    if repulsion_terms is None:
+        rep, zsum = student_repulsion_terms(z, shard, workspace)
+    else:
+        rep, zsum = repulsion_terms(z, shard)
     zsum = reduce_scalar(zsum)
     return exaggeration * attr - (4.0 / zsum) * rep
 

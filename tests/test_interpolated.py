@@ -1,0 +1,102 @@
+"""The FFT-interpolated t-SNE repulsion against the exact sums, and its parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchdr_sc as tdr
+from torchdr_sc.distributed import RowShard
+from torchdr_sc.objective.exact import student_repulsion_terms
+from torchdr_sc.objective.interpolated import (
+    cauchy_sums,
+    lagrange_weights,
+    student_repulsion_terms_fft,
+)
+
+
+def _embedding(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """A t-SNE-like layout: 10 clusters spread over ~60 units, float64."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(10, d, generator=gen, dtype=torch.float64) * 20
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    return centres[labels] + torch.randn(n, d, generator=gen, dtype=torch.float64) * 2
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_gradient_relative_error_below_1e_2_at_defaults(d):
+    z = _embedding(5000, d)
+    full = RowShard.full(5000)
+    rep, zsum = student_repulsion_terms(z, full)
+    rep_fft, zsum_fft = student_repulsion_terms_fft(z, full)
+    exact, approx = rep / zsum, rep_fft / zsum_fft
+    error = float((approx - exact).norm() / exact.norm())
+    print(f"d={d}: relative gradient error {error:.2e}")
+    assert error < 1e-2
+    assert abs(float(zsum_fft / zsum) - 1.0) < 1e-3
+
+
+def test_error_falls_with_finer_boxes():
+    z = _embedding(2000, 2, seed=1)
+    rep, zsum = student_repulsion_terms(z, RowShard.full(2000))
+    errors = []
+    for width in (2.0, 1.0, 0.5):
+        rep_fft, zsum_fft = student_repulsion_terms_fft(
+            z, RowShard.full(2000), ints_in_interval=width
+        )
+        errors.append(float((rep_fft / zsum_fft - rep / zsum).norm() / (rep / zsum).norm()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_shard_rows_match_the_full_computation():
+    z = _embedding(900, 2)
+    rep_all, zsum_all = student_repulsion_terms_fft(z, RowShard.full(900))
+    parts = [student_repulsion_terms_fft(z, RowShard(s, s + 300)) for s in (0, 300, 600)]
+    torch.testing.assert_close(sum(p[0] for p in parts), rep_all)
+    torch.testing.assert_close(sum(p[1] for p in parts), zsum_all)
+
+
+def test_lagrange_weights_sum_to_one_and_reproduce_quadratics():
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    w = lagrange_weights(t, 3)
+    nodes = (torch.arange(3, dtype=torch.float64) + 0.5) / 3
+    torch.testing.assert_close(w.sum(-1), torch.ones(11, dtype=torch.float64))
+    torch.testing.assert_close(w @ nodes.square(), t.square())
+
+
+def test_sums_of_two_far_points_and_self_term():
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    s1, s2 = cauchy_sums(z)
+    w = 1.0 / 26.0  # the other point is at distance 5; the point itself has w_ii = 1
+    torch.testing.assert_close(
+        s1, torch.full((2,), 1.0 + w, dtype=torch.float64), rtol=1e-3, atol=0
+    )
+    expected = torch.tensor(
+        [[1.0 + w**2, 3.0 * w**2, 4.0 * w**2], [1.0 + w**2, 3.0, 4.0]], dtype=torch.float64
+    )
+    torch.testing.assert_close(s2, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_tsne_auto_picks_by_size_and_records_it(digits):
+    x, _ = digits
+    small = tdr.TSNE(max_iter=10, random_state=0).fit(x[:500])
+    assert small.repulsion_used_ == "exact"
+    assert small.repulsion_for(100_000) == "fft"
+    assert tdr.TSNE(n_components=3).repulsion_for(100_000) == "exact"
+    forced = tdr.TSNE(max_iter=10, random_state=0, repulsion="fft").fit(x[:500])
+    assert forced.derived_params() == {"repulsion_used": "fft"}
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"repulsion": "fft", "n_components": 3}, r"repulsion='fft' supports n_components 1 or 2"),
+        ({"repulsion": "barnes-hut"}, r"`repulsion` must be one of 'auto', 'exact', 'fft'"),
+        ({"n_interpolation_points": 0}, r"`n_interpolation_points` must be an int in \[1, 10\]"),
+        ({"min_num_intervals": 0}, r"`min_num_intervals` must be an int"),
+        ({"ints_in_interval": 0.0}, r"`ints_in_interval` must be"),
+    ],
+)
+def test_bad_repulsion_parameters_raise_before_work(params, match):
+    with pytest.raises(ValueError, match=match):
+        tdr.TSNE(**params).validate()
