@@ -100,3 +100,18 @@ def test_tsne_auto_picks_by_size_and_records_it(digits):
 def test_bad_repulsion_parameters_raise_before_work(params, match):
     with pytest.raises(ValueError, match=match):
         tdr.TSNE(**params).validate()
+
+
+def test_compiled_attraction_equals_the_eager_one(blobs):
+    """The fused (torch.compile) attraction that 'auto' uses on large P, against eager."""
+    from torchdr_sc.objective.exact import StudentAttraction, attraction_student
+
+    x, _ = blobs
+    est = tdr.TSNE(max_iter=1, random_state=0, perplexity=10).fit(x)
+    P = est.affinity_in_
+    z = torch.randn(P.n, 2, generator=torch.Generator().manual_seed(0))
+    shard = RowShard(50, 200)
+    compiled = StudentAttraction(P, shard, compile=True)
+    assert compiled.compiled
+    mask = (P.rows >= 50) & (P.rows < 200)
+    torch.testing.assert_close(compiled(z), attraction_student(z, P, mask), rtol=1e-5, atol=1e-7)

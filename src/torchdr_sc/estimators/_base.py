@@ -94,8 +94,8 @@ class Embedder(BaseEstimator):
         epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults) and
         runs eagerly otherwise, or if the compiler is unavailable; ``True`` always compiles
         (and raises if it cannot); ``False`` never does. The first compilation takes
-        seconds and is cached on disk by PyTorch. The exact methods (TSNE, SNE,
-        TSNEkhorn) ignore it.
+        seconds and is cached on disk by PyTorch. TSNE compiles its attraction over P's
+        edges by the same rule; SNE and TSNEkhorn ignore it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar

@@ -12,7 +12,7 @@ from .._logging import get_logger
 from .._validation import check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..objective.exact import sne_gradient, tsne_gradient
+from ..objective.exact import StudentAttraction, sne_gradient, tsne_gradient
 from ..objective.interpolated import SUPPORTED_DIMS, student_repulsion_terms_fft
 from ..optimize import OptimizeResult
 from ._base import Embedder
@@ -77,6 +77,9 @@ class TSNE(_ExactEmbedder):
     optimizer
         ``'DeltaBarDelta'`` (default), or any ``torch.optim`` name / class (TorchDR's
         default is ``'SGD'``).
+    compile
+        Fuse the attraction over P's edges with :func:`torch.compile` (``'auto'``: on CPU
+        from about 4M edges, e.g. 30,000 points at perplexity 30; 5x faster per iteration).
     repulsion
         ``'exact'``, ``'fft'`` or ``'auto'``: exact up to :data:`AUTO_FFT_MIN_SAMPLES`
         samples (or for ``n_components > 2``), FFT above; the choice is logged and kept in
@@ -148,9 +151,18 @@ class TSNE(_ExactEmbedder):
         why = "" if self.repulsion != "auto" else f" (auto: {P.n} samples)"
         logger.info("t-SNE repulsion: %s%s", self.repulsion_used_, why)
 
+        attraction = StudentAttraction(P, ctx.shard, compile=self.compile)
+
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
             return tsne_gradient(
-                z, P, phase.exaggeration, ctx.shard, reduce, workspace, repulsion_terms=terms
+                z,
+                P,
+                phase.exaggeration,
+                ctx.shard,
+                reduce,
+                workspace,
+                repulsion_terms=terms,
+                attraction=attraction,
             )
 
         return grad

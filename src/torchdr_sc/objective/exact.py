@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .._logging import get_logger
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
+
+logger = get_logger(__name__)
 
 #: ``(z, shard) -> (rep, zsum)``: the repulsion sums of the shard's rows (see
 #: :func:`student_repulsion_terms`).
@@ -92,6 +95,70 @@ def attraction_student(
     return scatter_rows(z.shape[0], rows, coef, diffs)
 
 
+def _fused_attraction(
+    coords: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """:func:`attraction_student` on ``(d, n)`` coordinates, written for ``torch.compile``.
+
+    TorchInductor fuses the gathers, the kernel and the scatter into one loop over the edges
+    (no edge-sized temporaries): 0.16 s instead of 0.8 s for 28.8M edges on 2 CPU cores.
+    """
+    diff = coords[:, rows] - coords[:, cols]
+    coef = (4.0 * weights) / (1.0 + (diff * diff).sum(0))
+    out = torch.zeros_like(coords).index_add_(1, rows, coef * diff)
+    return out.T
+
+
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+class StudentAttraction:
+    """The t-SNE attraction over P's edges (of the shard's rows), eager or compiled.
+
+    Parameters
+    ----------
+    P
+        The input affinity (its weights in the embedding's dtype).
+    shard
+        Rows this process owns: only their edges are summed.
+    compile
+        ``True``, ``False`` or ``'auto'`` (compiled on CPU from
+        :data:`~torchdr_sc.objective.epoch.COMPILE_MIN_WORK` edges). If the compiler fails,
+        ``'auto'`` runs eagerly (logged) and ``True`` raises.
+    """
+
+    def __init__(self, P: SparseAffinity, shard: RowShard, *, compile: bool | str) -> None:
+        from .epoch import resolve_compile
+
+        partial_shard = shard.start or shard.stop < P.n
+        mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
+        self.P, self.mask = P, mask
+        self.rows, self.cols, self.weights = P.rows, P.cols, P.weights
+        if mask is not None:
+            self.rows, self.cols, self.weights = (
+                self.rows[mask],
+                self.cols[mask],
+                self.weights[mask],
+            )
+        self.compiled = resolve_compile(compile, P.device, float(self.rows.numel()))
+        self._must_compile = compile is True
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """``4 sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
+        if self.compiled:
+            try:
+                if "attraction" not in _COMPILED:
+                    _COMPILED["attraction"] = torch.compile(_fused_attraction, dynamic=True)
+                coords = z.T.contiguous()
+                return _COMPILED["attraction"](coords, self.rows, self.cols, self.weights)
+            except Exception as err:  # the compiler (not the arithmetic) failed
+                if self._must_compile:
+                    raise
+                logger.info("torch.compile of the attraction failed (%s); running it eagerly", err)
+                self.compiled = False
+        return attraction_student(z, self.P, self.mask)
+
+
 def student_repulsion_terms(
     z: torch.Tensor, shard: RowShard, workspace: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +197,7 @@ def tsne_gradient(
     reduce_scalar: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
     workspace: dict | None = None,
     repulsion_terms: RepulsionTerms | None = None,
+    attraction: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """t-SNE gradient (van der Maaten & Hinton 2008) for P summing to 1.
 
@@ -137,12 +205,12 @@ def tsne_gradient(
     with ``Z = sum_{k != l} w_kl``; ``reduce_scalar`` all-reduces the normaliser across shards.
     The repulsion sums come from ``repulsion_terms(z, shard)`` (default: exact,
     :func:`student_repulsion_terms`; the interpolated one is
-    :func:`~torchdr_sc.objective.interpolated.student_repulsion_terms_fft`).
+    :func:`~torchdr_sc.objective.interpolated.student_repulsion_terms_fft`); the attraction
+    from ``attraction(z)`` (default: an eager :class:`StudentAttraction`).
     """
-    mask = (
-        (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < P.n else None
-    )
-    attr = attraction_student(z, P, mask)
+    if attraction is None:
+        attraction = StudentAttraction(P, shard, compile=False)
+    attr = attraction(z)
     if repulsion_terms is None:
         rep, zsum = student_repulsion_terms(z, shard, workspace)
     else:
