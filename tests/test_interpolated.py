@@ -108,10 +108,10 @@ def test_compiled_attraction_equals_the_eager_one(blobs):
 
     x, _ = blobs
     est = tdr.TSNE(max_iter=1, random_state=0, perplexity=10).fit(x)
-    P = est.affinity_in_
-    z = torch.randn(P.n, 2, generator=torch.Generator().manual_seed(0))
+    P = est.affinity_in_.to(dtype=torch.float64)  # float64: the algebra, not the round-off
+    z = torch.randn(P.n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     shard = RowShard(50, 200)
     compiled = StudentAttraction(P, shard, compile=True)
     assert compiled.compiled
     mask = (P.rows >= 50) & (P.rows < 200)
-    torch.testing.assert_close(compiled(z), attraction_student(z, P, mask), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(compiled(z), attraction_student(z, P, mask))

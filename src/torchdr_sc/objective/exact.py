@@ -17,6 +17,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -95,18 +96,16 @@ def attraction_student(
     return scatter_rows(z.shape[0], rows, coef, diffs)
 
 
-def _fused_attraction(
+def _attraction_coefficients(
     coords: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`attraction_student` on ``(d, n)`` coordinates, written for ``torch.compile``.
+    """``4 P_ij / (1 + |z_i - z_j|^2)`` of every edge from ``(d, n)`` coordinates.
 
-    TorchInductor fuses the gathers, the kernel and the scatter into one loop over the edges
-    (no edge-sized temporaries): 0.16 s instead of 0.8 s for 28.8M edges on 2 CPU cores.
+    Written for ``torch.compile``: TorchInductor fuses the gathers and the kernel into one
+    loop over the edges, with no edge-sized temporaries but the result.
     """
     diff = coords[:, rows] - coords[:, cols]
-    coef = (4.0 * weights) / (1.0 + (diff * diff).sum(0))
-    out = torch.zeros_like(coords).index_add_(1, rows, coef * diff)
-    return out.T
+    return (4.0 * weights) / (1.0 + (diff * diff).sum(0))
 
 
 _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
@@ -133,24 +132,39 @@ class StudentAttraction:
         partial_shard = shard.start or shard.stop < P.n
         mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
         self.P, self.mask = P, mask
-        self.rows, self.cols, self.weights = P.rows, P.cols, P.weights
+        rows, cols, weights = P.rows, P.cols, P.weights
         if mask is not None:
-            self.rows, self.cols, self.weights = (
-                self.rows[mask],
-                self.cols[mask],
-                self.weights[mask],
-            )
-        self.compiled = resolve_compile(compile, P.device, float(self.rows.numel()))
+            rows, cols, weights = rows[mask], cols[mask], weights[mask]
+        self.compiled = resolve_compile(compile, P.device, float(rows.numel()))
         self._must_compile = compile is True
+        # compiled path: int32 edge ids and the CSR row pointer of the (row-sorted) edges
+        self.rows = rows.to(torch.int32)
+        self.cols = cols.to(torch.int32)
+        self.weights = weights
+        counts = torch.bincount(rows, minlength=P.n)
+        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+
+    def _fused(self, z: torch.Tensor) -> torch.Tensor:
+        """Edge coefficients in one compiled loop, then one CSR product ``W @ [z, 1]``.
+
+        The product sums each row's contiguous edges without atomics (2.8x faster than a
+        compiled scatter on 2 CPU cores: 81 ms for 28.8M edges).
+        """
+        if "coefficients" not in _COMPILED:
+            _COMPILED["coefficients"] = torch.compile(_attraction_coefficients, dynamic=True)
+        coef = _COMPILED["coefficients"](z.T.contiguous(), self.rows, self.cols, self.weights)
+        n = z.shape[0]
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            W = torch.sparse_csr_tensor(self.crow, self.cols, coef, (n, n))
+        sums = W @ torch.cat([z, torch.ones_like(z[:, :1])], 1)
+        return z * sums[:, -1:] - sums[:, :-1]
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """``4 sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
         if self.compiled:
             try:
-                if "attraction" not in _COMPILED:
-                    _COMPILED["attraction"] = torch.compile(_fused_attraction, dynamic=True)
-                coords = z.T.contiguous()
-                return _COMPILED["attraction"](coords, self.rows, self.cols, self.weights)
+                return self._fused(z)
             except Exception as err:  # the compiler (not the arithmetic) failed
                 if self._must_compile:
                     raise

@@ -40,6 +40,22 @@ MAX_BOXES_2D = 400
 MAX_BOXES_1D = 100_000
 
 
+def fft_size(n: int) -> int:
+    """The smallest ``2^a 3^b 5^c >= n``: FFT lengths with large prime factors are slow."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            size = power35
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
 def lagrange_weights(t: torch.Tensor, p: int) -> torch.Tensor:
     """Weights of the ``p`` Lagrange polynomials on nodes ``(j + 1/2) / p`` at points ``t``.
 
@@ -106,8 +122,11 @@ def _kernel_spectra(side: int, d: int, h: float, dtype: torch.dtype, device) -> 
 
     Cached: with boxes of fixed width, successive iterations mostly share the grid.
     """
-    offsets = torch.arange(2 * side, dtype=dtype, device=device)
-    offsets = torch.where(offsets < side, offsets, offsets - 2 * side) * h
+    size = fft_size(2 * side - 1)
+    offsets = torch.arange(size, dtype=dtype, device=device)
+    # offsets 0 .. side - 1, then -(side - 1) .. -1 at the end; what lies between never
+    # meets a pair of nodes (the padding keeps the circular convolution a linear one)
+    offsets = torch.where(offsets < side, offsets, offsets - size) * h
     d2 = offsets.square()
     if d == 2:
         d2 = d2[:, None] + d2[None, :]
@@ -151,7 +170,8 @@ def cauchy_sums(
     grid.index_add_(
         0, index.reshape(-1), (weight[..., None] * charges[:, None, :]).reshape(-1, 1 + d)
     )
-    padded = torch.zeros((1 + d,) + (2 * side,) * d, dtype=z.dtype, device=z.device)
+    size = fft_size(2 * side - 1)
+    padded = torch.zeros((1 + d,) + (size,) * d, dtype=z.dtype, device=z.device)
     padded[(slice(None),) + (slice(0, side),) * d] = grid.T.reshape((1 + d,) + (side,) * d)
     dims = tuple(range(-d, 0))
     charge_hat = torch.fft.rfftn(padded, dim=dims)
@@ -159,7 +179,7 @@ def cauchy_sums(
 
     # channel 0 (charge 1) with both kernels, the coordinate channels with the squared one
     products = torch.cat([charge_hat[:1] * kernel_hat, charge_hat[1:] * kernel_hat[1:]])
-    shape = (2 * side,) * d
+    shape = (size,) * d
     potentials = torch.fft.irfftn(products, s=shape, dim=dims)
     potentials = potentials[(slice(None),) + (slice(0, side),) * d].reshape(2 + d, side**d)
     if rows is not None:
