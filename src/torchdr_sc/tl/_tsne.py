@@ -47,10 +47,11 @@ def tsne(
 ) -> AnnData | None:
     """Embed the cells with t-SNE (van der Maaten & Hinton 2008).
 
-    A drop-in for ``sc.tl.tsne`` (same default perplexity 30): exact repulsion computed in
-    blocks by PyTorch, with early exaggeration 12 for 250 iterations and PCA
-    initialisation. ``sc.pl.tsne(adata, color=...)`` plots the result. For more than
-    ~50k cells prefer :func:`infotsne` or :func:`umap`.
+    A drop-in for ``sc.tl.tsne`` (same default perplexity 30): the repulsion is exact up to
+    8,000 cells and interpolated on a grid with FFT convolutions above (O(n) per
+    iteration, as FIt-SNE / openTSNE; pass ``repulsion='exact'`` or ``'fft'`` to choose),
+    with early exaggeration 12 for 250 iterations, SGD with gains and PCA initialisation.
+    ``sc.pl.tsne(adata, color=...)`` plots the result.
 
     Parameters
     ----------
