@@ -29,6 +29,11 @@ METHODS = {
     "infotsne": (tdr.InfoTSNE, {"max_iter": 200}, 1797),
     "largevis": (tdr.LargeVis, {"max_iter": 200}, 1797),
     "tsne": (tdr.TSNE, {"max_iter": 250, "early_exaggeration_iter": 100}, 1797),
+    "tsne_fft": (
+        tdr.TSNE,
+        {"max_iter": 250, "early_exaggeration_iter": 100, "repulsion": "fft"},
+        1797,
+    ),
     "sne": (tdr.SNE, {"max_iter": 250, "early_exaggeration_iter": 100}, 899),
 }
 
