@@ -137,12 +137,12 @@ class StudentAttraction:
             rows, cols, weights = rows[mask], cols[mask], weights[mask]
         self.compiled = resolve_compile(compile, P.device, float(rows.numel()))
         self._must_compile = compile is True
-        # compiled path: int32 edge ids and the CSR row pointer of the (row-sorted) edges
-        self.rows = rows.to(torch.int32)
-        self.cols = cols.to(torch.int32)
-        self.weights = weights
-        counts = torch.bincount(rows, minlength=P.n)
-        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+        if self.compiled:  # int32 edge ids and the CSR row pointer of the (row-sorted) edges
+            self.rows = rows.to(torch.int32)
+            self.cols = cols.to(torch.int32)
+            self.weights = weights
+            counts = torch.bincount(rows, minlength=P.n)
+            self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
 
     def _fused(self, z: torch.Tensor) -> torch.Tensor:
         """Edge coefficients in one compiled loop, then one CSR product ``W @ [z, 1]``.
@@ -220,11 +220,14 @@ def tsne_gradient(
     The repulsion sums come from ``repulsion_terms(z, shard)`` (default: exact,
     :func:`student_repulsion_terms`; the interpolated one is
     :func:`~torchdr_sc.objective.interpolated.student_repulsion_terms_fft`); the attraction
-    from ``attraction(z)`` (default: an eager :class:`StudentAttraction`).
+    from ``attraction(z)`` (default: :func:`attraction_student`, eager).
     """
     if attraction is None:
-        attraction = StudentAttraction(P, shard, compile=False)
-    attr = attraction(z)
+        partial_shard = shard.start or shard.stop < P.n
+        mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
+        attr = attraction_student(z, P, mask)
+    else:
+        attr = attraction(z)
     if repulsion_terms is None:
         rep, zsum = student_repulsion_terms(z, shard, workspace)
     else:
