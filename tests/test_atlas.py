@@ -70,7 +70,7 @@ def test_embed_end_to_end(runs, pbmc_file, nproc):
     assert out.obsm["X_umap"].dtype == np.float32
     params = out.uns["umap"]["params"]
     assert params["use_rep"] == "X_pca"
-    assert params["max_iter"] == 100
+    assert params["maxiter"] == 100  # --max-iter, recorded under tl.umap's (scanpy's) name
     key = params["affinity_key"]
     assert out.obsp[key].shape == (700, 700)
     assert key in out.uns["tdr_affinities"]
@@ -154,7 +154,7 @@ def test_x_is_streamed_from_disk(digits_files, tmp_path, kind, capsys):
     assert "streaming X from disk" in capsys.readouterr().out
     out = ad.read_h5ad(target)
     ref = ad.AnnData(X)
-    tl.umap(ref, use_rep="X", max_iter=200, device="cpu")
+    tl.umap(ref, use_rep="X", maxiter=200, device="cpu", cache=True)
     assert sorted(out.uns["umap"]["params"]) == sorted(ref.uns["umap"]["params"])
     assert (
         abs(knn_label_accuracy(out.obsm["X_umap"], y) - knn_label_accuracy(ref.obsm["X_umap"], y))

@@ -31,10 +31,12 @@ WORKER = textwrap.dedent(
         rank = dist.get_rank()
         sc.settings.verbosity = 3
         adata = sc.datasets.pbmc68k_reduced()
-        tl.umap(adata, max_iter=100, device="cpu")
-        tl.tsne(adata, max_iter=150, device="cpu")
-        tl.umap(adata, max_iter=100, device="cpu", key_added="again")  # cache hit
-        tl.umap(adata, max_iter=20, device="cpu", random_state=None, key_added="noseed")
+        tl.umap(adata, maxiter=100, device="cpu", cache=True)
+        tl.tsne(adata, max_iter=150, device="cpu", cache=True)
+        tl.umap(adata, maxiter=100, device="cpu", key_added="again", cache=True)  # cache hit
+        tl.umap(
+            adata, maxiter=20, device="cpu", random_state=None, key_added="noseed", cache=True
+        )
         res = {k: adata.obsm[k] for k in ("X_umap", "X_tsne", "again", "noseed")}
         res.update({k: adata.obsp[k].toarray() for k in adata.obsp if k.startswith("tdr_")})
         np.savez(f"{out}/rank{rank}.npz", **res)
@@ -71,10 +73,10 @@ def single():
     import torchdr_sc.tl as tl
 
     adata = sc.datasets.pbmc68k_reduced()
-    tl.umap(adata, max_iter=100, device="cpu")
-    tl.tsne(adata, max_iter=150, device="cpu")
-    tl.umap(adata, max_iter=100, device="cpu", key_added="again")
-    tl.umap(adata, max_iter=20, device="cpu", random_state=None, key_added="noseed")
+    tl.umap(adata, maxiter=100, device="cpu", cache=True)
+    tl.tsne(adata, max_iter=150, device="cpu", cache=True)
+    tl.umap(adata, maxiter=100, device="cpu", key_added="again", cache=True)
+    tl.umap(adata, maxiter=20, device="cpu", random_state=None, key_added="noseed", cache=True)
     return adata
 
 

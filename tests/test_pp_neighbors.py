@@ -87,7 +87,7 @@ def test_tl_umap_reuses_our_graph(pbmc_adata, monkeypatch):
 
     knn_module = importlib.import_module("torchdr_sc.knn")
     monkeypatch.setattr(knn_module, "knn", lambda *a, **k: pytest.fail("searched again"))
-    tl.umap(pbmc_adata, neighbors_key="ours", init="pca", max_iter=5)
+    tl.umap(pbmc_adata, neighbors_key="ours", init_pos="pca", maxiter=5)
     assert pbmc_adata.uns["umap"]["params"]["neighbors_key"] == "ours"
 
 

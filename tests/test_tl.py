@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 FAST = {"max_iter": 20}
+UMAP_FAST = {"maxiter": 20}  # tl.umap speaks scanpy
 METHODS = ("umap", "tsne", "infotsne", "largevis")
 
 
@@ -26,7 +27,8 @@ def embedded() -> ad.AnnData:
     """pbmc68k_reduced embedded by the four kNN-based methods (short runs)."""
     adata = sc.datasets.pbmc68k_reduced()
     for name in METHODS:
-        assert getattr(tl, name)(adata, **FAST) is None
+        fast = UMAP_FAST if name == "umap" else FAST
+        assert getattr(tl, name)(adata, cache=True, **fast) is None
     return adata
 
 
@@ -53,7 +55,7 @@ def test_documented_keys_shapes_and_dtypes(embedded, name):
     assert params["use_rep"] == "X_pca"
     assert "n_pcs" not in params
     assert params["random_state"] == 0
-    assert params["max_iter"] == 20
+    assert params["maxiter" if name == "umap" else "max_iter"] == 20
     assert params["torchdr_sc_version"]
     key = params["affinity_key"]
     P = embedded.obsp[key]
@@ -61,7 +63,8 @@ def test_documented_keys_shapes_and_dtypes(embedded, name):
     assert P.format == "csr"
     assert P.dtype == np.float32
     assert P.shape == (embedded.n_obs, embedded.n_obs)
-    assert embedded.uns["tdr_affinities"][key]["source"] == "X_pca"
+    source = "neighbors:neighbors" if name == "umap" else "X_pca"  # umap read the graph
+    assert embedded.uns["tdr_affinities"][key]["source"] == source
     assert set(embedded.uns[name]["timings"]) >= {"knn", "affinity", "optimize"}
 
 
@@ -69,8 +72,13 @@ def test_umap_records_scanpy_defaults(embedded):
     params = embedded.uns["umap"]["params"]
     assert params["min_dist"] == 0.5
     assert params["spread"] == 1.0
-    assert params["n_neighbors"] == 15
-    assert params["init"] == "spectral"
+    assert params["n_neighbors"] == 10  # the graph of sc.pp.neighbors that the data holds
+    assert params["neighbors_key"] == "neighbors"
+    assert params["init_pos"] == "spectral"
+    assert (params["maxiter"], params["alpha"], params["gamma"]) == (20, 1.0, 1.0)
+    assert params["negative_sample_rate"] == 5
+    assert "max_iter" not in params
+    assert "lr" not in params
     assert params["a"] == pytest.approx(0.583, abs=1e-3)
     assert params["b"] == pytest.approx(1.334, abs=1e-3)
 
@@ -129,20 +137,20 @@ def test_copy_semantics(pbmc_adata):
         set(pbmc_adata.uns),
         pbmc_adata.obsm["X_umap"].copy(),
     )
-    out = tl.umap(pbmc_adata, copy=True, init="pca", **FAST)
+    out = tl.umap(pbmc_adata, copy=True, init_pos="pca", **UMAP_FAST)
     assert isinstance(out, ad.AnnData)
     assert out is not pbmc_adata
     assert "umap" in out.uns
-    assert out.uns["umap"]["params"]["init"] == "pca"
+    assert out.uns["umap"]["params"]["init_pos"] == "pca"
     assert not np.array_equal(out.obsm["X_umap"], before[3])
     assert (set(pbmc_adata.obsm), set(pbmc_adata.obsp), set(pbmc_adata.uns)) == before[:3]
     np.testing.assert_array_equal(pbmc_adata.obsm["X_umap"], before[3])
-    assert tl.umap(pbmc_adata, init="pca", **FAST) is None
+    assert tl.umap(pbmc_adata, init_pos="pca", **UMAP_FAST) is None
     assert "umap" in pbmc_adata.uns
 
 
 def test_key_added_names_obsm_and_uns(pbmc_adata, tmp_path):
-    tl.umap(pbmc_adata, key_added="umap_pca_init", init="pca", **FAST)
+    tl.umap(pbmc_adata, key_added="umap_pca_init", init_pos="pca", **UMAP_FAST)
     assert "umap_pca_init" in pbmc_adata.obsm
     assert "umap_pca_init" in pbmc_adata.uns
     assert "umap" not in pbmc_adata.uns
@@ -153,13 +161,14 @@ def test_key_added_names_obsm_and_uns(pbmc_adata, tmp_path):
 def test_view_input(pbmc_adata):
     mask = (pbmc_adata.obs["bulk_labels"] != "Dendritic").to_numpy()
     view = pbmc_adata[mask]
-    out = tl.umap(view, copy=True, init="pca", **FAST)
+    # the subset cut the stored graph's rows: search afresh (test_tl_graph tests the error)
+    out = tl.umap(view, copy=True, init_pos="pca", recompute_neighbors=True, **UMAP_FAST)
     assert view.is_view
     assert "umap" not in view.uns
     assert out.obsm["X_umap"].shape == (int(mask.sum()), 2)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        tl.umap(view, init="pca", **FAST)
+        tl.umap(view, init_pos="pca", recompute_neighbors=True, **UMAP_FAST)
     assert not [w for w in records if "view" in str(w.message)]
     assert not view.is_view
     assert view.obsm["X_umap"].shape == (int(mask.sum()), 2)
@@ -170,10 +179,10 @@ def test_backed_anndata_with_obsm_representation(pbmc_adata, tmp_path):
     path = tmp_path / "pbmc_adata.h5ad"
     pbmc_adata.write_h5ad(path)
     backed = ad.read_h5ad(path, backed="r")
-    out = tl.umap(backed, copy=True, init="pca", **FAST)
+    out = tl.umap(backed, copy=True, init_pos="pca", **UMAP_FAST)
     assert not out.isbacked
     assert out.obsm["X_umap"].shape == (pbmc_adata.n_obs, 2)
-    tl.umap(backed, init="pca", **FAST)
+    tl.umap(backed, init_pos="pca", **UMAP_FAST)
     assert backed.obsm["X_umap"].dtype == np.float32
 
 
@@ -181,7 +190,7 @@ def test_sparse_small_X_is_used_directly(pbmc_adata):
     x = pbmc_adata.obsm["X_pca"][:, :30].copy()
     x[np.abs(x) < 0.5] = 0
     small = ad.AnnData(sp.csr_matrix(x), obs=pbmc_adata.obs)
-    tl.umap(small, init="pca", **FAST)
+    tl.umap(small, init_pos="pca", **UMAP_FAST)
     assert small.uns["umap"]["params"]["use_rep"] == "X"
     assert small.obsm["X_umap"].shape == (small.n_obs, 2)
 
@@ -199,24 +208,26 @@ def test_tsnekhorn_writes_its_keys(pbmc_adata, tmp_path):
 
 def test_recorded_seed_reproduces_the_run(pbmc_adata):
     # device="cpu": bitwise reproducibility is a CPU guarantee (see test_estimators)
-    tl.umap(pbmc_adata, random_state=np.random.RandomState(3), init="pca", device="cpu", **FAST)
+    tl.umap(
+        pbmc_adata, random_state=np.random.RandomState(3), init_pos="pca", device="cpu", **UMAP_FAST
+    )
     seed = pbmc_adata.uns["umap"]["params"]["random_state"]
     assert isinstance(seed, int)
     again = sc.datasets.pbmc68k_reduced()
-    tl.umap(again, random_state=seed, init="pca", device="cpu", **FAST)
+    tl.umap(again, random_state=seed, init_pos="pca", device="cpu", **UMAP_FAST)
     np.testing.assert_array_equal(again.obsm["X_umap"], pbmc_adata.obsm["X_umap"])
 
 
 def test_init_may_name_an_obsm_key(pbmc_adata):
-    tl.umap(pbmc_adata, init="X_pca", **FAST)
-    assert pbmc_adata.uns["umap"]["params"]["init"] == "X_pca"
+    tl.umap(pbmc_adata, init_pos="X_pca", **UMAP_FAST)
+    assert pbmc_adata.uns["umap"]["params"]["init_pos"] == "X_pca"
 
 
 def test_backed_small_X_is_read_into_memory(pbmc_adata, tmp_path):
     small = ad.AnnData(pbmc_adata.obsm["X_pca"][:, :30].copy(), obs=pbmc_adata.obs)
     small.write_h5ad(tmp_path / "small.h5ad")
     backed = ad.read_h5ad(tmp_path / "small.h5ad", backed="r")
-    tl.umap(backed, init="pca", **FAST)
+    tl.umap(backed, init_pos="pca", **UMAP_FAST)
     assert backed.uns["umap"]["params"]["use_rep"] == "X"
     assert backed.obsm["X_umap"].shape == (pbmc_adata.n_obs, 2)
 
@@ -228,8 +239,8 @@ def test_logs_like_scanpy(pbmc_adata):
     old_file, old_verbosity = sc.settings.logfile, sc.settings.verbosity
     sc.settings.logfile, sc.settings.verbosity = stream, 3
     try:
-        tl.umap(pbmc_adata, init="pca", **FAST)
-        tl.umap(pbmc_adata, init="pca", key_added="again", **FAST)
+        tl.umap(pbmc_adata, init_pos="pca", cache=True, **UMAP_FAST)
+        tl.umap(pbmc_adata, init_pos="pca", key_added="again", cache=True, **UMAP_FAST)
     finally:
         sc.settings.logfile, sc.settings.verbosity = old_file, old_verbosity
     text = stream.getvalue()
@@ -247,7 +258,7 @@ def test_quiet_at_default_verbosity(pbmc_adata):
     old_file = sc.settings.logfile
     sc.settings.logfile = stream
     try:
-        tl.umap(pbmc_adata, init="pca", **FAST)
+        tl.umap(pbmc_adata, init_pos="pca", **UMAP_FAST)
     finally:
         sc.settings.logfile = old_file
     assert sc.settings.verbosity <= 1
@@ -255,6 +266,6 @@ def test_quiet_at_default_verbosity(pbmc_adata):
 
 
 def test_progress_bar_can_be_turned_on(pbmc_adata, capsys):
-    tl.umap(pbmc_adata, init="pca", progress_bar=True, **FAST)
+    tl.umap(pbmc_adata, init_pos="pca", progress_bar=True, **UMAP_FAST)
     assert "UMAP" in capsys.readouterr().err
     assert pbmc_adata.uns["umap"]["params"]["progress_bar"] is True

@@ -11,6 +11,7 @@ import torchdr_sc.tl as tl
 from torchdr_sc.estimators import TSNE, UMAP
 
 FAST = {"max_iter": 5}
+UMAP_FAST = {"maxiter": 5}  # tl.umap speaks scanpy
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_nan_in_representation(untouched, no_search):
         (tl.tsne, {}, r"perplexity \(30\) must be smaller than the number of samples \(20\)"),
         (
             tl.umap,
-            {"n_neighbors": 25},
+            {"n_neighbors": 25, "recompute_neighbors": True},
             r"n_neighbors \(25\) must not exceed the number of samples \(20\)",
         ),
     ],
@@ -97,7 +98,12 @@ def test_neighbors_key_with_too_small_k(untouched, no_search):
     ):
         tl.tsne(untouched, neighbors_key="neighbors")
     with pytest.raises(ValueError, match=r"tl.umap with n_neighbors=15 needs k >= 14"):
-        tl.umap(untouched, neighbors_key="neighbors")
+        tl.umap(untouched, neighbors_key="neighbors", n_neighbors=15)
+    # the graph found by default: the message also says how to search afresh
+    with pytest.raises(
+        ValueError, match=r"needs k >= 14.*Or pass recompute_neighbors=True to search"
+    ):
+        tl.umap(untouched, n_neighbors=15)
 
 
 def test_tsnekhorn_has_no_neighbors_key(untouched):
@@ -136,11 +142,35 @@ def test_invalid_engine_parameter(untouched, no_search):
         tl.umap(untouched, backend="foo")
 
 
-def test_unknown_keyword(untouched):
+@pytest.mark.parametrize(
+    ("func", "given", "suggested"),
+    [
+        (tl.umap, "max_iter", "'maxiter'"),  # the estimator's name: scanpy's is taken
+        (tl.umap, "n_epochs", "'maxiter'"),  # umap-learn's name
+        (tl.umap, "learning_rate", "'alpha'"),
+        (tl.umap, "init", "'init_pos'"),
+        (tl.umap, "n_negatives", "'negative_sample_rate'"),
+        (tl.umap, "min_dst", "'min_dist'"),  # a typo
+        (tl.tsne, "lr", "'learning_rate'"),
+        (tl.tsne, "early_exaggeration_coeff", "'early_exaggeration'"),
+        (tl.tsne, "metric_in", "'metric'"),
+        (tl.tsne, "perplexty", "'perplexity'"),
+        (tl.infotsne, "maxiter", "'max_iter'"),
+    ],
+)
+def test_unknown_keyword_suggests_the_valid_name(untouched, no_search, func, given, suggested):
+    name = func.__name__
     with pytest.raises(
-        TypeError, match=r"tl.umap\(\) got an unexpected keyword argument 'maxiter'"
+        TypeError,
+        match=rf"tl.{name}\(\) got an unexpected keyword argument '{given}'; "
+        rf"did you mean {suggested}",
     ):
-        tl.umap(untouched, maxiter=10)
+        func(untouched, **{given: 1})
+
+
+def test_unknown_keyword_without_a_close_name(untouched, no_search):
+    with pytest.raises(TypeError, match=r"tl.umap\(\) got an unexpected keyword argument 'zzz'\.$"):
+        tl.umap(untouched, zzz=1)
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
@@ -151,7 +181,7 @@ def test_interrupted_run_writes_nothing(untouched, monkeypatch, exc):
     monkeypatch.setattr(UMAP, "_optimize", interrupt)
     monkeypatch.setattr(TSNE, "_optimize", interrupt)
     with pytest.raises(exc):
-        tl.umap(untouched, init="pca", **FAST)
+        tl.umap(untouched, init_pos="pca", **UMAP_FAST)
     with pytest.raises(exc):
         tl.tsne(untouched, perplexity=5, copy=False, **FAST)
     assert not any(k.startswith("tdr_") for k in untouched.obsp)

@@ -5,12 +5,16 @@ Conventions (DESIGN.md section 3):
 - ``device="auto"``: a torch input keeps its device; numpy input goes to CUDA when available.
 - Computation is float32 by default; float64 input stays float64; integer, bool and
   float16/bfloat16 input is upcast to float32 (documented, never an error).
+- ``n_jobs`` (the ``tl`` functions' CPU threads) maps onto torch's thread count here.
 - Results go back in the input's format: numpy float32 for numpy input, a detached tensor
   on the input's device for torch input.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -147,3 +151,35 @@ def to_output(z: torch.Tensor, like: Any) -> Any:
     if in_dtype is not None and np.dtype(in_dtype) == np.float64:
         return out.astype(np.float64, copy=False)
     return out.astype(np.float32, copy=False)
+
+
+def check_n_jobs(n_jobs: int | None) -> None:
+    """Raise unless ``n_jobs`` is ``None`` or a non-zero int (joblib's convention)."""
+    if n_jobs is None:
+        return
+    if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs == 0:
+        msg = (
+            f"`n_jobs` must be None, a positive int or a negative one (-1: all cores); "
+            f"got {n_jobs!r}."
+        )
+        raise ValueError(msg)
+
+
+@contextmanager
+def cpu_threads(n_jobs: int | None) -> Iterator[None]:
+    """Run the block with ``n_jobs`` torch CPU threads (``None``: leave torch's setting).
+
+    ``-1`` means all cores, ``-2`` all but one, and so on (joblib's convention).
+    """
+    check_n_jobs(n_jobs)
+    if n_jobs is None:
+        yield
+        return
+    cores = os.cpu_count() or 1
+    wanted = int(n_jobs) if n_jobs > 0 else max(1, cores + 1 + int(n_jobs))
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

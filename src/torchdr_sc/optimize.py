@@ -180,10 +180,13 @@ def optimize(
     min_grad_norm
         Stop when the gradient norm falls below this (checked every ``check_interval``
         iterations in phases with ``check_convergence``).
+    check_interval
+        Iterations between gradient-norm checks (each one waits for the device).
     sync
         Sums gradients across processes (``None`` on one device).
     progress
-        Called with the number of iterations done since the last call.
+        Called with ``1`` after every iteration (e.g. a tqdm bar's ``update``), so a
+        progress display moves from the first iteration on.
     """
     start = time.perf_counter()
     z = z0.detach().clone()
@@ -205,9 +208,9 @@ def optimize(
             if sched is not None and phase.lr_decay == "none":
                 sched.step()
             it_total += 1
+            if progress is not None:
+                progress(1)
             if it_total % check_interval == 0:
-                if progress is not None:
-                    progress(check_interval)
                 norm = float(torch.linalg.vector_norm(grad))
                 norms.append(norm)
                 logger.debug("iteration %d: gradient norm %.3e", it_total, norm)
@@ -217,6 +220,4 @@ def optimize(
         if converged:
             break
     z.grad = None
-    if progress is not None and it_total % check_interval:
-        progress(it_total % check_interval)
     return OptimizeResult(z.detach(), it_total, converged, time.perf_counter() - start, norms)

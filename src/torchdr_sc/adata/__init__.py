@@ -4,8 +4,11 @@ The computation is done by :mod:`torchdr_sc.estimators`; this package turns an A
 their input and their results into scanpy's layout. Its public modules, one job each:
 
 - :mod:`~torchdr_sc.adata.run`: :func:`run_embedding`, the one code path behind every ``tl``
-  function, and :func:`build_estimator`, the one way an estimator is built from a ``tl``
-  call or an atlas job's parameters;
+  function;
+- :mod:`~torchdr_sc.adata.options`: scanpy's names of estimator parameters
+  (:class:`ScanpyNames`), the checked ``**kwargs`` of a ``tl`` call with suggestions for
+  unknown keywords, and :func:`build_estimator`;
+- :mod:`~torchdr_sc.adata.keys`: the default ``obsm`` / ``uns`` keys (scanpy's preset);
 - :mod:`~torchdr_sc.adata.representation`: ``use_rep`` / ``n_pcs`` (scanpy's rule) and the
   fingerprint of a representation;
 - :mod:`~torchdr_sc.adata.stored_graph`: a kNN graph stored by ``pp.neighbors`` /
@@ -20,6 +23,8 @@ their input and their results into scanpy's layout. Its public modules, one job 
 
 from . import cache, log
 from .changes import Changes, commit
+from .keys import output_keys
+from .options import ScanpyNames, build_estimator, estimator_options, suggestions
 from .representation import (
     Representation,
     check_str,
@@ -28,24 +33,34 @@ from .representation import (
     streamed_fingerprint,
 )
 from .run import (
+    GraphUse,
     Method,
-    build_estimator,
-    estimator_options,
     package_version,
     results_changes,
     run_embedding,
 )
-from .stored_graph import StoredGraph, graph_keys, knn_for, read_graph
+from .stored_graph import (
+    GraphChoice,
+    StoredGraph,
+    choose_graph,
+    graph_keys,
+    knn_for,
+    read_graph,
+)
 from .uns import to_uns, to_uns_value
 
 __all__ = [
     "Changes",
+    "GraphChoice",
+    "GraphUse",
     "Method",
     "Representation",
+    "ScanpyNames",
     "StoredGraph",
     "build_estimator",
     "cache",
     "check_str",
+    "choose_graph",
     "choose_representation",
     "commit",
     "estimator_options",
@@ -53,11 +68,13 @@ __all__ = [
     "graph_keys",
     "knn_for",
     "log",
+    "output_keys",
     "package_version",
     "read_graph",
     "results_changes",
     "run_embedding",
     "streamed_fingerprint",
+    "suggestions",
     "to_uns",
     "to_uns_value",
 ]

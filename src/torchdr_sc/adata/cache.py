@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 #: ``adata.uns`` key holding the descriptions of the cached affinities.
 UNS_KEY = "tdr_affinities"
+
+#: What a cache key looks like: ``tdr_<Affinity class>_<8 hex digits>``.
+CACHE_KEY_PATTERN = re.compile(r"tdr_[A-Za-z]+_[0-9a-f]{8}")
 
 #: Affinities with more stored entries than this are not cached (dense TSNEkhorn P on
 #: large data would take gigabytes of ``obsp``).
@@ -140,3 +144,91 @@ def to_obsp(affinity: SparseAffinity) -> sp.csr_matrix:
     csr = affinity.to_scipy(np.float32)
     csr.sort_indices()
     return csr
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached affinity as :func:`entries` lists it.
+
+    Attributes
+    ----------
+    key
+        Its ``adata.obsp`` key.
+    affinity
+        The affinity class that computed it (e.g. ``'EntropicAffinity'``).
+    params
+        The affinity parameters, as ``'name=value, ...'``.
+    source
+        Where it was computed from: ``'X'``, an ``obsm`` key or ``'neighbors:<key>'``.
+    nnz
+        Stored values.
+    megabytes
+        Memory of the CSR matrix (values, column indices and row pointers).
+    described
+        Whether ``uns['tdr_affinities']`` describes it (``False``: an orphan matrix, e.g.
+        left by an interrupted manual edit).
+    """
+
+    key: str
+    affinity: str
+    params: str
+    source: str
+    nnz: int
+    megabytes: float
+    described: bool
+
+
+def _cache_keys(adata: AnnData) -> list[str]:
+    """Keys of the cache: described in ``uns`` or named like one in ``obsp``."""
+    described = adata.uns.get(UNS_KEY, {})
+    described = list(described.keys()) if hasattr(described, "keys") else []
+    named = [k for k in adata.obsp.keys() if CACHE_KEY_PATTERN.fullmatch(k)]
+    return list(dict.fromkeys(described + named))
+
+
+def _csr_megabytes(matrix: Any) -> tuple[int, float]:
+    csr = sp.csr_matrix(matrix)
+    size = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
+    return int(csr.nnz), size / 2**20
+
+
+def entries(adata: AnnData) -> list[CacheEntry]:
+    """The affinities cached in ``adata`` (see :class:`CacheEntry`), by key."""
+    described = adata.uns.get(UNS_KEY, {})
+    out = []
+    for key in sorted(_cache_keys(adata)):
+        meta = described.get(key, {}) if hasattr(described, "get") else {}
+        params = dict(meta.get("params", {}))
+        affinity = str(params.pop("affinity", "?"))
+        text = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(params.items()))
+        nnz, mb = _csr_megabytes(adata.obsp[key]) if key in adata.obsp else (0, 0.0)
+        source = str(meta.get("source", "?"))
+        out.append(CacheEntry(key, affinity, text, source, nnz, mb, key in described))
+    return out
+
+
+def remove(adata: AnnData, keys: list[str] | None = None) -> list[CacheEntry]:
+    """Delete cached affinities (all when ``keys`` is ``None``); returns what was removed.
+
+    Raises
+    ------
+    KeyError
+        A key in ``keys`` that is not a cached affinity (nothing is removed then).
+    """
+    cached = {e.key: e for e in entries(adata)}
+    keys = list(cached) if keys is None else list(keys)
+    missing = [k for k in keys if k not in cached]
+    if missing:
+        found = ", ".join(repr(k) for k in sorted(cached)) or "none"
+        msg = f"{missing[0]!r} is not a cached affinity (cached: {found})."
+        raise KeyError(msg)
+    described = dict(adata.uns.get(UNS_KEY, {}))
+    for key in keys:
+        if key in adata.obsp:
+            del adata.obsp[key]
+        described.pop(key, None)
+    if described:
+        adata.uns[UNS_KEY] = described
+    elif UNS_KEY in adata.uns:
+        del adata.uns[UNS_KEY]
+    return [cached[k] for k in keys]

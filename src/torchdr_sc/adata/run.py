@@ -7,18 +7,19 @@ results (all or nothing) in scanpy's layout.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._device import resolve_device
-from .._validation import format_options
+from .._device import check_n_jobs, cpu_threads, resolve_device
+from .._version import package_version
 from . import cache as affinity_cache
 from . import log
 from .changes import Changes, commit
+from .init_pos import init_from_adata
+from .keys import output_keys
+from .options import ScanpyNames
 from .representation import Representation, check_str, choose_representation
 from .stored_graph import StoredGraph, knn_for, read_graph
 from .uns import to_uns
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 
     from ..affinity import SparseAffinity
     from ..knn import KNNGraph
-
-
-def package_version() -> str:
-    """Installed version of torchdr-sc."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torchdr-sc")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0"
 
 
 @dataclass(frozen=True)
@@ -50,101 +41,87 @@ class Method:
         Function name, e.g. ``'umap'``; default keys ``obsm['X_<name>']`` and ``uns[name]``.
     label
         Name used in log messages, e.g. ``'UMAP'``.
+    names
+        The ``tl`` function's scanpy names of estimator parameters (recorded in ``uns``
+        under the scanpy name only).
     """
 
     name: str
     label: str
+    names: ScanpyNames = field(default_factory=ScanpyNames)
 
 
-def _named_parameters(tl_function: Callable[..., Any]) -> set[str]:
-    return set(inspect.signature(tl_function).parameters) - {"adata", "kwargs"}
+@dataclass(frozen=True)
+class GraphUse:
+    """How a ``tl`` call uses a stored kNN graph.
 
-
-def _first_unknown(estimator_cls: type, given: dict[str, Any]) -> tuple[str | None, set[str]]:
-    """The first (sorted) key of ``given`` that the estimator does not take, and its params."""
-    valid = set(estimator_cls().get_params())
-    unknown = sorted(set(given) - valid)
-    return (unknown[0] if unknown else None), valid
-
-
-def estimator_options(
-    tl_function: Callable[..., Any], estimator_cls: type, kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """The estimator parameters a ``tl`` call passes on through ``**kwargs``, checked.
-
-    Parameters
+    Attributes
     ----------
-    tl_function
-        The ``tl`` function called (its name and its own parameters make the message).
-    estimator_cls
-        The estimator it builds.
-    kwargs
-        The extra keyword arguments of the call.
-
-    Returns
-    -------
-    ``kwargs`` with ``verbose`` defaulting to scanpy's rule (``sc.settings.verbosity > 3``).
-
-    Raises
-    ------
-    TypeError
-        A keyword that is not a parameter of the estimator, with the list of those that are.
+    key
+        The ``neighbors_key`` read, or ``None`` for a fresh search.
+    by_default
+        Read because it was there (``neighbors_key=None``), not because it was named.
     """
-    unknown, valid = _first_unknown(estimator_cls, kwargs)
-    if unknown is not None:
-        msg = (
-            f"tl.{tl_function.__name__}() got an unexpected keyword argument {unknown!r}; "
-            f"the {estimator_cls.__name__} estimator accepts: "
-            f"{format_options(valid - _named_parameters(tl_function))}."
-        )
-        raise TypeError(msg)
-    options = dict(kwargs)
-    options.setdefault("verbose", log.verbosity() >= log.DEBUG)
-    return options
+
+    key: str | None = None
+    by_default: bool = False
+
+    def fresh_search_hint(self) -> str:
+        """What to pass for a fresh search instead (only for a graph used by default)."""
+        if not self.by_default:
+            return ""
+        return " Or pass recompute_neighbors=True to search the neighbours afresh."
 
 
-def build_estimator(
-    tl_function: Callable[..., Any], estimator_cls: type, params: dict[str, Any]
-) -> Any:
-    """The estimator ``tl_function`` builds when given the estimator parameters ``params``.
+def _resolved_names(rep: Representation) -> tuple[str, int]:
+    return rep.use_rep, int(rep.data.shape[1])
 
-    For callers that hold estimator parameters rather than a ``tl`` call (the atlas job's
-    streamed path): the ``tl`` function's own defaults (e.g. ``tl.umap``'s ``min_dist``
-    and ``init``) apply to what ``params`` does not set, and the parameters are validated.
 
-    Raises
-    ------
-    TypeError
-        A key of ``params`` that is not a parameter of the estimator.
-    ValueError
-        An invalid value (the message names the parameter).
-    """
-    unknown, valid = _first_unknown(estimator_cls, params)
-    if unknown is not None:
-        msg = (
-            f"{unknown!r} is not a parameter of {estimator_cls.__name__} "
-            f"(valid: {format_options(valid)})."
-        )
-        raise TypeError(msg)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(tl_function).parameters.items()
-        if name in valid and p.default is not inspect.Parameter.empty
-    }
-    est = estimator_cls(**{**defaults, **params})
-    est.validate()
-    return est
+def _graph_rep_params(params: dict[str, Any]) -> tuple[str | None, int | None]:
+    use_rep = params.get("use_rep")
+    n_pcs = params.get("n_pcs")
+    use_rep = None if use_rep is None else str(use_rep)
+    n_pcs = None if n_pcs is None else int(np.asarray(n_pcs).ravel()[0])
+    return use_rep, n_pcs
 
 
 def _representation(
-    adata: AnnData, use_rep: str | None, n_pcs: int | None, graph_params: dict[str, Any] | None
+    adata: AnnData,
+    use_rep: str | None,
+    n_pcs: int | None,
+    graph: StoredGraph | None,
+    use: GraphUse,
 ) -> Representation:
-    if graph_params is not None and use_rep is None and n_pcs is None:
-        use_rep = graph_params.get("use_rep")
-        n_pcs = graph_params.get("n_pcs")
-        use_rep = None if use_rep is None else str(use_rep)
-        n_pcs = None if n_pcs is None else int(np.asarray(n_pcs).ravel()[0])
-    return choose_representation(adata, use_rep=use_rep, n_pcs=n_pcs)
+    """The representation to embed; with a graph, the one the graph was computed on.
+
+    Raises
+    ------
+    ValueError
+        ``use_rep`` / ``n_pcs`` that differ from the graph's representation.
+    """
+    if graph is None:
+        return choose_representation(adata, use_rep=use_rep, n_pcs=n_pcs)
+    graph_rep, graph_pcs = _graph_rep_params(graph.params)
+    if use_rep is None and n_pcs is None:
+        return choose_representation(adata, use_rep=graph_rep, n_pcs=graph_pcs)
+    rep = choose_representation(adata, use_rep=use_rep, n_pcs=n_pcs)
+    try:
+        graph_names = _resolved_names(
+            choose_representation(adata, use_rep=graph_rep, n_pcs=graph_pcs)
+        )
+    except ValueError:
+        graph_names = (str(graph_rep), graph_pcs or 0)
+    if graph_names != _resolved_names(rep):
+        msg = (
+            f"The kNN graph `neighbors_key={graph.key!r}` was computed on "
+            f"{graph_names[0]!r} ({graph_names[1]} columns), not on the requested "
+            f"use_rep={rep.use_rep!r} ({rep.data.shape[1]} columns): leave use_rep / n_pcs "
+            "unset to embed the graph's representation, or recompute the graph on the one "
+            f"you want (sc.pp.neighbors(adata, use_rep={rep.use_rep!r}, ...))."
+            f"{use.fresh_search_hint()}"
+        )
+        raise ValueError(msg)
+    return rep
 
 
 def _check_graph_use(est: Any, method: Method, neighbors_key: str) -> None:
@@ -156,34 +133,16 @@ def _check_graph_use(est: Any, method: Method, neighbors_key: str) -> None:
         raise ValueError(msg)
 
 
-def _stored_knn(graph: StoredGraph, est: Any, method: Method, n: int) -> KNNGraph:
+def _stored_knn(graph: StoredGraph, est: Any, method: Method, n: int, use: GraphUse) -> KNNGraph:
     what = f"tl.{method.name} with " + ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in est.affinity_params().items()
         if k in ("perplexity", "n_neighbors")
     )
-    knn = knn_for(graph, est.neighbours_needed(n), est.metric_in, what)
-    log.info(f"    using the kNN graph .obsp[{graph.distances_key!r}] (k={knn.k})")
+    knn = knn_for(graph, est.neighbours_needed(n), est.metric_in, what, use.fresh_search_hint())
+    found = f" found in adata.uns[{graph.key!r}]" if use.by_default else ""
+    log.info(f"    using the kNN graph .obsp[{graph.distances_key!r}]{found} (k={knn.k})")
     return knn
-
-
-def _init_from_obsm(adata: AnnData, est: Any) -> str | None:
-    """Replace an ``init`` that names an ``obsm`` key by that array (as scanpy's init_pos).
-
-    Returns the key (recorded in the parameters instead of the array), else ``None``.
-    """
-    init = est.init
-    if not isinstance(init, str) or init not in adata.obsm:
-        return None
-    array = np.asarray(adata.obsm[init], dtype=np.float32)[:, : est.n_components]
-    if array.shape[1] < est.n_components:
-        msg = (
-            f"`init={init!r}` has {array.shape[1]} columns; n_components={est.n_components} "
-            "are needed."
-        )
-        raise ValueError(msg)
-    est.set_params(init=np.ascontiguousarray(array))
-    return init
 
 
 def _copy(adata: AnnData) -> AnnData:
@@ -201,13 +160,17 @@ def run_embedding(
     neighbors_key: str | None,
     copy: bool,
     cache: bool,
+    graph_by_default: bool = False,
+    call_params: dict[str, Any] | None = None,
+    n_jobs: int | None = None,
+    progress_bar: bool | None = False,
 ) -> AnnData | None:
     """Embed the cells of ``adata`` with ``estimator`` and write the result scanpy's way.
 
-    Writes ``obsm['X_<method>' | key_added]`` (float32), ``uns['<method>' | key_added]``
-    (``{'params', 'timings', 'n_iter'}``) and, when ``cache``, the input affinity in
-    ``obsp`` with its description in ``uns['tdr_affinities']``. Nothing is written if any
-    step fails or is interrupted.
+    Writes ``obsm['X_<method>' | key_added]`` (float32; the active scanpy preset's key when
+    it has one), ``uns['<method>' | key_added]`` (``{'params', 'timings', 'n_iter'}``) and,
+    when ``cache``, the input affinity in ``obsp`` with its description in
+    ``uns['tdr_affinities']``. Nothing is written if any step fails or is interrupted.
 
     Parameters
     ----------
@@ -218,31 +181,47 @@ def run_embedding(
         int seed that gets recorded).
     method
         Names of the method.
-    key_added, use_rep, n_pcs, neighbors_key, copy, cache
-        As documented in the ``tl`` functions.
+    key_added, use_rep, n_pcs, neighbors_key, copy, cache, n_jobs, progress_bar
+        As documented in the ``tl`` functions (``progress_bar=None``: the rule of
+        :func:`torchdr_sc.progress.default_progress` for the number of cells).
+    graph_by_default
+        ``neighbors_key`` was picked because the graph was there, not named by the user
+        (messages then say how to search afresh).
+    call_params
+        Further values of the ``tl`` call to record in ``uns[key]['params']`` (e.g.
+        ``n_jobs``); the estimator's parameters are recorded under the ``tl`` names of
+        ``method.names``.
 
     Returns
     -------
     The new AnnData if ``copy``, else ``None``.
     """
     check_str("key_added", key_added, optional=True)
-    init_key = _init_from_obsm(adata, estimator)
+    check_n_jobs(n_jobs)
+    init_key = init_from_adata(adata, estimator)
     estimator.validate()
     resolve_device(estimator.device)  # an unusable device fails before any work
     start = log.info(f"computing {method.label}")
+    use = GraphUse(neighbors_key, graph_by_default and neighbors_key is not None)
     graph, knn = None, None
     if neighbors_key is not None:
         _check_graph_use(estimator, method, neighbors_key)
-        graph = read_graph(adata, neighbors_key)
-    rep = _representation(adata, use_rep, n_pcs, graph.params if graph else None)
+        graph = read_graph(adata, neighbors_key, use.fresh_search_hint())
+    rep = _representation(adata, use_rep, n_pcs, graph, use)
     estimator.check_n_samples(rep.data.shape[0])
+    if progress_bar is None:
+        from ..progress import default_progress
+
+        progress_bar = default_progress(rep.data.shape[0])
+    estimator.set_params(progress_bar=bool(progress_bar))
     if graph is not None:
-        knn = _stored_knn(graph, estimator, method, rep.data.shape[0])
+        knn = _stored_knn(graph, estimator, method, rep.data.shape[0], use)
     slot = _slot(estimator, rep, graph) if cache else None
     cached = affinity_cache.lookup(adata, slot) if slot is not None else None
     if cached is not None:
         log.info(f"    using the cached input affinity .obsp[{slot.key!r}]")
-    embedding = _fit_array(estimator, rep, cached, knn)
+    with cpu_threads(n_jobs):
+        embedding = _fit_array(estimator, rep, cached, knn, method)
     changes = results_changes(
         adata,
         estimator,
@@ -255,11 +234,33 @@ def run_embedding(
         init_key=init_key,
         slot=slot,
         reused=cached is not None,
+        call_params=call_params,
     )
     target = _copy(adata) if copy else adata
     commit(target, changes)
     log.info("    finished", time=start, deep=changes.summary())
     return target if copy else None
+
+
+def _params_record(
+    est: Any, method: Method, call_params: dict[str, Any] | None, init_key: str | None
+) -> dict[str, Any]:
+    """``uns[key]['params']``: the estimator's parameters, under scanpy's names where the
+    ``tl`` function has them (one name per meaning), then ``call_params``."""
+    est_params = est.get_params(deep=False)
+    scanpy = method.names.scanpy_values(est_params)
+    renamed = {method.names.to_estimator[name] for name in scanpy}
+    params: dict[str, Any] = {"method": method.name}
+    params.update({k: v for k, v in est_params.items() if k not in renamed})
+    params.update(scanpy)
+    params.update(est.derived_params())
+    params.update(call_params or {})
+    init_name = method.names.scanpy_name("init") or "init"
+    if init_key is not None:
+        params[init_name] = init_key
+    elif isinstance(params.get(init_name), np.ndarray):
+        params[init_name] = "array"
+    return params
 
 
 def results_changes(
@@ -275,6 +276,7 @@ def results_changes(
     init_key: str | None = None,
     slot: affinity_cache.CacheSlot | None = None,
     reused: bool = False,
+    call_params: dict[str, Any] | None = None,
 ) -> Changes:
     """What a fitted estimator writes, in scanpy's layout (nothing is written here).
 
@@ -290,7 +292,7 @@ def results_changes(
     est
         The fitted estimator.
     method
-        Names of the method (``key`` defaults to ``method.name``).
+        Names of the method (keys from :func:`~torchdr_sc.adata.keys.output_keys`).
     embedding
         The coordinates.
     key_added, use_rep, n_pcs, neighbors_key
@@ -301,17 +303,16 @@ def results_changes(
         Cache slot of the affinity (``None``: no caching).
     reused
         The affinity was read from ``slot`` rather than computed.
+    call_params
+        Further values of the ``tl`` call to record.
     """
-    obsm_key = key_added or f"X_{method.name}"
-    uns_key = key_added or method.name
+    obsm_key, uns_key = output_keys(method.name, key_added)
     store = slot is not None and not reused and affinity_cache.storable(est.affinity_in_)
     if slot is not None and not reused and not store:
         limit = affinity_cache.MAX_CACHED_NNZ
         log.hint(f"    input affinity not cached: more than {limit} entries")
-    params: dict[str, Any] = {"method": method.name, **est.get_params(deep=False)}
-    params.update(est.derived_params())
+    params = _params_record(est, method, call_params, init_key)
     params.update(
-        init=init_key if init_key is not None else params["init"],
         use_rep=use_rep,
         n_pcs=n_pcs,
         neighbors_key=neighbors_key,
@@ -343,9 +344,19 @@ def _slot(est: Any, rep: Representation, graph: StoredGraph | None) -> affinity_
 
 
 def _fit_array(
-    est: Any, rep: Representation, cached: SparseAffinity | None, knn: KNNGraph | None
+    est: Any,
+    rep: Representation,
+    cached: SparseAffinity | None,
+    knn: KNNGraph | None,
+    method: Method,
 ) -> np.ndarray:
-    out = est.fit_transform(rep.data, affinity=cached, knn=None if cached is not None else knn)
+    try:
+        out = est.fit_transform(rep.data, affinity=cached, knn=None if cached is not None else knn)
+    except FloatingPointError as err:  # name the learning rate as the tl function does
+        name = method.names.scanpy_name("lr")
+        if name is None:
+            raise
+        raise FloatingPointError(str(err).replace("`lr`", f"`{name}`")) from err
     if hasattr(out, "detach"):
         out = out.detach().cpu().numpy()
     return np.ascontiguousarray(out, dtype=np.float32)

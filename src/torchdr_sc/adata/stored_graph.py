@@ -66,8 +66,10 @@ class StoredGraph:
     fingerprint: str
 
 
-def read_graph(adata: AnnData, neighbors_key: str) -> StoredGraph:
+def read_graph(adata: AnnData, neighbors_key: str, hint: str = "") -> StoredGraph:
     """Read the kNN graph that ``sc.pp.neighbors`` or ``tdr.pp.neighbors`` stored.
+
+    ``hint`` is appended to the messages (e.g. how to search afresh instead).
 
     Raises
     ------
@@ -101,7 +103,7 @@ def read_graph(adata: AnnData, neighbors_key: str) -> StoredGraph:
     try:
         knn = KNNGraph.from_scipy(matrix, metric=metric)
     except ValueError as err:
-        msg = f"adata.obsp[{dist_key!r}] is not a usable kNN graph: {err}"
+        msg = f"adata.obsp[{dist_key!r}] is not a usable kNN graph: {err}{hint}"
         raise ValueError(msg) from err
     return StoredGraph(knn, neighbors_key, dist_key, params, fingerprint(matrix))
 
@@ -112,7 +114,7 @@ def graph_n_neighbors(params: dict[str, Any], k: int) -> int:
     return int(np.asarray(value).ravel()[0])
 
 
-def knn_for(graph: StoredGraph, needed: int, metric_in: str, what: str) -> KNNGraph:
+def knn_for(graph: StoredGraph, needed: int, metric_in: str, what: str, hint: str = "") -> KNNGraph:
     """The graph truncated to ``needed`` neighbours and expressed in ``metric_in``.
 
     Parameters
@@ -125,15 +127,26 @@ def knn_for(graph: StoredGraph, needed: int, metric_in: str, what: str) -> KNNGr
         The estimator's input metric.
     what
         How to name the method and parameter in messages, e.g. ``'tsne with perplexity=30'``.
+    hint
+        A sentence appended to the messages (e.g. how to search afresh instead).
     """
     knn = graph.knn
+    recorded = graph_n_neighbors(graph.params, knn.k) - 1
+    if knn.k < needed and knn.k < recorded:
+        msg = (
+            f"The kNN graph `neighbors_key={graph.key!r}` records n_neighbors="
+            f"{recorded + 1} but some cells keep only {knn.k} neighbours: the object was "
+            "probably subset after the graph was computed. Recompute it on this object "
+            f"(sc.pp.neighbors or tdr.pp.neighbors).{hint}"
+        )
+        raise ValueError(msg)
     if knn.k < needed:
         msg = (
             f"The kNN graph `neighbors_key={graph.key!r}` has k={knn.k} neighbours per cell "
             f"(n_neighbors={graph_n_neighbors(graph.params, knn.k)}) but {what} needs k >= "
             f"{needed}: recompute it with n_neighbors >= {needed + 1} (e.g. "
             f"sc.pp.neighbors(adata, n_neighbors={needed + 1}, key_added=...)), or ask for "
-            "fewer neighbours."
+            f"fewer neighbours.{hint}"
         )
         raise ValueError(msg)
     knn = knn.truncate(needed)
@@ -143,9 +156,83 @@ def knn_for(graph: StoredGraph, needed: int, metric_in: str, what: str) -> KNNGr
         msg = (
             f"The kNN graph `neighbors_key={graph.key!r}` uses metric {knn.metric!r} but the "
             f"method uses metric_in={metric_in!r}: pass metric_in={knn.metric!r} or recompute "
-            "the graph."
+            f"the graph.{hint}"
         )
         raise ValueError(msg)
     if metric_in == "sqeuclidean":
         return KNNGraph(knn.indices, knn.distances.square(), "sqeuclidean")
     return KNNGraph(knn.indices, torch.sqrt(knn.distances.clamp_min(0)), "euclidean")
+
+
+@dataclass(frozen=True)
+class GraphChoice:
+    """Which stored kNN graph a ``tl`` call uses, if any (see :func:`choose_graph`).
+
+    Attributes
+    ----------
+    key
+        The ``neighbors_key`` to read, or ``None`` for a fresh search.
+    by_default
+        The graph was picked because it was there (``neighbors_key=None``), not asked for.
+    n_neighbors
+        Its ``n_neighbors`` (self included), when a graph is used.
+    metric
+        Its metric, when a graph is used.
+    """
+
+    key: str | None
+    by_default: bool = False
+    n_neighbors: int | None = None
+    metric: str | None = None
+
+
+def _is_graph(adata: AnnData, key: str) -> bool:
+    entry = adata.uns.get(key)
+    if not hasattr(entry, "get"):
+        return False
+    default = graph_keys(key)[1]
+    dist_key = default if key == "neighbors" else entry.get("distances_key", default)
+    return dist_key in adata.obsp
+
+
+def choose_graph(
+    adata: AnnData,
+    neighbors_key: str | None,
+    *,
+    default_key: str | None,
+    recompute: bool,
+) -> GraphChoice:
+    """The stored graph a ``tl`` call reads: asked for, found by default, or none.
+
+    scanpy's ``tl.umap`` reads ``uns['neighbors']``; here, with ``neighbors_key=None`` the
+    graph under ``default_key`` is used when it is there (the caller then checks that it
+    serves the request, and says why when it does not), and ``recompute=True`` asks for a
+    fresh search instead.
+
+    Raises
+    ------
+    ValueError
+        Both ``neighbors_key`` and ``recompute=True``.
+    """
+    check_str("neighbors_key", neighbors_key, optional=True)
+    if recompute and neighbors_key is not None:
+        msg = (
+            f"`neighbors_key={neighbors_key!r}` reads a stored graph and "
+            "`recompute_neighbors=True` searches afresh: pass one of them."
+        )
+        raise ValueError(msg)
+    key, by_default = neighbors_key, False
+    if key is None and not recompute and default_key is not None:
+        if _is_graph(adata, default_key):
+            key, by_default = default_key, True
+    if key is None or key not in adata.uns:
+        return GraphChoice(key)
+    params = dict(adata.uns[key].get("params", {}))
+    n_neighbors = params.get("n_neighbors")
+    metric = params.get("metric")
+    return GraphChoice(
+        key,
+        by_default,
+        None if n_neighbors is None else int(np.asarray(n_neighbors).ravel()[0]),
+        None if metric is None else str(metric),
+    )

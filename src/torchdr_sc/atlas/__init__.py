@@ -8,11 +8,30 @@ each torchrun worker runs ``python -m torchdr_sc.atlas.worker``.
 
 - :class:`JobSpec`, :func:`check_spec`, :func:`run_job`: the job and its checks.
 - :func:`inspect_input`, :func:`file_format`, :class:`InputError`: reading the input.
-- :data:`METHODS`, :data:`SHARDED`: the methods and those that shard across processes.
+- :data:`METHODS`, :data:`SHARDED`: the methods and those that shard across processes
+  (:mod:`~torchdr_sc.atlas.methods`, plain data).
+
+Only :data:`METHODS` and :data:`SHARDED` are imported with the package; the other names are
+imported on first access (:pep:`562`), so that the command line builds its parsers without
+loading torch, anndata or scanpy.
 """
 
-from ._io import InputError, InputInfo, file_format, inspect_input
-from ._job import METHODS, SHARDED, JobSpec, check_spec, fail, resolve_use_rep, run_job
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .methods import METHODS, SHARDED
+
+if TYPE_CHECKING:
+    from ._io import InputError, InputInfo, file_format, inspect_input
+    from ._job import JobSpec, check_spec, fail, resolve_use_rep, run_job
+
+#: Name -> the module of this package that defines it (imported on first access).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("InputError", "InputInfo", "file_format", "inspect_input"), "._io"),
+    **dict.fromkeys(("JobSpec", "check_spec", "fail", "resolve_use_rep", "run_job"), "._job"),
+}
 
 __all__ = [
     "METHODS",
@@ -27,3 +46,18 @@ __all__ = [
     "resolve_use_rep",
     "run_job",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``name`` from its module on first access (:pep:`562`)."""
+    if name not in _LAZY:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The package's names, loaded or not."""
+    return sorted({*globals(), *__all__})

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 FORMATS = {".h5ad": "h5ad", ".zarr": "zarr"}
 
 
@@ -83,6 +81,8 @@ def _is_group(node: Any) -> bool:
 
 def _shape(node: Any) -> tuple[int, ...]:
     """Shape of a stored array, sparse matrix or data frame."""
+    import numpy as np
+
     if not _is_group(node):
         return tuple(int(s) for s in node.shape)
     attrs = dict(node.attrs)

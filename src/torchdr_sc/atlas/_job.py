@@ -5,6 +5,9 @@ Every process (one, or each ``torchrun`` worker) reads the input's skeleton, run
 one) and ends with the same result; rank 0 alone writes the output and prints the summary.
 When the representation is ``X`` itself, it is streamed from disk by row chunks into the
 estimator and the results are recorded exactly as ``tl`` records them.
+
+No heavy package is imported with this module: numpy, torch, anndata and scanpy are
+imported by the functions that need them, so the command line's argument checks answer at once.
 """
 
 from __future__ import annotations
@@ -14,22 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ..adata import streamed_fingerprint
-from ..distributed import is_rank_zero
 from ._io import InputError, InputInfo, open_skeleton, write_output
-
-#: Method name -> (``tl`` function name, estimator class name, label).
-METHODS: dict[str, tuple[str, str, str]] = {
-    "infotsne": ("infotsne", "InfoTSNE", "InfoTSNE"),
-    "largevis": ("largevis", "LargeVis", "LargeVis"),
-    "tsne": ("tsne", "TSNE", "t-SNE"),
-    "tsnekhorn": ("tsnekhorn", "TSNEkhorn", "TSNEkhorn"),
-    "umap": ("umap", "UMAP", "UMAP"),
-}
-#: Methods whose work is sharded across processes (TSNEkhorn's dense affinity is not).
-SHARDED = ("infotsne", "largevis", "tsne", "umap")
+from .methods import METHODS, SHARDED
 
 
 @dataclass
@@ -65,6 +54,14 @@ def tl_function(method: str) -> Any:
     return getattr(tl, METHODS[method][0])
 
 
+def job_method(method: str) -> Any:
+    """How the job names ``method``'s results: as ``tl.<method>`` does (scanpy's names)."""
+    from ..adata import Method
+
+    names = tl_function(method).scanpy_names
+    return Method(METHODS[method][0], METHODS[method][2], names)
+
+
 def build_estimator(method: str, params: dict[str, Any], device: str) -> Any:
     """The estimator ``tl.<method>`` would build with ``params``, parameters checked.
 
@@ -91,6 +88,8 @@ def build_estimator(method: str, params: dict[str, Any], device: str) -> Any:
 
 def say(text: str) -> None:
     """Print a progress line (rank 0 only)."""
+    from ..distributed import is_rank_zero
+
     if is_rank_zero():
         print(f"torchdr-sc embed: {text}", flush=True)
 
@@ -119,7 +118,10 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     ``--save-affinity``, the affinity in ``obsp`` described in ``uns['tdr_affinities']``
     under the key and fingerprint ``tl`` would use for ``use_rep='X'``.
     """
-    from ..adata import Method, cache, results_changes
+    import numpy as np
+
+    from ..adata import cache, results_changes, streamed_fingerprint
+    from ..distributed import is_rank_zero
     from ..streaming import Chunked
 
     est = build_estimator(spec.method, spec.params, spec.device)
@@ -133,7 +135,7 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     changes = results_changes(
         adata,
         est,
-        Method(spec.method, METHODS[spec.method][2]),
+        job_method(spec.method),
         embedding,
         key_added=spec.key_added,
         use_rep="X",
@@ -144,6 +146,33 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     return changes.items()
 
 
+def _in_memory_changes(adata: Any, spec: JobSpec) -> list:
+    """Run the job's estimator on an ``obsm`` representation through the ``tl`` code path.
+
+    The parameters are the estimator's (``--param``, TorchDR's names); what is written is
+    what ``tl.<method>`` writes (scanpy's names in ``uns``).
+    """
+    from ..adata import run_embedding
+    from ..distributed import is_rank_zero
+
+    before = _snapshot(adata)
+    est = build_estimator(spec.method, spec.params, spec.device)
+    est.set_params(verbose=spec.verbose or est.verbose)
+    run_embedding(
+        adata,
+        est,
+        job_method(spec.method),
+        key_added=spec.key_added,
+        use_rep=spec.use_rep,
+        n_pcs=spec.n_pcs,
+        neighbors_key=spec.neighbors_key,
+        copy=False,
+        cache=spec.save_affinity,
+        progress_bar=spec.progress and is_rank_zero(),
+    )
+    return _changes_since(adata, before)
+
+
 def run_job(spec: JobSpec) -> int:
     """Run the job on this process; rank 0 writes the output and prints the summary.
 
@@ -152,6 +181,8 @@ def run_job(spec: JobSpec) -> int:
     int
         0 (errors raise).
     """
+    from ..distributed import is_rank_zero
+
     t0 = time.perf_counter()
     label = METHODS[spec.method][2]
     procs = f"{spec.nproc} processes" if spec.nproc > 1 else "1 process"
@@ -164,21 +195,7 @@ def run_job(spec: JobSpec) -> int:
             say("streaming X from disk by row chunks")
             changes = _streamed_changes(adata, x, spec)
         else:
-            before = _snapshot(adata)
-            kwargs = {**spec.params, "device": spec.device}
-            kwargs.setdefault("progress_bar", spec.progress and is_rank_zero())
-            if spec.verbose:
-                kwargs.setdefault("verbose", True)
-            tl_function(spec.method)(
-                adata,
-                use_rep=spec.use_rep,
-                n_pcs=spec.n_pcs,
-                key_added=spec.key_added,
-                cache=spec.save_affinity,
-                **({"neighbors_key": spec.neighbors_key} if spec.neighbors_key else {}),
-                **kwargs,
-            )
-            changes = _changes_since(adata, before)
+            changes = _in_memory_changes(adata, spec)
         t_embed = time.perf_counter() - t0
         if not is_rank_zero():
             return 0

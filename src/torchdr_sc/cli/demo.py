@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..distributed import is_rank_zero
-from ..quality import knn_label_accuracy
+from ..atlas import METHODS as _ATLAS_METHODS
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 LABELS = "bulk_labels"
-METHODS = ("umap", "tsne", "infotsne", "largevis", "tsnekhorn")
+#: ``tl`` functions the demo can run (the methods of ``torchdr-sc embed``).
+METHODS = tuple(_ATLAS_METHODS)
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,12 @@ def _ours(
     adata: AnnData, method: str, device: str, progress: bool, max_iter: int | None
 ) -> DemoResult:
     from .. import tl
+    from ..quality import knn_label_accuracy
 
     start = time.perf_counter()
-    getattr(tl, method)(adata, device=device, progress_bar=progress, max_iter=max_iter)
+    function = getattr(tl, method)
+    iterations = function.scanpy_names.scanpy_name("max_iter") or "max_iter"  # umap: maxiter
+    function(adata, device=device, progress_bar=progress, **{iterations: max_iter})
     seconds = time.perf_counter() - start
     acc = knn_label_accuracy(adata.obsm[f"X_{method}"], adata.obs[LABELS])
     return DemoResult(f"tdr.tl.{method}", method, seconds, acc)
@@ -42,6 +45,8 @@ def _ours(
 
 def _scanpy(adata: AnnData, method: str) -> DemoResult:
     import scanpy as sc
+
+    from ..quality import knn_label_accuracy
 
     start = time.perf_counter()
     if method == "umap":
@@ -107,6 +112,8 @@ def run_demo(
         Write the figure and the h5ad file (only rank 0 of a distributed run writes).
     """
     import scanpy as sc
+
+    from ..distributed import is_rank_zero
 
     adata = sc.datasets.pbmc68k_reduced()
     results = [_ours(adata, m, device, progress, max_iter) for m in methods]

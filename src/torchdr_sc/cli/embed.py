@@ -18,19 +18,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..atlas import (
-    METHODS,
-    InputError,
-    JobSpec,
-    check_spec,
-    fail,
-    file_format,
-    inspect_input,
-    resolve_use_rep,
-    run_job,
-)
+# Only the plain-data method table at import: the parser is built without torch or scanpy;
+# the job's code is imported by the functions that run after parsing.
+from ..atlas import METHODS
+
+if TYPE_CHECKING:
+    from ..atlas import JobSpec
 
 #: Method options with their own flag: flag dest -> (estimator parameter, methods it fits).
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -124,6 +119,8 @@ def _literal(text: str) -> Any:
 
 def method_params(args: argparse.Namespace) -> dict[str, Any]:
     """Estimator parameters from the method flags and ``--param``; checks they apply."""
+    from ..atlas import InputError
+
     params: dict[str, Any] = {}
     for dest, (name, methods) in METHOD_FLAGS.items():
         value = getattr(args, dest, None)
@@ -145,6 +142,8 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _device(device: str, nproc: int) -> str:
     import torch
+
+    from ..atlas import InputError
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -170,6 +169,15 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     InputError
         Anything wrong with the options, the input or the output path.
     """
+    from ..atlas import (
+        InputError,
+        JobSpec,
+        check_spec,
+        file_format,
+        inspect_input,
+        resolve_use_rep,
+    )
+
     if args.method not in METHODS:
         msg = f"unknown --method {args.method!r}; choose one of {', '.join(sorted(METHODS))}."
         raise InputError(msg)
@@ -216,6 +224,8 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``torchdr-sc embed`` with parsed ``args``; returns the exit status."""
+    from ..atlas import InputError, fail, run_job
+
     try:
         spec = build_spec(args)
     except InputError as err:
@@ -232,6 +242,8 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def launch(spec: JobSpec) -> int:
     """Run the job on ``spec.nproc`` torchrun workers; report the first failed rank."""
+    from ..atlas import fail
+
     with tempfile.TemporaryDirectory(prefix="torchdr-sc-embed-") as errors:
         spec.error_dir = errors
         cmd = [

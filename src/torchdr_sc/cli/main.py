@@ -4,6 +4,9 @@ Subcommands are registered by functions ``add_<name>(subparsers)`` listed in
 :data:`SUBCOMMANDS`; each adds its parser and sets ``func`` (called with the parsed
 arguments, returning the exit code). To add a subcommand (e.g. ``embed``), write its
 ``add_embed`` (in its own module if it is large) and append it to :data:`SUBCOMMANDS`.
+
+Building the parsers imports neither torch nor scanpy (``--help`` and argument errors
+answer at once): what a command needs is imported by its ``func``, after parsing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ..adata import package_version
+from .._version import package_version
 from .embed import add_embed_parser
 
 

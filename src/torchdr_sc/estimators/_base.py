@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,8 +29,9 @@ from .._validation import check_enough_samples, check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
 from ..initialization import INIT_NAMES, initialize
-from ..knn import METRICS, KNNGraph, check_backend, drop_self
+from ..knn import METRICS, KNNGraph, auto_backend, check_backend, drop_self
 from ..optimize import OptimizeResult
+from ..progress import Progress, reporting, stage
 from ..streaming import fit_streamed, is_streamed
 
 logger = get_logger(__name__)
@@ -87,7 +88,7 @@ class Embedder(BaseEstimator):
     verbose
         Log progress on stderr.
     check_interval
-        Iterations between convergence checks and progress updates.
+        Iterations between convergence checks (each one waits for the device).
     compile
         Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis,
         InfoTSNE) with :func:`torch.compile`: ``'auto'`` (default) compiles on CPU when an
@@ -99,7 +100,12 @@ class Embedder(BaseEstimator):
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar
-        Show a tqdm progress bar over the optimisation.
+        Report progress on stderr (rank 0 only): a line when each stage starts (kNN
+        search, input affinity, initialisation, optimisation) and its duration when it
+        ends, and a tqdm bar (a widget in a notebook) over the optimisation, updated
+        every iteration, and over the query blocks of the exact torch kNN search. See
+        :mod:`torchdr_sc.progress`; ``tl`` functions turn it on by default in notebooks
+        and for large runs in a terminal (:func:`~torchdr_sc.progress.default_progress`).
     """
 
     n_components: int = 2
@@ -127,6 +133,9 @@ class Embedder(BaseEstimator):
     compile: bool | str = "auto"
     distributed: Any = "auto"
     progress_bar: bool = False
+
+    #: What one iteration of the loop is called in progress reports.
+    _iteration_unit: ClassVar[str] = "iterations"
 
     # ---- to be provided by subclasses -------------------------------------------------
     def _check_method_params(self) -> None:
@@ -235,6 +244,14 @@ class Embedder(BaseEstimator):
         """Neighbours per sample (self excluded) the input affinity needs from a kNN graph."""
         return self._base_neighbours()
 
+    def _default_max_iter(self, n: int) -> int:
+        """Iterations when ``max_iter`` is ``None``."""
+        return 1000
+
+    def planned_iterations(self, n: int) -> int:
+        """Iterations the optimisation of ``n`` samples runs unless it converges first."""
+        return int(self.max_iter or self._default_max_iter(n))
+
     # ---- pipeline ---------------------------------------------------------------------
     def fit(self, X: Any = None, y: Any = None, **kwargs: Any) -> Embedder:
         """Compute the embedding (see :meth:`fit_transform`) and return the estimator."""
@@ -266,7 +283,8 @@ class Embedder(BaseEstimator):
             A precomputed kNN graph (e.g. scanpy's ``obsp['distances']``): skips the search.
         """
         self.validate()
-        with verbosity(self.verbose and is_rank_zero()):
+        progress = Progress(type(self).__name__) if self.progress_bar and is_rank_zero() else None
+        with verbosity(self.verbose and is_rank_zero()), reporting(progress):
             if is_streamed(X):  # DataLoader or on-disk matrix: read in chunks
                 z, like = fit_streamed(self, X, affinity=affinity, knn=knn)
                 return to_output(z, like)
@@ -324,25 +342,18 @@ class Embedder(BaseEstimator):
         t0 = time.perf_counter()
         seed = resolve_seed(self.random_state, shared=False)
         self.seed_ = seed
-        init_gen = make_generator(seed, device)
-        z0 = initialize(
-            self.init if init is None else init,
-            x=x,
-            n=n,
-            n_components=self.n_components,
-            scaling=self.initial_scaling(),
-            generator=init_gen,
-            device=device,
-            dtype=dtype,
-            affinity=affinity,
-        )
-        if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
-            z0 = ctx.broadcast(z0)
+        init_text = "given" if init is not None else _init_text(self.init)
+        with stage("initialisation", init_text):
+            z0 = self._initial_embedding(
+                self.init if init is None else init, x, affinity, ctx, seed, dtype
+            )
         timings["init"] = time.perf_counter() - t0
         opt_gen = make_generator(seed, device)
         if ctx.active:  # different negatives on every rank, same init everywhere
             opt_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=opt_gen)) + ctx.rank)
-        result = self._optimize(z0, affinity, ctx, opt_gen)
+        planned = f"{self.planned_iterations(n):,} {self._iteration_unit}"
+        with stage("optimisation", planned):
+            result = self._optimize(z0, affinity, ctx, opt_gen)
         _check_finite_embedding(result.embedding, self.lr, result.n_iter)
         timings["optimize"] = result.elapsed_s
         self.affinity_in_ = affinity
@@ -352,6 +363,31 @@ class Embedder(BaseEstimator):
         self.converged_ = result.converged
         self.timings_ = timings
         return result.embedding
+
+    def _initial_embedding(
+        self,
+        init: Any,
+        x: torch.Tensor | None,
+        affinity: SparseAffinity,
+        ctx: DistContext,
+        seed: int,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The initial embedding ``z0``, the same on every rank."""
+        z0 = initialize(
+            init,
+            x=x,
+            n=affinity.n,
+            n_components=self.n_components,
+            scaling=self.initial_scaling(),
+            generator=make_generator(seed, self.device_used_),
+            device=self.device_used_,
+            dtype=dtype,
+            affinity=affinity,
+        )
+        if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
+            z0 = ctx.broadcast(z0)
+        return z0
 
     def _input_affinity(
         self, x: torch.Tensor | None, knn: KNNGraph | None, ctx: DistContext, timings: dict
@@ -363,7 +399,8 @@ class Embedder(BaseEstimator):
             if x is None:
                 msg = f"{type(self).__name__} computes its affinity from the data: pass `X`."
                 raise ValueError(msg)
-            affinity = dense(x)
+            with stage("input affinity", self._affinity_text(x.shape[0], "all pairs")):
+                affinity = dense(x)
         else:
             if knn is None:
                 knn = self._search_knn(x, ctx)
@@ -371,7 +408,8 @@ class Embedder(BaseEstimator):
                 knn = _convert_metric(knn.to(self.device_used_), self.metric_in)
             timings["knn"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            affinity = self._affinity_from_knn(knn)
+            with stage("input affinity", self._affinity_text(knn.n_samples, "kNN graph")):
+                affinity = self._affinity_from_knn(knn)
         timings["affinity"] = time.perf_counter() - t0
         logger.info("input affinity: %d edges (%.2fs)", affinity.nnz, timings["affinity"])
         return affinity, knn
@@ -381,14 +419,37 @@ class Embedder(BaseEstimator):
 
         n = x.shape[0]
         k = min(self.neighbours_needed(n), n - 1)
-        if not ctx.active:
-            return knn_search(x, k, backend=self.backend, metric=self.metric_in)
-        rows = x[ctx.shard.start : ctx.shard.stop]
-        local = knn_search(x, k + 1, backend=self.backend, metric=self.metric_in, query=rows)
+        backend = _backend_text(self.backend, n, x.device, self.metric_in)
+        with stage("kNN search", f"{n:,} cells, k={k}, backend {backend}"):
+            if not ctx.active:
+                return knn_search(x, k, backend=self.backend, metric=self.metric_in)
+            rows = x[ctx.shard.start : ctx.shard.stop]
+            local = knn_search(x, k + 1, backend=self.backend, metric=self.metric_in, query=rows)
         idx, dist = drop_self(local.indices, ctx.shard.start, distances=local.distances)
         idx = ctx.all_gather_rows(idx, n)
         dist = ctx.all_gather_rows(dist, n)
         return KNNGraph(idx, dist, local.metric)
+
+    def _affinity_text(self, n: int, source: str) -> str:
+        """``'UMAPAffinity, n_neighbors=15, 700 cells, from the kNN graph'``, for progress."""
+        params = self.affinity_params()
+        shown = [str(params.get("affinity", type(self).__name__))]
+        shown += [f"{k}={params[k]:g}" for k in ("perplexity", "n_neighbors") if k in params]
+        return ", ".join([*shown, f"{n:,} cells, from the {source}"])
+
+
+def _backend_text(backend: str | None, n: int, device: torch.device, metric: str) -> str:
+    """The kNN backend a search will use, for progress: ``'torch'``, ``'auto: faiss IVF'``."""
+    if backend != "auto":
+        return "torch" if backend is None else str(backend)
+    name, index, _ = auto_backend(n, torch.device(device), metric)
+    kind = {"flat": " exact", "ivf": " IVF"}.get(index, "")
+    return f"auto: {name}{kind}"
+
+
+def _init_text(init: Any) -> str:
+    """The initialisation, for progress: its name or ``'given array'``."""
+    return init if isinstance(init, str) else "given array"
 
 
 def _check_finite_embedding(z: torch.Tensor, lr: Any, n_iter: int) -> None:

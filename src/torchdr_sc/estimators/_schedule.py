@@ -9,6 +9,7 @@ import torch
 
 from .._validation import check_option
 from ..optimize import DeltaBarDelta, GradientFn, OptimizeResult, Phase, SyncFn, optimize
+from ..progress import iterations
 
 SCHEDULER_ALIASES = ("constant", "linear")
 
@@ -96,24 +97,6 @@ def sgd_momentum_auto(optimizer: Any, optimizer_kwargs: Any, pair: tuple[float, 
     return dict(optimizer_kwargs), None
 
 
-def progress_bar(est: Any, total: int) -> Callable[[int], None] | None:
-    """A tqdm update callback when ``est.progress_bar`` is set (rank 0 only), else ``None``."""
-    from ..distributed import is_rank_zero
-
-    if not est.progress_bar or not is_rank_zero():
-        return None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=type(est).__name__, leave=False)
-
-    def update(k: int) -> None:
-        bar.update(k)
-        if bar.n >= total:
-            bar.close()
-
-    return update
-
-
 def run_schedule(
     est: Any,
     z0: torch.Tensor,
@@ -130,8 +113,9 @@ def run_schedule(
     ----------
     est
         The estimator (its ``optimizer``, ``optimizer_kwargs``, ``scheduler``,
-        ``scheduler_kwargs``, ``early_exaggeration_*``, ``min_grad_norm``,
-        ``check_interval`` and ``progress_bar`` are used).
+        ``scheduler_kwargs``, ``early_exaggeration_*``, ``min_grad_norm`` and
+        ``check_interval`` are used). The iterations are reported on the active
+        :class:`~torchdr_sc.progress.Progress`, if any (the estimator's ``progress_bar``).
     z0, gradient
         Initial embedding and gradient function of the loop.
     max_iter
@@ -163,5 +147,5 @@ def run_schedule(
         min_grad_norm=est.min_grad_norm,
         check_interval=est.check_interval,
         sync=sync,
-        progress=progress_bar(est, max_iter),
+        progress=iterations(max_iter, unit=est._iteration_unit),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ class _SampledEmbedder(Embedder):
     early_exaggeration_iter: int | None = 0
     discard_NNs: bool = False
 
+    _iteration_unit: ClassVar[str] = "epochs"
+
     def _kernel(self) -> SampledKernel:
         raise NotImplementedError
 
@@ -50,7 +52,7 @@ class _SampledEmbedder(Embedder):
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
         n = z0.shape[0]
-        max_iter = self.max_iter or self._default_max_iter(n)
+        max_iter = self.planned_iterations(n)
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
         epoch = SampledEpoch(
             P,

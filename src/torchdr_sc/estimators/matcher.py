@@ -135,7 +135,7 @@ class AffinityMatcher(Embedder):
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
-        max_iter = self.max_iter or 1000
+        max_iter = self.planned_iterations(z0.shape[0])
         p = P.to(dtype=z0.dtype).to_dense()
         p = p / p.sum()
         extra = self.kwargs_affinity_out or {}

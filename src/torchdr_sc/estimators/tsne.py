@@ -48,7 +48,7 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
-        max_iter = self.max_iter or 1000
+        max_iter = self.planned_iterations(z0.shape[0])
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
         grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
         sync = ctx.sync if ctx.active else None

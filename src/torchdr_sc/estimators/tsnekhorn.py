@@ -79,7 +79,7 @@ class TSNEkhorn(_ExactEmbedder):
         from ..affinity import log_sinkhorn_potentials
 
         n = z0.shape[0]
-        max_iter = self.max_iter or 1000
+        max_iter = self.planned_iterations(n)
         p_dense = P.to(dtype=z0.dtype).to_dense() / n
         state: dict[str, torch.Tensor | None] = {"f": None}
         eye = torch.eye(n, dtype=torch.bool, device=z0.device)

@@ -43,6 +43,7 @@ from .registry import (
     register_backend,
     resolve_backend,
 )
+from .transformer import KNNTransformer
 
 __all__ = [
     "AUTO_CUDA_EXACT_MAX_SAMPLES",
@@ -53,6 +54,7 @@ __all__ = [
     "CandidateSearch",
     "KNNBackend",
     "KNNGraph",
+    "KNNTransformer",
     "SearchFn",
     "SearchTask",
     "auto_backend",

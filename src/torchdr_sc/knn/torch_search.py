@@ -5,15 +5,21 @@ the ``(block, n)`` distance block stays under
 :func:`~torchdr_sc.knn.common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
 the block buffer is allocated once and reused. Candidates are selected with ``torch.topk``
 on a matmul-based score and their distances are then recomputed exactly from the
-coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`).
+coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`). During a fit with
+``progress_bar=True`` the blocks are counted on a progress bar.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..progress import iterations
 from .common import CandidateSearch, SearchTask, block_bytes, rows_per_block
 from .torch_ivf import ivf_select
+
+#: Query blocks from which the exact search shows a bar on the active progress reporter
+#: (:mod:`torchdr_sc.progress`): fewer blocks take well under a second.
+PROGRESS_MIN_BLOCKS = 8
 
 
 def _scores(
@@ -53,6 +59,8 @@ def _select(
     if metric != "manhattan":
         buffer = torch.empty((step, n), dtype=Xs.dtype, device=Xs.device)
     indices = torch.empty((m, k), dtype=torch.int64, device=Xs.device)
+    n_blocks = -(-m // step)
+    tick = iterations(n_blocks, unit="blocks") if n_blocks >= PROGRESS_MIN_BLOCKS else None
     for s in range(0, m, step):
         q = Qs[s : s + step]
         out = None if buffer is None else buffer[: q.shape[0]]
@@ -60,6 +68,8 @@ def _select(
         if self_search:  # entries (r, s + r) are the rows themselves
             scores.diagonal(offset=s).fill_(fill)
         indices[s : s + step] = torch.topk(scores, k, dim=1, largest=largest, sorted=False)[1]
+        if tick is not None:
+            tick(1)
     return indices
 
 

@@ -16,6 +16,7 @@ from ..affinity import SparseAffinity
 from ..distributed import RowShard, process_group_ready, resolve_distributed
 from ..initialization import rescale, sign_by_largest_entry
 from ..knn import KNNGraph
+from ..progress import stage
 from ._pca import _PCAHolder
 from ._search import StreamResult, _Search, _stream_backend
 from ._sources import _LoaderSource, _source
@@ -143,17 +144,18 @@ def fit_streamed(
     def shard(n: int) -> RowShard:
         return resolve_distributed(est.distributed, n).shard
 
-    result = streamed_knn(
-        X,
-        neighbours if need_search else None,
-        backend=est.backend,
-        metric=est.metric_in,
-        n_components=int(est.n_components) if pca else None,
-        shard=shard,
-        device=device,
-        seed=resolve_seed(est.random_state, shared=False),
-        check_n=est.check_n_samples,
-    )
+    with stage("reading the data in chunks", _reading_text(need_search, pca, est.backend)):
+        result = streamed_knn(
+            X,
+            neighbours if need_search else None,
+            backend=est.backend,
+            metric=est.metric_in,
+            n_components=int(est.n_components) if pca else None,
+            shard=shard,
+            device=device,
+            seed=resolve_seed(est.random_state, shared=False),
+            check_n=est.check_n_samples,
+        )
     n = result.n
     ctx = resolve_distributed(est.distributed, n)
     gather = (lambda t: ctx.all_gather_rows(t.to(device), n).cpu()) if ctx.active else (lambda t: t)
@@ -181,3 +183,10 @@ def fit_streamed(
     }
     like = result.like if result.like is not None else np.empty((0, 0), np.float32)
     return z, like
+
+
+def _reading_text(search: bool, pca: bool, backend: str | None) -> str:
+    """What the streamed passes compute, for progress: ``'kNN search, backend auto + PCA'``."""
+    parts = [f"kNN search, backend {backend or 'torch'}"] if search else []
+    parts += ["PCA"] if pca else []
+    return " + ".join(parts) or "row count"

@@ -1,11 +1,23 @@
 """Tools: neighbor embeddings of the cells of an AnnData, written the way scanpy does.
 
-Each function chooses the representation (``use_rep`` / ``n_pcs``), runs an estimator of
-:mod:`torchdr_sc.estimators` and writes ``obsm['X_<method>']`` and ``uns['<method>']``, so
-that ``sc.pl.umap``, ``sc.pl.tsne`` and ``sc.pl.embedding`` plot the result.
+Each function takes its scanpy counterpart's parameters (``tl.umap`` those of
+``sc.tl.umap``, the t-SNE family those of ``sc.tl.tsne``), chooses the representation
+(``use_rep`` / ``n_pcs``), runs an estimator of :mod:`torchdr_sc.estimators` and writes
+``obsm['X_<method>']`` and ``uns['<method>']``, so that ``sc.pl.umap``, ``sc.pl.tsne`` and
+``sc.pl.embedding`` plot the result. :func:`cached_affinities` and :func:`clear_cache` show
+and remove the affinity cache (``cache=True``).
 """
 
+from ._cache import cached_affinities, clear_cache
 from ._tsne import infotsne, largevis, tsne, tsnekhorn
 from ._umap import umap
 
-__all__ = ["infotsne", "largevis", "tsne", "tsnekhorn", "umap"]
+__all__ = [
+    "cached_affinities",
+    "clear_cache",
+    "infotsne",
+    "largevis",
+    "tsne",
+    "tsnekhorn",
+    "umap",
+]

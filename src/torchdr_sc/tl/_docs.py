@@ -16,32 +16,35 @@ use_rep
     silently on your object: run ``sc.pp.pca`` first.
 n_pcs
     Use this many leading columns of the representation.
-{neighbors}key_added
-    Name of the result: ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
-random_state
-    Seed (int) or a numpy ``RandomState`` / ``Generator`` to draw one from; ``None`` draws
-    a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
+n_jobs
+    CPU threads of the computation (torch's thread count for this call); ``-1``: all
+    cores; ``None``: leave torch's setting (all cores by default), not scanpy's
+    ``settings.n_jobs``.
 device
     ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``.
 backend
-    kNN backend: ``'auto'``, ``'torch'``, ``'faiss'`` or ``'keops'``.
+    kNN backend: ``'auto'``, ``'torch'``, ``'faiss'`` or ``'keops'`` (see
+    ``torchdr_sc.knn.BACKENDS``).
 cache
-    Reuse the input affinity cached in ``adata.obsp`` by an earlier call with the same
-    affinity parameters on the same, unchanged representation, and cache the one computed
-    here (``False``: neither read nor write the cache).
-copy
-    Return a new AnnData instead of writing into ``adata``.
+    Keep the input affinity P in ``adata.obsp['tdr_<Affinity>_<hash>']`` (described in
+    ``adata.uns['tdr_affinities']``) and reuse it in a later call with the same affinity
+    parameters on the same, unchanged representation. Off by default, so that a call
+    writes only scanpy's keys: the matrix holds up to ``2 * n_neighbors`` (UMAP) or
+    ``6 * perplexity`` (t-SNE) values per cell and is saved with the object by
+    ``write_h5ad``, while computing P (kNN search included) takes 5-8 % of a t-SNE run and
+    about 30 % of a UMAP run without a stored graph at 50,000-200,000 cells on 2 CPU cores
+    (``benchmarks/results/cpu-2core-tsne-fft.md``, ``cpu-2core-200k.md``). Turn it on
+    when you try several embedding parameters on one affinity. List the cache with
+    :func:`torchdr_sc.tl.cached_affinities`, empty it with
+    :func:`torchdr_sc.tl.clear_cache`.
+progress_bar
+    Report the stages (kNN search, affinity, optimisation) and a bar over the iterations
+    on stderr. ``None``: on in a Jupyter notebook, or for a run of many cells in a
+    terminal (see :func:`torchdr_sc.progress.default_progress`).
 **kwargs
-    Any further parameter of the estimator, e.g. ``max_iter``, ``lr``, ``init``,
-    ``metric_in``, ``progress_bar=True`` (a progress bar over the optimisation)."""
-
-NEIGHBORS_KEY = """\
-neighbors_key
-    Build the input affinity from the kNN graph stored under this key by
-    ``sc.pp.neighbors`` or ``tdr.pp.neighbors`` instead of searching neighbours again
-    (its k must be large enough; see Raises). Its ``use_rep`` / ``n_pcs`` are used when
-    you give neither.
-"""
+    Further parameters of the estimator (TorchDR's names), e.g. ``optimizer``,
+    ``scheduler``, ``compile``, ``check_interval``. An estimator parameter that has a
+    scanpy name here is only accepted under that name."""
 
 RAISES = """\
 Raises
@@ -55,9 +58,9 @@ TypeError
     ``key_added`` (or ``use_rep``) that is not a str, or an unknown keyword argument."""
 
 
-def common(*, neighbors: bool = True) -> str:
-    """Parameters shared by the ``tl`` functions (``neighbors_key`` included or not)."""
-    return _COMMON.replace("{neighbors}", NEIGHBORS_KEY if neighbors else "")
+def common() -> str:
+    """Parameters shared by every ``tl`` function (this package's own)."""
+    return _COMMON
 
 
 def returns(obsm: str, uns: str, what: str) -> str:
@@ -68,11 +71,15 @@ Returns
 ``None`` if ``copy=False``, else a new AnnData. Sets the following fields:
 
 ``adata.obsm['{obsm}' | key_added]`` : :class:`numpy.ndarray` (float32)
-    {what} coordinates, shape ``(n_obs, n_components)``.
+    {what} coordinates, shape ``(n_obs, n_components)`` (for UMAP and t-SNE, the key of
+    the active scanpy preset when it defines one: ``obsm['umap']`` under scanpy 1.13's
+    ``Preset.ScanpyV2Preview``).
 ``adata.uns['{uns}' | key_added]`` : dict
-    ``params`` (method, parameters, ``use_rep``, ``n_pcs``, seed, package version),
+    ``params`` (method, the parameters under scanpy's names, e.g. ``a`` and ``b`` for
+    UMAP, then the estimator's others, ``use_rep``, ``n_pcs``, the ``neighbors_key`` of a
+    stored graph used, seed, package version),
     ``timings`` (seconds per stage) and ``n_iter``.
-``adata.obsp['tdr_<Affinity>_<hash>']`` : CSR float32, when ``cache=True``
+``adata.obsp['tdr_<Affinity>_<hash>']`` : CSR float32, only when ``cache=True``
     The input affinity P, described in ``adata.uns['tdr_affinities']``."""
 
 

@@ -1,7 +1,9 @@
 """``tl.tsne``, ``tl.infotsne``, ``tl.largevis`` and ``tl.tsnekhorn``: the t-SNE family.
 
-t-SNE, InfoTSNE and LargeVis share their input affinity (entropic, symmetrised) for the
-same perplexity, hence one cache entry in ``adata.obsp``.
+All four take ``sc.tl.tsne``'s parameters (``n_pcs`` positional as there, ``perplexity``,
+``metric``, ``early_exaggeration``, ``learning_rate``, ``n_jobs``, ...). t-SNE, InfoTSNE and
+LargeVis share their input affinity (entropic, symmetrised) for the same perplexity, hence
+one cache entry in ``adata.obsp``.
 """
 
 from __future__ import annotations
@@ -9,104 +11,168 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._random import resolve_seed
-from ..adata import Method, estimator_options, run_embedding
+from ..adata import Method, estimator_options, log, run_embedding
 from ._docs import RAISES, common, doc_params, returns
+from ._names import TSNE_NAMES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anndata import AnnData
 
-_PERPLEXITY_DOC = """\
+_TSNE_DOC = """\
+n_pcs
+    Use this many leading columns of the representation (second positional parameter,
+    as in ``sc.tl.tsne``).
+use_rep
+    ``'X'``, a key of ``adata.obsm`` (e.g. ``'X_pca'``, ``'X_scvi'``), or ``None``:
+    ``X`` if it has at most 50 variables, else ``obsm['X_pca']`` (PCA is never computed
+    silently: run ``sc.pp.pca`` first).
 perplexity
     Effective number of neighbours of each cell in the input affinity; the kNN graph has
     ``3 * perplexity`` neighbours per cell.
+metric
+    Distance between cells in the input space, with scikit-learn's (hence scanpy's)
+    meaning: ``'euclidean'`` distances are squared in the Gaussian kernel of P
+    (the estimators' ``metric_in='sqeuclidean'``); also ``'cosine'``, ``'manhattan'``.
+early_exaggeration
+    Multiplier of the attraction during the first 250 iterations. ``None``: the method's
+    own default (12 for t-SNE and TSNEkhorn, 1 for InfoTSNE and LargeVis).
+learning_rate
+    Step size, in scikit-learn's units (scanpy's). ``'auto'``: ``max(n / (4 *
+    early_exaggeration), 50)`` (Belkina et al. 2019, scikit-learn's 'auto'); scanpy's fixed
+    1000 is too small above about 50,000 cells. ``None``: the method's default.
+random_state
+    Seed (int) or a numpy ``RandomState`` / ``Generator`` to draw one from; ``None`` draws
+    a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
+use_fast_tsne
+    Accepted for scanpy compatibility and ignored: the FFT-interpolated repulsion of
+    FIt-SNE (Linderman et al. 2019) is used anyway above 8,000 cells.
+key_added
+    Name of the result: ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
+copy
+    Return a new AnnData instead of writing into ``adata``.
 n_components
     Dimension of the embedding."""
 
+_NEIGHBORS = """\
+neighbors_key
+    Build the input affinity from the kNN graph stored under this key by
+    ``sc.pp.neighbors`` or ``tdr.pp.neighbors`` (it needs ``3 * perplexity`` neighbours
+    per cell, see Raises) instead of searching. ``None`` (default, as ``sc.tl.tsne``,
+    which never reads a graph): search afresh."""
+
+
+def _run(
+    tl_function: Callable[..., Any],
+    method: Method,
+    estimator_cls: type,
+    scanpy_params: dict[str, Any],
+    params: dict[str, Any],
+    kwargs: dict[str, Any],
+) -> AnnData | None:
+    """Build the estimator from a t-SNE-family call and run it on the AnnData."""
+    if params.pop("use_fast_tsne"):
+        log.hint("    use_fast_tsne is ignored: the FFT-interpolated repulsion is built in")
+    adata = params.pop("adata")
+    estimator = estimator_cls(
+        perplexity=params.pop("perplexity"),
+        n_components=params.pop("n_components"),
+        random_state=resolve_seed(params.pop("random_state")),
+        device=params.pop("device"),
+        backend=params.pop("backend"),
+        **TSNE_NAMES.estimator_params(scanpy_params),
+        **estimator_options(tl_function, estimator_cls, kwargs, TSNE_NAMES),
+    )
+    record = {"n_jobs": params["n_jobs"]}
+    return run_embedding(adata, estimator, method, call_params=record, **params)
+
 
 @doc_params(
+    tsne=_TSNE_DOC,
+    neighbors=_NEIGHBORS,
     common=common(),
-    perplexity=_PERPLEXITY_DOC,
     raises=RAISES,
     returns=returns("X_tsne", "tsne", "t-SNE"),
 )
 def tsne(
     adata: AnnData,
-    *,
-    perplexity: float = 30.0,
-    n_components: int = 2,
-    use_rep: str | None = None,
     n_pcs: int | None = None,
-    neighbors_key: str | None = None,
-    key_added: str | None = None,
+    *,
+    use_rep: str | None = None,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    early_exaggeration: float | None = 12.0,
+    learning_rate: float | str | None = "auto",
     random_state: Any = 0,
+    use_fast_tsne: bool = False,
+    n_jobs: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    n_components: int = 2,
+    neighbors_key: str | None = None,
     device: str = "auto",
     backend: str | None = "auto",
-    cache: bool = True,
-    copy: bool = False,
+    cache: bool = False,
+    progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
     """Embed the cells with t-SNE (van der Maaten & Hinton 2008).
 
-    A drop-in for ``sc.tl.tsne`` (same default perplexity 30): the repulsion is exact up to
-    8,000 cells and interpolated on a grid with FFT convolutions above (O(n) per
-    iteration, as FIt-SNE / openTSNE; pass ``repulsion='exact'`` or ``'fft'`` to choose),
-    with early exaggeration 12 for 250 iterations, SGD with gains and PCA initialisation.
-    ``sc.pl.tsne(adata, color=...)`` plots the result.
+    A drop-in for ``sc.tl.tsne`` (same parameters, names and keys; ``learning_rate``
+    defaults to ``'auto'``): the repulsion is exact up to 8,000 cells and interpolated on a
+    grid with FFT convolutions above (O(n) per iteration, as FIt-SNE / openTSNE; pass
+    ``repulsion='exact'`` or ``'fft'`` to choose), with early exaggeration for 250
+    iterations, SGD with gains and PCA initialisation. ``sc.pl.tsne(adata, color=...)``
+    plots the result.
 
     Parameters
     ----------
     adata
         Annotated data matrix (views and backed objects included).
-    {perplexity}
+    {tsne}
+    {neighbors}
     {common}
 
     {returns}
 
     {raises}
     """
+    params = dict(locals())
     from ..estimators import TSNE
 
-    estimator = TSNE(
-        perplexity=perplexity,
-        n_components=n_components,
-        random_state=resolve_seed(random_state),
-        device=device,
-        backend=backend,
-        **estimator_options(tsne, TSNE, kwargs),
-    )
-    return run_embedding(
-        adata,
-        estimator,
-        Method("tsne", "tSNE"),
-        key_added=key_added,
-        use_rep=use_rep,
-        n_pcs=n_pcs,
-        neighbors_key=neighbors_key,
-        copy=copy,
-        cache=cache,
-    )
+    kwargs = params.pop("kwargs")
+    scanpy = {k: params.pop(k) for k in ("metric", "early_exaggeration", "learning_rate")}
+    return _run(tsne, Method("tsne", "tSNE", TSNE_NAMES), TSNE, scanpy, params, kwargs)
 
 
 @doc_params(
+    tsne=_TSNE_DOC,
+    neighbors=_NEIGHBORS,
     common=common(),
-    perplexity=_PERPLEXITY_DOC,
     raises=RAISES,
     returns=returns("X_infotsne", "infotsne", "InfoTSNE"),
 )
 def infotsne(
     adata: AnnData,
-    *,
-    perplexity: float = 30.0,
-    n_components: int = 2,
-    use_rep: str | None = None,
     n_pcs: int | None = None,
-    neighbors_key: str | None = None,
-    key_added: str | None = None,
+    *,
+    use_rep: str | None = None,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    early_exaggeration: float | None = None,
+    learning_rate: float | str | None = None,
     random_state: Any = 0,
+    use_fast_tsne: bool = False,
+    n_jobs: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    n_components: int = 2,
+    neighbors_key: str | None = None,
     device: str = "auto",
     backend: str | None = "auto",
-    cache: bool = True,
-    copy: bool = False,
+    cache: bool = False,
+    progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
     """Embed the cells with InfoNC-t-SNE (Damrich, Böhm, Hamprecht & Kobak 2023).
@@ -119,56 +185,50 @@ def infotsne(
     ----------
     adata
         Annotated data matrix (views and backed objects included).
-    {perplexity}
+    {tsne}
+    {neighbors}
     {common}
 
     {returns}
 
     {raises}
     """
+    params = dict(locals())
     from ..estimators import InfoTSNE
 
-    estimator = InfoTSNE(
-        perplexity=perplexity,
-        n_components=n_components,
-        random_state=resolve_seed(random_state),
-        device=device,
-        backend=backend,
-        **estimator_options(infotsne, InfoTSNE, kwargs),
-    )
-    return run_embedding(
-        adata,
-        estimator,
-        Method("infotsne", "InfoTSNE"),
-        key_added=key_added,
-        use_rep=use_rep,
-        n_pcs=n_pcs,
-        neighbors_key=neighbors_key,
-        copy=copy,
-        cache=cache,
-    )
+    kwargs = params.pop("kwargs")
+    scanpy = {k: params.pop(k) for k in ("metric", "early_exaggeration", "learning_rate")}
+    method = Method("infotsne", "InfoTSNE", TSNE_NAMES)
+    return _run(infotsne, method, InfoTSNE, scanpy, params, kwargs)
 
 
 @doc_params(
+    tsne=_TSNE_DOC,
+    neighbors=_NEIGHBORS,
     common=common(),
-    perplexity=_PERPLEXITY_DOC,
     raises=RAISES,
     returns=returns("X_largevis", "largevis", "LargeVis"),
 )
 def largevis(
     adata: AnnData,
-    *,
-    perplexity: float = 30.0,
-    n_components: int = 2,
-    use_rep: str | None = None,
     n_pcs: int | None = None,
-    neighbors_key: str | None = None,
-    key_added: str | None = None,
+    *,
+    use_rep: str | None = None,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    early_exaggeration: float | None = None,
+    learning_rate: float | str | None = None,
     random_state: Any = 0,
+    use_fast_tsne: bool = False,
+    n_jobs: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    n_components: int = 2,
+    neighbors_key: str | None = None,
     device: str = "auto",
     backend: str | None = "auto",
-    cache: bool = True,
-    copy: bool = False,
+    cache: bool = False,
+    progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
     """Embed the cells with LargeVis (Tang, Liu, Zhang & Mei 2016).
@@ -180,55 +240,48 @@ def largevis(
     ----------
     adata
         Annotated data matrix (views and backed objects included).
-    {perplexity}
+    {tsne}
+    {neighbors}
     {common}
 
     {returns}
 
     {raises}
     """
+    params = dict(locals())
     from ..estimators import LargeVis
 
-    estimator = LargeVis(
-        perplexity=perplexity,
-        n_components=n_components,
-        random_state=resolve_seed(random_state),
-        device=device,
-        backend=backend,
-        **estimator_options(largevis, LargeVis, kwargs),
-    )
-    return run_embedding(
-        adata,
-        estimator,
-        Method("largevis", "LargeVis"),
-        key_added=key_added,
-        use_rep=use_rep,
-        n_pcs=n_pcs,
-        neighbors_key=neighbors_key,
-        copy=copy,
-        cache=cache,
-    )
+    kwargs = params.pop("kwargs")
+    scanpy = {k: params.pop(k) for k in ("metric", "early_exaggeration", "learning_rate")}
+    method = Method("largevis", "LargeVis", TSNE_NAMES)
+    return _run(largevis, method, LargeVis, scanpy, params, kwargs)
 
 
 @doc_params(
-    common=common(neighbors=False),
-    perplexity=_PERPLEXITY_DOC,
+    tsne=_TSNE_DOC,
+    common=common(),
     raises=RAISES,
     returns=returns("X_tsnekhorn", "tsnekhorn", "TSNEkhorn"),
 )
 def tsnekhorn(
     adata: AnnData,
-    *,
-    perplexity: float = 30.0,
-    n_components: int = 2,
-    use_rep: str | None = None,
     n_pcs: int | None = None,
-    key_added: str | None = None,
+    *,
+    use_rep: str | None = None,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    early_exaggeration: float | None = 12.0,
+    learning_rate: float | str | None = "auto",
     random_state: Any = 0,
+    use_fast_tsne: bool = False,
+    n_jobs: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    n_components: int = 2,
     device: str = "auto",
     backend: str | None = "auto",
-    cache: bool = True,
-    copy: bool = False,
+    cache: bool = False,
+    progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
     """Embed the cells with TSNEkhorn (Van Assel, Vayer, Flamary & Courty 2023).
@@ -241,31 +294,22 @@ def tsnekhorn(
     ----------
     adata
         Annotated data matrix (views and backed objects included).
-    {perplexity}
+    {tsne}
     {common}
 
     {returns}
 
     {raises}
     """
+    params = dict(locals())
     from ..estimators import TSNEkhorn
 
-    estimator = TSNEkhorn(
-        perplexity=perplexity,
-        n_components=n_components,
-        random_state=resolve_seed(random_state),
-        device=device,
-        backend=backend,
-        **estimator_options(tsnekhorn, TSNEkhorn, kwargs),
-    )
-    return run_embedding(
-        adata,
-        estimator,
-        Method("tsnekhorn", "TSNEkhorn"),
-        key_added=key_added,
-        use_rep=use_rep,
-        n_pcs=n_pcs,
-        neighbors_key=None,
-        copy=copy,
-        cache=cache,
-    )
+    kwargs = params.pop("kwargs")
+    scanpy = {k: params.pop(k) for k in ("metric", "early_exaggeration", "learning_rate")}
+    params["neighbors_key"] = None
+    method = Method("tsnekhorn", "TSNEkhorn", TSNE_NAMES)
+    return _run(tsnekhorn, method, TSNEkhorn, scanpy, params, kwargs)
+
+
+for _function in (tsne, infotsne, largevis, tsnekhorn):
+    _function.scanpy_names = TSNE_NAMES  # type: ignore[attr-defined]

@@ -1,68 +1,119 @@
-"""``tl.umap``: UMAP on the cells of an AnnData, written where ``sc.pl.umap`` reads it."""
+"""``tl.umap``: UMAP on the cells of an AnnData, with ``sc.tl.umap``'s parameters."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._random import resolve_seed
-from ..adata import Method, estimator_options, run_embedding
+from .._validation import check_option
+from ..adata import Method, choose_graph, estimator_options, run_embedding
 from ._docs import RAISES, common, doc_params, returns
+from ._names import UMAP_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
     from anndata import AnnData
+
+#: ``n_neighbors`` when no stored graph gives it (scanpy's ``pp.neighbors`` default).
+DEFAULT_N_NEIGHBORS = 15
+
+
+def _check_method(method: str) -> None:
+    check_option("method", method, ["umap", "rapids"])
+    if method == "rapids":
+        msg = (
+            "`method='rapids'` (cuML) is not needed: tdr.tl.umap runs on the GPU itself; "
+            "pass method='umap' and device='cuda'."
+        )
+        raise ValueError(msg)
 
 
 @doc_params(common=common(), returns=returns("X_umap", "umap", "UMAP"), raises=RAISES)
 def umap(
     adata: AnnData,
     *,
-    n_neighbors: int = 15,
     min_dist: float = 0.5,
     spread: float = 1.0,
     n_components: int = 2,
+    maxiter: int | None = None,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    negative_sample_rate: int = 5,
+    init_pos: str | np.ndarray | None = "spectral",
+    random_state: Any = 0,
     a: float | None = None,
     b: float | None = None,
-    init: str | np.ndarray = "spectral",
-    n_negatives: int = 5,
+    method: Literal["umap", "rapids"] = "umap",
+    key_added: str | None = None,
+    neighbors_key: str | None = None,
+    copy: bool = False,
+    n_neighbors: int | None = None,
+    recompute_neighbors: bool = False,
     use_rep: str | None = None,
     n_pcs: int | None = None,
-    neighbors_key: str | None = None,
-    key_added: str | None = None,
-    random_state: Any = 0,
+    n_jobs: int | None = None,
     device: str = "auto",
     backend: str | None = "auto",
-    cache: bool = True,
-    copy: bool = False,
+    cache: bool = False,
+    progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
     """Embed the cells with UMAP (McInnes, Healy & Melville 2018).
 
-    A drop-in for ``sc.pp.neighbors`` + ``sc.tl.umap``: the kNN graph, UMAP's fuzzy
-    simplicial set and the optimisation run in PyTorch (on the GPU when available). The
-    defaults are scanpy's (``min_dist=0.5``, ``n_neighbors=15``, spectral initialisation).
-    ``sc.pl.umap(adata, color=...)`` plots the result.
+    A drop-in for ``sc.tl.umap``: the same parameters with the same names, meanings and
+    defaults, and the same keys written, so ``sc.pl.umap(adata, color=...)`` plots the
+    result. Like scanpy, it uses the kNN graph of ``sc.pp.neighbors`` /
+    ``tdr.pp.neighbors`` when ``adata.uns['neighbors']`` holds one (no new search; logged
+    and recorded in ``uns['umap']['params']['neighbors_key']``); without a graph it searches
+    the ``n_neighbors`` nearest neighbours itself (so ``sc.pp.neighbors`` is optional).
+    UMAP's fuzzy simplicial set and the optimisation run in PyTorch (on the GPU when
+    available).
 
     Parameters
     ----------
     adata
         Annotated data matrix (views and backed objects included).
-    n_neighbors
-        Size of the neighbourhood, counting the cell itself (as in scanpy).
     min_dist
         Minimum distance between embedded points (scanpy's default 0.5; umap-learn's 0.1).
     spread
         Scale of the embedded points; with ``min_dist`` it fixes ``a`` and ``b``.
     n_components
         Dimension of the embedding.
+    maxiter
+        Number of epochs; ``None``: 500 up to 10,000 cells, else 200 (scanpy's rule).
+    alpha
+        Initial learning rate of the optimisation (decays linearly to 0).
+    gamma
+        Weight of the negative samples (the repulsion) in the loss.
+    negative_sample_rate
+        Negative samples per positive edge sample.
+    init_pos
+        ``'spectral'`` (``None`` is the same), ``'random'``, ``'pca'``, ``'paga'`` (each cell
+        at its group's position in ``uns['paga']['pos']``, written by ``sc.pl.paga``), a key
+        of ``adata.obsm``, or an array ``(n_obs, n_components)``.
+    random_state
+        Seed (int) or a numpy ``RandomState`` / ``Generator`` to draw one from; ``None`` draws
+        a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
     a, b
         Parameters of the embedding kernel ``1 / (1 + a d^(2b))``, fitted from
         ``min_dist`` and ``spread`` unless given.
-    init
-        ``'spectral'``, ``'pca'``, ``'normal'``, a key of ``adata.obsm`` or an array
-        ``(n_obs, n_components)``.
-    n_negatives
-        Negative samples per edge (umap-learn's ``negative_sample_rate``).
+    method
+        ``'umap'``. (scanpy's ``'rapids'`` is refused with a hint: pass ``device='cuda'``.)
+    key_added
+        Name of the result: ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
+    neighbors_key
+        The stored kNN graph to use, as in scanpy. ``None`` (default): the graph under
+        ``'neighbors'`` when there is one, else a fresh search. A graph that cannot serve
+        the call (fewer neighbours than ``n_neighbors``, another representation than
+        ``use_rep`` / ``n_pcs``, a metric the method cannot use) is an error that says how
+        to fix it, never a silent new search.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+    n_neighbors
+        Size of the neighbourhood, counting the cell itself (as in scanpy). ``None``: the
+        stored graph's, else 15. Smaller than the stored graph's: the graph is truncated.
+    recompute_neighbors
+        Search the neighbours afresh even when ``adata.uns['neighbors']`` holds a graph.
     {common}
 
     {returns}
@@ -73,12 +124,28 @@ def umap(
     --------
     >>> import scanpy as sc
     >>> import torchdr_sc as tdr
-    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> adata = sc.datasets.pbmc68k_reduced()  # it holds sc.pp.neighbors' graph
     >>> tdr.tl.umap(adata)
     >>> sc.pl.umap(adata, color="bulk_labels")  # doctest: +SKIP
     """
     from ..estimators import UMAP
 
+    _check_method(method)
+    graph = choose_graph(
+        adata, neighbors_key, default_key="neighbors", recompute=recompute_neighbors
+    )
+    if n_neighbors is None:
+        n_neighbors = graph.n_neighbors or DEFAULT_N_NEIGHBORS
+    scanpy_params = {
+        "maxiter": maxiter,
+        "alpha": alpha,
+        "gamma": gamma,
+        "negative_sample_rate": negative_sample_rate,
+        "init_pos": "spectral" if init_pos is None else init_pos,
+    }
+    options = estimator_options(umap, UMAP, kwargs, UMAP_NAMES)
+    if graph.metric is not None and graph.metric != "euclidean":
+        options.setdefault("metric_in", graph.metric)
     estimator = UMAP(
         n_neighbors=n_neighbors,
         min_dist=min_dist,
@@ -86,21 +153,27 @@ def umap(
         n_components=n_components,
         a=a,
         b=b,
-        init=init,
-        n_negatives=n_negatives,
         random_state=resolve_seed(random_state),
         device=device,
         backend=backend,
-        **estimator_options(umap, UMAP, kwargs),
+        **UMAP_NAMES.estimator_params(scanpy_params),
+        **options,
     )
     return run_embedding(
         adata,
         estimator,
-        Method("umap", "UMAP"),
+        Method("umap", "UMAP", UMAP_NAMES),
         key_added=key_added,
         use_rep=use_rep,
         n_pcs=n_pcs,
-        neighbors_key=neighbors_key,
+        neighbors_key=graph.key,
         copy=copy,
         cache=cache,
+        graph_by_default=graph.by_default,
+        call_params={"n_jobs": n_jobs},
+        n_jobs=n_jobs,
+        progress_bar=progress_bar,
     )
+
+
+umap.scanpy_names = UMAP_NAMES  # type: ignore[attr-defined]
