@@ -47,7 +47,7 @@ random_state
     a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
 use_fast_tsne
     Accepted for scanpy compatibility and ignored: the FFT-interpolated repulsion of
-    FIt-SNE (Linderman et al. 2019) is used anyway above 8,000 cells.
+    FIt-SNE (Linderman et al. 2019) is used anyway above 2,500 cells.
 key_added
     Name of the result: ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
 copy
@@ -120,7 +120,7 @@ def tsne(
     """Embed the cells with t-SNE (van der Maaten & Hinton 2008).
 
     A drop-in for ``sc.tl.tsne`` (same parameters, names and keys; ``learning_rate``
-    defaults to ``'auto'``): the repulsion is exact up to 8,000 cells and interpolated on a
+    defaults to ``'auto'``): the repulsion is exact up to 2,500 cells and interpolated on a
     grid with FFT convolutions above (O(n) per iteration, as FIt-SNE / openTSNE; pass
     ``repulsion='exact'`` or ``'fft'`` to choose), with early exaggeration for 250
     iterations, SGD with gains and PCA initialisation. ``sc.pl.tsne(adata, color=...)``
