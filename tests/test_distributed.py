@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 import torchdr_sc as tdr
@@ -72,6 +73,9 @@ WORKER = textwrap.dedent(
         ).fit_transform(loader).numpy()
         est = tdr.UMAP(random_state=0, max_iter=5, device="cpu", distributed=False)
         res["alone"] = est.fit_transform(X[:300])
+        P = tdr.TSNE(random_state=0, max_iter=1, device="cpu").fit(X).affinity_in_.to_scipy()
+        P.sort_indices()
+        res["P_data"], res["P_indices"], res["P_indptr"] = P.data, P.indices, P.indptr
         np.savez(f"{{out}}/rank{{rank}}.npz", **res)
         dist.barrier()
         dist.destroy_process_group()
@@ -133,6 +137,32 @@ def test_two_processes_match_one_process_quality(two_ranks, digits_data, name):
     print(f"{name}: 10-NN accuracy 1 process {acc_1:.4f}, 2 processes {acc_2:.4f}")
     assert acc_1 > 0.85
     assert abs(acc_2 - acc_1) <= 0.02, (name, acc_1, acc_2)
+
+
+def test_sharded_calibration_gives_the_one_process_p(two_ranks, digits_data):
+    # each rank calibrates its half of the rows of the entropic P, then all gather; the
+    # kNN graphs may differ between duplicated digits (ties), the rest is the same P
+    X, _ = digits_data
+    single = tdr.TSNE(random_state=0, max_iter=1, device="cpu").fit(X).affinity_in_.to_scipy()
+    for rank in two_ranks:
+        shape = single.shape
+        P = sp.csr_matrix((rank["P_data"], rank["P_indices"], rank["P_indptr"]), shape=shape)
+        assert abs(P - single).sum() < 1e-3 * single.sum()
+
+
+def test_rows_calibrated_by_blocks_equal_the_whole_calibration(digits_data):
+    from torchdr_sc.affinity import EntropicAffinity
+    from torchdr_sc.knn import knn
+
+    X, _ = digits_data
+    graph = knn(torch.as_tensor(X), 90)
+    aff = EntropicAffinity(perplexity=30)
+    whole = aff.from_knn(graph).to_scipy()
+    blocks = torch.cat([aff.rows_from_knn(graph, 0, 899), aff.rows_from_knn(graph, 899, 1797)])
+    from torchdr_sc.affinity import SparseAffinity
+
+    pieced = SparseAffinity.from_knn(graph.indices, blocks).to_scipy()
+    assert (whole != pieced).nnz == 0
 
 
 def test_distributed_loader_matches_in_memory_quality(two_ranks, digits_data):

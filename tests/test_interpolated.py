@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import torchdr_sc as tdr
-from torchdr_sc.distributed import RowShard
+from torchdr_sc.distributed import RowShard, resolve_distributed
 from torchdr_sc.objective.exact import student_repulsion_terms
 from torchdr_sc.objective.interpolated import (
     cauchy_sums,
     lagrange_weights,
+    sne_repulsion_fft,
     student_repulsion_terms_fft,
 )
 
@@ -115,3 +116,38 @@ def test_compiled_attraction_equals_the_eager_one(blobs):
     assert compiled.compiled
     mask = (P.rows >= 50) & (P.rows < 200)
     torch.testing.assert_close(compiled(z), attraction_student(z, P, mask))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_gaussian_sums_match_the_exact_sums(d):
+    from torchdr_sc.objective.interpolated import gaussian_sums
+
+    z = _embedding(3000, d) / 4  # SNE layouts are compact
+    charges = torch.cat([torch.ones(3000, 1, dtype=z.dtype), z], 1)
+    exact = torch.exp(-torch.cdist(z, z).square()) @ charges
+    approx = gaussian_sums(z, charges)
+    assert float((approx - exact).norm() / exact.norm()) < 1e-3
+
+
+def test_sne_fft_gradient_matches_the_exact_one(digits):
+    from torchdr_sc.affinity import EntropicAffinity
+    from torchdr_sc.knn import knn
+
+    x, _ = digits
+    xt = torch.as_tensor(x[:1500], dtype=torch.float64)
+    P = EntropicAffinity(perplexity=20).from_knn(knn(xt, 60))
+    z = _embedding(1500, 2, seed=3) / 4
+    grads = {}
+    for repulsion in ("exact", "fft"):
+        est = tdr.SNE(repulsion=repulsion)
+        grads[repulsion] = est._gradient_fn(P, resolve_distributed(False, 1500))(z, 0, _Phase())
+        assert est.repulsion_used_ == repulsion
+    exact, fft = grads["exact"], grads["fft"]
+    assert float((fft - exact).norm() / exact.norm()) < 1e-3
+    # the shards of two processes add up to the whole (rows outside a shard are zero)
+    halves = [sne_repulsion_fft(z, RowShard(s, e)) for s, e in ((0, 700), (700, 1500))]
+    torch.testing.assert_close(halves[0] + halves[1], sne_repulsion_fft(z, RowShard.full(1500)))
+
+
+class _Phase:
+    exaggeration = 1.0

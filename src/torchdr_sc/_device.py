@@ -30,28 +30,48 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+#: The device types the package computes on.
+DEVICE_TYPES = ("cpu", "cuda")
+_DEVICE_HELP = "`device` must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+
+
 def resolve_device(device: DeviceLike, data: Any = None) -> torch.device:
     """Turn a user ``device`` argument into a :class:`torch.device`.
 
     Parameters
     ----------
     device
-        ``'auto'`` / ``None`` (torch input keeps its device, other input goes to CUDA when
-        available, else CPU), or anything :class:`torch.device` accepts.
+        ``'auto'`` / ``None`` (torch input keeps its device when it is a CPU or CUDA one;
+        other input goes to CUDA when available, else CPU), ``'cpu'``, ``'cuda'`` or
+        ``'cuda:<index>'`` (a string or a :class:`torch.device`).
     data
         The input data, consulted for ``'auto'``.
+
+    Raises
+    ------
+    ValueError
+        A device that is not CPU or CUDA (``'mps'``, ``'meta'``, ...: the kNN search,
+        the sparse affinities and the eigensolvers need one of those two), or CUDA without
+        a CUDA device, or a CUDA index beyond the devices present.
     """
     if device is None or (isinstance(device, str) and device == "auto"):
-        if isinstance(data, torch.Tensor):
+        if isinstance(data, torch.Tensor) and data.device.type in DEVICE_TYPES:
             return data.device
         return torch.device("cuda") if cuda_available() else torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        msg = f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}."
+        msg = f"{_DEVICE_HELP}; got {device!r}."
         raise ValueError(msg) from err
+    if dev.type not in DEVICE_TYPES:
+        msg = f"{_DEVICE_HELP}; got {device!r} (only CPU and CUDA devices are supported)."
+        raise ValueError(msg)
     if dev.type == "cuda" and not cuda_available():
         msg = "`device` is 'cuda' but no CUDA device is available; use device='cpu' or 'auto'."
+        raise ValueError(msg)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        msg = f"{_DEVICE_HELP}; got {device!r} but only {count} CUDA device(s) are present."
         raise ValueError(msg)
     return dev
 
@@ -64,6 +84,13 @@ def _is_scipy_sparse(x: Any) -> bool:
     return sp.issparse(x)
 
 
+def _complex_message(what: str, dtype: Any) -> str:
+    return (
+        f"{what} holds complex numbers (dtype {dtype}); neighbor embeddings need real "
+        "values: pass the real part, the modulus or both as separate columns."
+    )
+
+
 def numeric_matrix(x: Any, what: str) -> torch.Tensor:
     """``x`` (tensor, numpy array or array-like) as a 2-D tensor of numbers, not yet cast.
 
@@ -73,7 +100,7 @@ def numeric_matrix(x: Any, what: str) -> torch.Tensor:
     Raises
     ------
     TypeError
-        The values are not numbers (strings, objects).
+        The values are not real numbers (strings, objects, complex numbers).
     ValueError
         ``x`` is not 2-D.
     """
@@ -82,7 +109,11 @@ def numeric_matrix(x: Any, what: str) -> torch.Tensor:
         if not (np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)):
             msg = f"{what} must hold numbers; got an array of dtype {x.dtype}."
             raise TypeError(msg)
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise TypeError(_complex_message(what, x.dtype))
         x = torch.from_numpy(np.ascontiguousarray(x))
+    elif x.is_complex():
+        raise TypeError(_complex_message(what, x.dtype))
     if x.ndim != 2:
         msg = f"{what} must be 2-D (n_samples, n_features); got shape {tuple(x.shape)}."
         raise ValueError(msg)

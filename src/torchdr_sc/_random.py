@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Seeds are ints in ``[0, SEED_BOUND)`` (what numpy, torch and faiss all accept).
-SEED_BOUND = 2**31 - 1
+#: Seeds are ints in ``[0, MAX_SEED]``: the range every consumer of the seed accepts (numpy,
+#: torch, and faiss, whose k-means seed is a C ``int``), and one every AnnData writer stores.
+MAX_SEED = 2**31 - 1
+#: Fresh seeds are drawn in ``[0, SEED_BOUND)``.
+SEED_BOUND = MAX_SEED
 
 
 def _fresh_seed(shared: bool) -> int:
@@ -33,16 +36,28 @@ def _fresh_seed(shared: bool) -> int:
     return seed
 
 
+def _checked_int(random_state: Any) -> int:
+    """An int (or a whole float) ``random_state`` as an int in ``[0, MAX_SEED]``."""
+    value = int(random_state)
+    if not 0 <= value <= MAX_SEED:
+        msg = (
+            f"`random_state` must be an int in [0, {MAX_SEED}] (the seeds numpy, torch and "
+            f"faiss all accept), a numpy / torch generator or None; got {random_state!r}."
+        )
+        raise ValueError(msg)
+    return value
+
+
 def resolve_seed(random_state: Any, *, shared: bool = True) -> int:
     """Turn ``random_state`` into the int seed that is used and recorded.
 
     Parameters
     ----------
     random_state
-        An int (or an integral float such as ``0.0``), a :class:`numpy.random.RandomState`
-        / :class:`numpy.random.Generator` / :class:`torch.Generator` (a seed is drawn from
-        it), or ``None`` (a fresh seed is drawn, and recorded so that the run can be
-        reproduced).
+        An int in ``[0, 2**31 - 1]`` (or a whole float such as ``0.0``), a
+        :class:`numpy.random.RandomState` / :class:`numpy.random.Generator` /
+        :class:`torch.Generator` (a seed is drawn from it), or ``None`` (a fresh seed is
+        drawn, and recorded so that the run can be reproduced).
     shared
         For ``None`` under an initialised ``torch.distributed`` group: every rank gets rank
         0's fresh seed (a collective call: every rank must make it). ``False`` draws one
@@ -50,20 +65,24 @@ def resolve_seed(random_state: Any, *, shared: bool = True) -> int:
 
     Returns
     -------
-    A non-negative int seed below ``2**31``; an int is returned as given (negative ints
-    are reduced modulo :data:`SEED_BOUND`).
+    An int seed in ``[0, 2**31 - 1]`` (:data:`MAX_SEED`): an int is returned as given, so
+    the seed recorded in ``uns`` is the one the user passed, and ``write_h5ad`` /
+    ``write_zarr`` store it.
 
     Raises
     ------
     TypeError
         ``random_state`` is none of the above.
+    ValueError
+        An int outside ``[0, 2**31 - 1]`` (negative seeds are refused, as numpy does,
+        rather than silently mapped to another seed).
     """
     if isinstance(random_state, bool):
         pass
     elif isinstance(random_state, numbers.Integral):
-        return int(random_state) % SEED_BOUND if random_state < 0 else int(random_state)
+        return _checked_int(random_state)
     elif isinstance(random_state, float) and random_state.is_integer():
-        return int(random_state) % SEED_BOUND
+        return _checked_int(random_state)
     elif isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, SEED_BOUND))
     elif isinstance(random_state, np.random.Generator):

@@ -83,7 +83,17 @@ def check_number(
 
     Returns
     -------
-    The value as ``kind``.
+    The value as ``kind`` (a Python int or float).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number, or ``kind`` is ``int`` and ``value`` is not an
+        integer type: a whole float such as ``300.0`` is refused rather than converted,
+        because the caller keeps the value it was given (torch and scipy then fail deep
+        inside on the float).
+    ValueError
+        ``value`` is NaN or outside the interval.
     """
     interval = _interval_text(low, high, closed)
     kind_name = "an int" if kind is int else "a float"
@@ -91,8 +101,7 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(msg)
     if kind is int and not isinstance(value, numbers.Integral):
-        if not float(value).is_integer():
-            raise TypeError(msg)
+        raise TypeError(msg)
     value = kind(value)
     if math.isnan(value):
         raise ValueError(msg)

@@ -13,7 +13,7 @@ the pipeline then says when it starts and how long it took::
     UMAP: optimisation (200 epochs)...
     UMAP: optimisation done in 12.3 s (200 epochs, 16.3 epochs/s)
 
-and loops report their steps on a :func:`tqdm.auto.tqdm` bar (a widget in a notebook,
+and loops report their steps on a ``tqdm.auto.tqdm`` bar (a widget in a notebook,
 a text bar in a terminal) that is updated every step, so its first update comes after
 the first step rather than after a batch of them.
 

@@ -27,6 +27,7 @@ from .keys import output_keys
 from .options import ScanpyNames, build_estimator, estimator_options, suggestions
 from .representation import (
     Representation,
+    check_key,
     check_str,
     choose_representation,
     fingerprint,
@@ -59,6 +60,7 @@ __all__ = [
     "StoredGraph",
     "build_estimator",
     "cache",
+    "check_key",
     "check_str",
     "choose_graph",
     "choose_representation",

@@ -19,8 +19,9 @@ _MISSING = object()
 
 @dataclass
 class Changes:
-    """Values to write, per AnnData slot (``obsm``, ``obsp``, ``uns``), in order."""
+    """Values to write, per AnnData slot (``obs`` columns, ``obsm``, ``obsp``, ``uns``)."""
 
+    obs: dict[str, Any] = field(default_factory=dict)
     obsm: dict[str, Any] = field(default_factory=dict)
     obsp: dict[str, Any] = field(default_factory=dict)
     uns: dict[str, Any] = field(default_factory=dict)
@@ -35,7 +36,7 @@ class Changes:
         """``(slot, key, value)`` for every change."""
         return [
             (slot, key, value)
-            for slot in ("obsm", "obsp", "uns")
+            for slot in ("obs", "obsm", "obsp", "uns")
             for key, value in getattr(self, slot).items()
         ]
 

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 #: Largest number of variables for which ``X`` is used directly (scanpy's ``settings.N_PCS``).
 N_PCS = 50
 
-#: Arrays up to this many bytes are hashed entirely; larger ones are sampled.
+#: Bytes hashed per update: every byte of a representation is hashed, in row blocks of
+#: about this size when the array is not contiguous (bounded temporary copies).
 FULL_HASH_BYTES = 64 * 2**20
-SAMPLED_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -48,63 +48,56 @@ class Representation:
     n_pcs: int | None
 
     def fingerprint(self) -> str:
-        """Shape plus a cheap content hash (see :func:`fingerprint`)."""
+        """Shape, dtype and a hash of every byte (see :func:`fingerprint`)."""
         return fingerprint(self.data)
 
 
-def fingerprint(x: np.ndarray | sp.spmatrix) -> str:
-    """Hex digest identifying the content of ``x``, cheap enough to compute on every call.
+def _hash_rows(h: Any, x: np.ndarray) -> None:
+    """Feed the bytes of ``x`` (C order, float32 or as stored) to ``h`` without a full copy."""
+    if x.flags.c_contiguous:
+        h.update(memoryview(x).cast("B"))
+        return
+    row_bytes = max(1, x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64)))
+    step = max(1, FULL_HASH_BYTES // row_bytes)
+    for start in range(0, x.shape[0], step):
+        h.update(memoryview(np.ascontiguousarray(x[start : start + step])).cast("B"))
 
-    The shape and dtype are always hashed. Arrays up to 64 MiB are hashed entirely; larger
-    ones through 4096 evenly spaced rows plus the sum of every row, so that a changed,
-    reordered or subset matrix gets a different digest. Sparse matrices are hashed through
-    their CSR arrays.
+
+def fingerprint(x: np.ndarray | sp.spmatrix) -> str:
+    """Hex digest identifying the content of ``x``: its shape, dtype and every byte.
+
+    BLAKE2b over the whole buffer, without a copy for C-contiguous arrays (measured 0.8 s
+    per GB on one core; a 20,000 x 850 float32 matrix takes ~55 ms), so that any change,
+    even in place and keeping the row sums, gets a different digest; the digests of
+    arrays up to 64 MiB are those of earlier versions (which hashed those entirely).
+    Sparse matrices are hashed through their CSR arrays.
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((tuple(x.shape), str(x.dtype))).encode())
     if sp.issparse(x):
         csr = sp.csr_matrix(x)
         for part in (csr.indptr, csr.indices, csr.data):
-            h.update(np.ascontiguousarray(part).tobytes())
+            _hash_rows(h, np.ascontiguousarray(part))
         return h.hexdigest()
     x = np.asarray(x)
-    if x.nbytes <= FULL_HASH_BYTES:
-        h.update(np.ascontiguousarray(x).tobytes())
-    else:
-        rows = np.linspace(0, x.shape[0] - 1, SAMPLED_ROWS).astype(np.int64)
-        h.update(np.ascontiguousarray(x[rows]).tobytes())
-        h.update(x.sum(axis=tuple(range(1, x.ndim)), dtype=np.float64).tobytes())
+    _hash_rows(h, x.reshape(x.shape[0], -1) if x.ndim > 1 else x)
     return h.hexdigest()
 
 
 def streamed_fingerprint(x: Any, chunk_rows: int) -> str:
     """The AnnData layer's fingerprint of ``X`` densified to float32, read in row chunks.
 
-    Equal to :func:`fingerprint` of the dense float32 matrix (so that
-    ``tl`` reuses an affinity cached by ``torchdr-sc embed`` on ``X``), without holding the
-    matrix: small matrices are hashed chunk after chunk (the digest of consecutive updates
-    is that of the whole bytes), large ones through sampled rows and row sums.
+    Equal to :func:`fingerprint` of the dense float32 matrix (so that ``tl`` reuses an
+    affinity cached by ``torchdr-sc embed`` on ``X``), without holding the matrix: the
+    digest of consecutive updates is that of the whole bytes.
     """
     n, d = int(x.shape[0]), int(x.shape[1])
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(((n, d), "float32")).encode())
-    full = n * d * 4 <= FULL_HASH_BYTES
-    rows = np.linspace(0, n - 1, SAMPLED_ROWS).astype(np.int64)
-    sampled, sums = [], []
     for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        chunk = x[start:stop]
+        chunk = x[start : min(start + chunk_rows, n)]
         chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
-        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
-        if full:
-            h.update(chunk.tobytes())
-            continue
-        local = rows[(rows >= start) & (rows < stop)] - start
-        sampled.append(chunk[local])
-        sums.append(chunk.sum(axis=1, dtype=np.float64))
-    if not full:
-        h.update(np.ascontiguousarray(np.concatenate(sampled)).tobytes())
-        h.update(np.concatenate(sums).tobytes())
+        _hash_rows(h, np.ascontiguousarray(chunk, dtype=np.float32))
     return h.hexdigest()
 
 
@@ -116,6 +109,33 @@ def check_str(name: str, value: Any, *, optional: bool = False) -> None:
         kind = "a str or None" if optional else "a str"
         msg = f"`{name}` must be {kind}; got {value!r}."
         raise TypeError(msg)
+
+
+def check_key(name: str, value: Any, *, optional: bool = False) -> None:
+    """Check a key that names an element written to the AnnData (``key_added``).
+
+    ``write_h5ad`` / ``write_zarr`` cannot store a key holding ``'/'`` (it separates
+    groups), and an empty key would silently mean the default.
+
+    Raises
+    ------
+    TypeError
+        Not a str (nor ``None`` when ``optional``).
+    ValueError
+        An empty key, or one holding ``'/'``.
+    """
+    check_str(name, value, optional=optional)
+    if value is None:
+        return
+    if not value:
+        msg = f"`{name}` must not be empty; pass None for the default key."
+        raise ValueError(msg)
+    if "/" in value:
+        msg = (
+            f"`{name}` must not contain '/' (write_h5ad and write_zarr cannot store such a "
+            f"key); got {value!r}."
+        )
+        raise ValueError(msg)
 
 
 def _to_memory(x: Any) -> Any:
@@ -140,13 +160,26 @@ def _densify(x: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _x(adata: AnnData) -> Any:
+    """``adata.X``; an error naming ``use_rep`` when it is absent."""
+    if adata.X is not None:
+        return adata.X
+    keys = sorted(map(str, adata.obsm.keys()))
+    if keys:
+        hint = f", e.g. use_rep={keys[0]!r} (available: {format_options(keys)})"
+    else:
+        hint = " (adata.obsm is empty: compute a representation first, e.g. sc.pp.pca)"
+    msg = f"adata.X is absent (None), so there is no matrix to embed: pass `use_rep`{hint}."
+    raise ValueError(msg)
+
+
 def _select_source(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> tuple[str, Any]:
     """Name and (lazy) matrix of the representation, by scanpy's rule."""
     if use_rep is None and n_pcs == 0:
-        return "X", adata.X
+        return "X", _x(adata)
     if use_rep is None:
         if adata.n_vars <= N_PCS:
-            return "X", adata.X
+            return "X", _x(adata)
         if "X_pca" in adata.obsm:
             return "X_pca", adata.obsm["X_pca"]
         msg = (
@@ -158,7 +191,7 @@ def _select_source(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> tu
     if use_rep in adata.obsm:
         return use_rep, adata.obsm[use_rep]
     if use_rep == "X":
-        return "X", adata.X
+        return "X", _x(adata)
     available = format_options(adata.obsm.keys()) or "nothing"
     msg = f"`use_rep={use_rep!r}` is not in adata.obsm (available: {available})."
     raise ValueError(msg)

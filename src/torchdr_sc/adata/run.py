@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._device import check_n_jobs, cpu_threads, resolve_device
+from .._validation import check_number
 from .._version import package_version
+from ..initialization import check_init_array
 from . import cache as affinity_cache
 from . import log
 from .changes import Changes, commit
 from .init_pos import init_from_adata
 from .keys import output_keys
 from .options import ScanpyNames
-from .representation import Representation, check_str, choose_representation
+from .representation import Representation, check_key, choose_representation
 from .stored_graph import StoredGraph, knn_for, read_graph
 from .uns import to_uns
 
@@ -196,8 +198,9 @@ def run_embedding(
     -------
     The new AnnData if ``copy``, else ``None``.
     """
-    check_str("key_added", key_added, optional=True)
+    check_key("key_added", key_added, optional=True)
     check_n_jobs(n_jobs)
+    check_number("n_components", estimator.n_components, kind=int, low=1, closed="left")
     init_key = init_from_adata(adata, estimator)
     estimator.validate()
     resolve_device(estimator.device)  # an unusable device fails before any work
@@ -208,6 +211,10 @@ def run_embedding(
         _check_graph_use(estimator, method, neighbors_key)
         graph = read_graph(adata, neighbors_key, use.fresh_search_hint())
     rep = _representation(adata, use_rep, n_pcs, graph, use)
+    _check_output_keys(method, key_added, rep, neighbors_key)
+    if not isinstance(estimator.init, str):  # named as the tl function names it
+        name = method.names.scanpy_name("init") or "init"
+        check_init_array(estimator.init, rep.data.shape[0], estimator.n_components, name)
     estimator.check_n_samples(rep.data.shape[0])
     if progress_bar is None:
         from ..progress import default_progress
@@ -240,6 +247,34 @@ def run_embedding(
     commit(target, changes)
     log.info("    finished", time=start, deep=changes.summary())
     return target if copy else None
+
+
+def _check_output_keys(
+    method: Method, key_added: str | None, rep: Representation, neighbors_key: str | None
+) -> None:
+    """Refuse a ``key_added`` that would overwrite what the call reads.
+
+    Raises
+    ------
+    ValueError
+        ``key_added`` names the representation embedded, the kNN graph used, or the
+        affinity cache's descriptions.
+    """
+    if key_added is None:
+        return
+    obsm_key, uns_key = output_keys(method.name, key_added)
+    if rep.use_rep != "X" and obsm_key == rep.use_rep:
+        msg = (
+            f"`key_added={key_added!r}` would overwrite the representation being embedded "
+            f"(adata.obsm[{rep.use_rep!r}]); choose another key."
+        )
+        raise ValueError(msg)
+    if uns_key in {neighbors_key, affinity_cache.UNS_KEY} - {None}:
+        msg = (
+            f"`key_added={key_added!r}` would overwrite adata.uns[{uns_key!r}], which this "
+            "call reads; choose another key."
+        )
+        raise ValueError(msg)
 
 
 def _params_record(
@@ -306,6 +341,7 @@ def results_changes(
     call_params
         Further values of the ``tl`` call to record.
     """
+    _check_finite(embedding)
     obsm_key, uns_key = output_keys(method.name, key_added)
     store = slot is not None and not reused and affinity_cache.storable(est.affinity_in_)
     if slot is not None and not reused and not store:
@@ -332,6 +368,19 @@ def results_changes(
         entries[slot.key] = slot.description(package_version())
         changes.add("uns", affinity_cache.UNS_KEY, entries, "descriptions of the cached affinities")
     return changes
+
+
+def _check_finite(embedding: np.ndarray) -> None:
+    """Raise rather than write an embedding that holds NaN or inf."""
+    finite = np.isfinite(embedding)
+    if finite.all():
+        return
+    bad = int((~finite.reshape(len(embedding), -1).all(axis=1)).sum())
+    msg = (
+        f"The embedding has {bad} of {len(embedding)} rows holding NaN or inf; nothing was "
+        "written. Lower the learning rate or check the initial positions."
+    )
+    raise FloatingPointError(msg)
 
 
 def _slot(est: Any, rep: Representation, graph: StoredGraph | None) -> affinity_cache.CacheSlot:

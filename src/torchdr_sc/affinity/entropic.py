@@ -126,7 +126,7 @@ class EntropicAffinity(PerplexityAffinity):
     Notes
     -----
     The per-row search is a safeguarded Newton method in ``log(beta)``
-    (:func:`~torchdr_sc.affinity.root_search.root_search`): typically under 10 iterations,
+    (``torchdr_sc.affinity.root_search.root_search``): typically under 10 iterations,
     in float32 or float64, on CPU or GPU.
     """
 
@@ -171,9 +171,26 @@ class EntropicAffinity(PerplexityAffinity):
         ``'sqeuclidean'`` when needed); a graph with more than ``required_k(n)`` neighbours
         is truncated to them, so the result does not depend on where the graph came from.
         """
+        k = self._usable_k(knn)
+        p = self._rows(knn, k, 0, knn.n_samples)
+        return SparseAffinity.from_knn(knn.indices[:, :k], p)
+
+    def rows_from_knn(self, knn: KNNGraph, start: int, stop: int) -> torch.Tensor:
+        """The calibrated rows ``start:stop`` of P, ``(stop - start, k)``, in the graph's order.
+
+        Rows are calibrated independently, so processes that each compute a block of rows
+        and gather them get exactly the P of :meth:`from_knn` (the t-SNE family shards the
+        calibration this way under ``torchrun``).
+        """
+        return self._rows(knn, self._usable_k(knn), start, stop)
+
+    def _rows(self, knn: KNNGraph, k: int, start: int, stop: int) -> torch.Tensor:
+        return self._calibrate(distances_in(knn, self.metric)[start:stop, :k])
+
+    def _usable_k(self, knn: KNNGraph) -> int:
+        """Neighbours used from ``knn`` (checked against the perplexity)."""
         n = knn.n_samples
         self._check_n_samples(n)
-        d = distances_in(knn, self.metric)
         k = min(knn.k, self.required_k(n))
         if self.perplexity >= k and k < n - 1:
             msg = (
@@ -183,8 +200,7 @@ class EntropicAffinity(PerplexityAffinity):
             )
             raise ValueError(msg)
         warn_short_graph("EntropicAffinity", k, self.required_k(n))
-        p = self._calibrate(d[:, :k])
-        return SparseAffinity.from_knn(knn.indices[:, :k], p)
+        return k
 
     def from_distances(self, D: torch.Tensor) -> torch.Tensor:
         """Dense row-stochastic P calibrated on all pairs (diagonal excluded)."""

@@ -126,7 +126,7 @@ class DoublyStochasticQuadraticAffinity(DoublyStochasticAffinity):
     every row and column sums to 1, and far pairs get exactly 0, so P is sparse
     (Zhang, Mordant, Matsumoto & Schiebinger, *Manifold learning with sparse regularised
     optimal transport*, arXiv:2307.09816, 2023). Solved by semismooth Newton on the dual
-    (:func:`quadratic_potential`).
+    (``quadratic_potential``).
 
     Parameters
     ----------

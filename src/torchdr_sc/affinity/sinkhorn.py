@@ -160,7 +160,7 @@ class SinkhornAffinity(DoublyStochasticAffinity):
     max_iter
         Maximum number of iterations: symmetric Sinkhorn iterations, followed (when the
         marginals are still off after 100 of them, the slow regime of small ``eps``) by
-        Newton steps on the same dual (:func:`newton_sinkhorn`).
+        Newton steps on the same dual (``newton_sinkhorn``).
     metric, device, verbose
         See :class:`~torchdr_sc.affinity.Affinity`.
 

@@ -8,6 +8,9 @@ each torchrun worker runs ``python -m torchdr_sc.atlas.worker``.
 
 - :class:`JobSpec`, :func:`check_spec`, :func:`run_job`: the job and its checks.
 - :func:`inspect_input`, :func:`file_format`, :class:`InputError`: reading the input.
+- :func:`launch`: the job on several torchrun processes (no orphaned worker, output moved
+  into place only when every process succeeded); :func:`raise_on_signals`,
+  :class:`Interrupted`: SIGTERM / SIGINT as an exception, for the job in one process.
 - :data:`METHODS`, :data:`SHARDED`: the methods and those that shard across processes
   (:mod:`~torchdr_sc.atlas.methods`, plain data).
 
@@ -26,11 +29,15 @@ from .methods import METHODS, SHARDED
 if TYPE_CHECKING:
     from ._io import InputError, InputInfo, file_format, inspect_input
     from ._job import JobSpec, check_spec, fail, resolve_use_rep, run_job
+    from ._launch import launch
+    from ._signals import Interrupted, raise_on_signals
 
 #: Name -> the module of this package that defines it (imported on first access).
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("InputError", "InputInfo", "file_format", "inspect_input"), "._io"),
     **dict.fromkeys(("JobSpec", "check_spec", "fail", "resolve_use_rep", "run_job"), "._job"),
+    "launch": "._launch",
+    **dict.fromkeys(("Interrupted", "raise_on_signals"), "._signals"),
 }
 
 __all__ = [
@@ -38,11 +45,14 @@ __all__ = [
     "SHARDED",
     "InputError",
     "InputInfo",
+    "Interrupted",
     "JobSpec",
     "check_spec",
     "fail",
     "file_format",
     "inspect_input",
+    "launch",
+    "raise_on_signals",
     "resolve_use_rep",
     "run_job",
 ]

@@ -182,11 +182,42 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def _remove(path: Path) -> None:
+def staging_path(target: str | os.PathLike) -> Path:
+    """Where a job on several processes writes its output before the launcher commits it.
+
+    A hidden sibling of ``target`` with the same suffix (so the same format), e.g.
+    ``.out.staged-1a2b3c4d.h5ad``.
+    """
+    target = Path(target)
+    return target.with_name(f".{target.stem}.staged-{uuid.uuid4().hex[:8]}{target.suffix}")
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file or a folder (a zarr store) if it exists."""
+    path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        path.unlink(missing_ok=True)
+
+
+def commit_staged(
+    staging: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool
+) -> None:
+    """Move the staged output to ``target`` (replacing it only with ``overwrite``).
+
+    Raises
+    ------
+    InputError
+        ``target`` appeared meanwhile and ``overwrite`` is not set.
+    """
+    staging, target = Path(staging), Path(target)
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            msg = f"OUTPUT {str(target)!r} exists; pass --overwrite to replace it."
+            raise InputError(msg)
+        remove_path(target)
+    os.replace(staging, target)
 
 
 def write_output(
@@ -221,11 +252,11 @@ def write_output(
         else:
             _convert(source, tmp, dst_fmt, changes)
         if target.exists():
-            _remove(target)
+            remove_path(target)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            remove_path(tmp)
 
 
 def _copy_and_add(source: Path, tmp: Path, fmt: str, changes: list) -> None:

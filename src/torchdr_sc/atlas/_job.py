@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._io import InputError, InputInfo, open_skeleton, write_output
@@ -23,7 +24,12 @@ from .methods import METHODS, SHARDED
 
 @dataclass
 class JobSpec:
-    """Everything a process needs to run the job (JSON-serialisable, sent to workers)."""
+    """Everything a process needs to run the job (JSON-serialisable, sent to workers).
+
+    With several processes the launcher sets ``error_dir`` (the job's folder: failure
+    reports, rank 0's summary) and ``staging`` (where rank 0 writes the output, which the
+    launcher moves to ``output`` once every process has succeeded).
+    """
 
     input: str
     output: str
@@ -41,6 +47,7 @@ class JobSpec:
     nproc: int = 1
     timeout: float = 1800.0
     error_dir: str | None = None
+    staging: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -173,8 +180,25 @@ def _in_memory_changes(adata: Any, spec: JobSpec) -> list:
     return _changes_since(adata, before)
 
 
+#: Rank 0's summary in the job's folder, printed by the launcher after the commit.
+SUMMARY_FILE = "summary.txt"
+
+
+def _all_ranks_done() -> None:
+    """Wait until every process has its results (nothing is written before that)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def run_job(spec: JobSpec) -> int:
-    """Run the job on this process; rank 0 writes the output and prints the summary.
+    """Run the job on this process; rank 0 writes the output and its summary.
+
+    Every process computes its part, then all wait for each other (a barrier): rank 0
+    writes only when no process has failed. With ``spec.staging`` (several processes) it
+    writes there and leaves the summary in the job's folder; the launcher moves the output
+    into place once every process has exited successfully.
 
     Returns
     -------
@@ -197,11 +221,17 @@ def run_job(spec: JobSpec) -> int:
         else:
             changes = _in_memory_changes(adata, spec)
         t_embed = time.perf_counter() - t0
+        _all_ranks_done()
         if not is_rank_zero():
             return 0
         say(f"embedding done ({t_embed:.1f}s); writing {spec.output}")
-        write_output(spec.input, spec.output, changes, overwrite=spec.overwrite)
-        print(summary(spec, adata, changes, time.perf_counter() - t0), flush=True)
+        target = spec.staging or spec.output
+        write_output(spec.input, target, changes, overwrite=spec.overwrite)
+        text = summary(spec, adata, changes, time.perf_counter() - t0)
+    if spec.staging and spec.error_dir:
+        Path(spec.error_dir, SUMMARY_FILE).write_text(text)
+    else:
+        print(text, flush=True)
     return 0
 
 
@@ -243,11 +273,36 @@ def check_spec(spec: JobSpec, info: InputInfo) -> None:
     if spec.use_rep == "X" and not info.has_x:
         msg = f"INPUT {info.path!r} stores no X; pass --use-rep with an obsm key."
         raise InputError(msg)
+    check_key_added(spec)
     est = build_estimator(spec.method, spec.params, spec.device)
     try:
         est.check_n_samples(info.n_obs)
     except ValueError as err:
         raise InputError(str(err)) from err
+
+
+def check_key_added(spec: JobSpec) -> None:
+    """``--key-added``: a key the output can store that overwrites nothing the job reads.
+
+    Raises
+    ------
+    InputError
+        An empty key, one holding ``'/'``, or the representation / kNN graph in use.
+    """
+    from ..adata import check_key
+
+    key = spec.key_added
+    try:
+        check_key("key_added", key, optional=True)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    read = {spec.use_rep, spec.neighbors_key, "tdr_affinities"} - {None, "X"}
+    if key is not None and key in read:
+        msg = (
+            f"`key_added={key!r}` would overwrite what the job reads (use_rep="
+            f"{spec.use_rep!r}, neighbors_key={spec.neighbors_key!r}); choose another key."
+        )
+        raise InputError(msg)
 
 
 def resolve_use_rep(use_rep: str | None, n_pcs: int | None, info: InputInfo) -> str:

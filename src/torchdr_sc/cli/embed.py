@@ -1,22 +1,18 @@
 """``torchdr-sc embed``: the argument parser and the launcher.
 
 The launcher checks everything it can before any work (input readable, method known,
-representation present, parameters valid, output free), then runs the job in this process
-(``--nproc 1``) or starts ``--nproc`` workers with
-``python -m torch.distributed.run --standalone --nproc_per_node N -m torchdr_sc.atlas.worker``
-(gloo on CPU, NCCL on CUDA). Exit status: 0 on success, 2 for bad input or options
-(nothing is started), 1 when the job fails (the message names the failed rank).
+representation present, parameters valid, ``--key-added`` storable, output free), then runs
+the job in this process (``--nproc 1``) or starts ``--nproc`` workers with torchrun
+(:func:`torchdr_sc.atlas.launch`; gloo on CPU, NCCL on CUDA). Exit status: 0 on success, 2
+for bad input or options (nothing is started), 1 when the job fails (the message names the
+rank that failed first), 130 / 143 when interrupted by SIGINT / SIGTERM (the workers are
+stopped and nothing is written).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -223,48 +219,33 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    """Run ``torchdr-sc embed`` with parsed ``args``; returns the exit status."""
-    from ..atlas import InputError, fail, run_job
+    """Run ``torchdr-sc embed`` with parsed ``args``; returns the exit status.
+
+    0 on success, 2 for bad input or options (nothing started), 1 when the job fails,
+    ``128 + signal`` (130 for SIGINT, 143 for SIGTERM) when it is interrupted: one line
+    says so, and no output nor partial file is left.
+    """
+    from ..atlas import InputError, fail, launch
 
     try:
         spec = build_spec(args)
     except InputError as err:
         return fail(str(err), 2)
-    if spec.nproc == 1:
-        try:
+    if spec.nproc > 1:
+        return launch(spec)
+    return _run_here(spec)
+
+
+def _run_here(spec: JobSpec) -> int:
+    """Run the job in this process (``--nproc 1``); SIGTERM and SIGINT end it cleanly."""
+    from ..atlas import InputError, Interrupted, fail, raise_on_signals, run_job
+
+    try:
+        with raise_on_signals():
             return run_job(spec)
-        except InputError as err:
-            return fail(str(err), 2)
-        except Exception as err:
-            return fail(f"{type(err).__name__}: {err}", 1)
-    return launch(spec)
-
-
-def launch(spec: JobSpec) -> int:
-    """Run the job on ``spec.nproc`` torchrun workers; report the first failed rank."""
-    from ..atlas import fail
-
-    with tempfile.TemporaryDirectory(prefix="torchdr-sc-embed-") as errors:
-        spec.error_dir = errors
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(spec.nproc), "--max-restarts", "0",
-            "-m", "torchdr_sc.atlas.worker", json.dumps(spec.to_dict()),
-        ]  # fmt: skip
-        env = dict(os.environ)
-        if "OMP_NUM_THREADS" not in env:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // spec.nproc))
-        done = subprocess.run(cmd, env=env, check=False)
-        if done.returncode == 0:
-            return 0
-        # the first failure (the launcher stops the other ranks, which may not report)
-        reports = sorted(
-            Path(errors).glob("rank*.txt"), key=lambda p: (p.stat().st_mtime, int(p.stem[4:]))
-        )
-        if reports:
-            return fail(reports[0].read_text().strip(), 1)
-        return fail(
-            f"the worker processes failed (torchrun exit status {done.returncode}); "
-            "see the messages above.",
-            1,
-        )
+    except Interrupted as stop:
+        return fail(f"interrupted by {stop.name}; nothing was written.", stop.exit_code)
+    except InputError as err:
+        return fail(str(err), 2)
+    except Exception as err:
+        return fail(f"{type(err).__name__}: {err}", 1)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import package_version
 from .embed import add_embed_parser
+from .ingest import add_ingest_parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -84,7 +85,11 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 #: Registration functions of the subcommands, in the order of ``--help``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_embed_parser]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_demo,
+    add_embed_parser,
+    add_ingest_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

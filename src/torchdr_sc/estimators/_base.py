@@ -28,7 +28,7 @@ from .._random import make_generator, resolve_seed
 from .._validation import check_enough_samples, check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
-from ..initialization import INIT_NAMES, initialize
+from ..initialization import INIT_NAMES, check_init_array, initialize
 from ..knn import METRICS, KNNGraph, auto_backend, check_backend, drop_self
 from ..optimize import OptimizeResult
 from ..progress import Progress, reporting, stage
@@ -106,6 +106,28 @@ class Embedder(BaseEstimator):
         every iteration, and over the query blocks of the exact torch kNN search. See
         :mod:`torchdr_sc.progress`; ``tl`` functions turn it on by default in notebooks
         and for large runs in a terminal (:func:`~torchdr_sc.progress.default_progress`).
+
+    Attributes
+    ----------
+    embedding_
+        ``(n, n_components)`` tensor on the fit's device: ``n x n_components x 4`` bytes.
+    reference_data_
+        The data of the fit, ``(n, n_features)`` float32 (float64 for float64 input), kept
+        for :meth:`transform` on the fit's device: ``n x n_features x 4`` bytes (e.g. 200 MB
+        for 1M cells x 50 PCs; a numpy float32 input on the CPU is shared, not copied).
+        ``None`` after a fit without ``X`` (precomputed ``affinity`` / ``knn``, streamed input).
+    affinity_in_
+        The input affinity P (:class:`~torchdr_sc.affinity.SparseAffinity`): 20 bytes per
+        edge (two int64 ids and a float32), about ``2 n k`` edges.
+    knn_
+        The kNN graph (:class:`~torchdr_sc.knn.KNNGraph`, ``n x k x 12`` bytes), or ``None``.
+    device_used_, seed_, n_iter_, converged_, timings_
+        The device, the seed (an int, also used by :meth:`transform`), the iterations run,
+        whether the gradient norm fell below ``min_grad_norm``, seconds per stage.
+
+    A fitted estimator pickles (``pickle``, ``joblib``) with its tensors on the CPU and loads
+    them back on the fit's device, or on the CPU where that device is missing
+    (:mod:`~torchdr_sc.estimators.persistence`).
     """
 
     n_components: int = 2
@@ -195,6 +217,7 @@ class Embedder(BaseEstimator):
             check_number("lr", self.lr, low=0)
         if self.max_iter is not None:
             check_number("max_iter", self.max_iter, kind=int, low=1, closed="left")
+        check_number("max_iter_affinity", self.max_iter_affinity, kind=int, low=1, closed="left")
         check_number("min_grad_norm", self.min_grad_norm, low=0, closed="left")
         check_number("init_scaling", self.init_scaling, low=0)
         check_number("check_interval", self.check_interval, kind=int, low=1, closed="left")
@@ -232,13 +255,7 @@ class Embedder(BaseEstimator):
         """
         check_enough_samples(n, self.neighbours_needed(n), self._min_samples_text())
         if not isinstance(self.init, str):
-            shape = tuple(np.shape(self.init))
-            if shape != (n, self.n_components):
-                msg = (
-                    f"`init` array must have shape (n_samples, n_components) = "
-                    f"({n}, {self.n_components}); got {shape}."
-                )
-                raise ValueError(msg)
+            check_init_array(self.init, n, self.n_components)  # shape, real, finite
 
     def neighbours_needed(self, n: int) -> int:
         """Neighbours per sample (self excluded) the input affinity needs from a kNN graph."""
@@ -290,6 +307,46 @@ class Embedder(BaseEstimator):
                 return to_output(z, like)
             z = self.fit_embedding(X, affinity, knn)
         return to_output(z, X if X is not None else np.empty((0, 0), np.float32))
+
+    def transform(self, X: Any, *, max_iter: int | None = None) -> Any:
+        """Place new points on the fitted embedding, the reference held fixed.
+
+        Their kNN among the reference data, their affinity rows calibrated as the fit's,
+        a start at their neighbours' weighted mean position, then the method's objective
+        against the fixed reference (openTSNE's and umap-learn's ``transform``; see
+        :mod:`torchdr_sc.estimators.transform`). UMAP, LargeVis, InfoTSNE, TSNE and SNE.
+
+        Parameters
+        ----------
+        X
+            ``(m, n_features)`` new data in the representation of the fit: numpy (-> numpy
+            float32 out) or torch (-> tensor on its device).
+        max_iter
+            Iterations (epochs); ``None``: 250 for TSNE / SNE, ``max_iter // 3`` (100, or 30
+            above 10,000 new points, by default) for UMAP, LargeVis, InfoTSNE.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        ValueError
+            ``X`` with other features than the fit's, or holding NaN / inf.
+        NotImplementedError
+            TSNEkhorn (its doubly stochastic P couples all points).
+        """
+        from .transform import transform_new
+
+        return transform_new(self, X, max_iter=max_iter)
+
+    def __getstate__(self) -> dict[str, Any]:
+        from .persistence import portable_state
+
+        return portable_state(super().__getstate__())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from .persistence import restore_state
+
+        super().__setstate__(restore_state(state))
 
     def _prepare_input(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None):
         if X is not None:
@@ -358,6 +415,7 @@ class Embedder(BaseEstimator):
         timings["optimize"] = result.elapsed_s
         self.affinity_in_ = affinity
         self.knn_ = knn
+        self.reference_data_ = x
         self.embedding_ = result.embedding
         self.n_iter_ = result.n_iter
         self.converged_ = result.converged
@@ -409,10 +467,19 @@ class Embedder(BaseEstimator):
             timings["knn"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             with stage("input affinity", self._affinity_text(knn.n_samples, "kNN graph")):
-                affinity = self._affinity_from_knn(knn)
+                if ctx.active:
+                    affinity = self._affinity_from_knn_sharded(knn, ctx)
+                else:
+                    affinity = self._affinity_from_knn(knn)
         timings["affinity"] = time.perf_counter() - t0
         logger.info("input affinity: %d edges (%.2fs)", affinity.nnz, timings["affinity"])
         return affinity, knn
+
+    def _affinity_from_knn_sharded(self, knn: KNNGraph, ctx: DistContext) -> SparseAffinity:
+        """P under ``torchrun``; here every process computes all of it (the t-SNE family
+        calibrates its rows by shard, see
+        :class:`~torchdr_sc.estimators.perplexity.PerplexityMixin`)."""
+        return self._affinity_from_knn(knn)
 
     def _search_knn(self, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
         from ..knn import knn as knn_search

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .._validation import check_number
 from ..affinity import EntropicAffinity, SparseAffinity
+from ..distributed import DistContext
 from ..knn import KNNGraph
 
 
@@ -63,15 +64,27 @@ class PerplexityMixin:
             "symmetrize": self.p_symmetrization,
         }
 
-    def _entropic(self, knn: KNNGraph) -> SparseAffinity:
-        aff = EntropicAffinity(
+    def _entropic_affinity(self) -> EntropicAffinity:
+        return EntropicAffinity(
             perplexity=self.perplexity,
             tol=self.tol_affinity,
             max_iter=self.max_iter_affinity,
             metric=self.metric_in,
         )
-        return aff.from_knn(knn)
+
+    def _entropic(self, knn: KNNGraph) -> SparseAffinity:
+        return self._entropic_affinity().from_knn(knn)
 
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         P = self._entropic(knn)
+        return P if self.p_symmetrization == "none" else P.symmetrize(self.p_symmetrization)
+
+    def _affinity_from_knn_sharded(self, knn: KNNGraph, ctx: DistContext) -> SparseAffinity:
+        """P under ``torchrun``: each process calibrates its block of rows, then all gather.
+
+        The rows are calibrated independently, so the gathered P is the one-process P.
+        """
+        rows = self._entropic_affinity().rows_from_knn(knn, ctx.shard.start, ctx.shard.stop)
+        p = ctx.all_gather_rows(rows, knn.n_samples)
+        P = SparseAffinity.from_knn(knn.indices[:, : p.shape[1]], p)
         return P if self.p_symmetrization == "none" else P.symmetrize(self.p_symmetrization)

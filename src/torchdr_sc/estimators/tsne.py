@@ -1,4 +1,4 @@
-"""t-SNE (exact or FFT-interpolated repulsion) and SNE (exact repulsion)."""
+"""t-SNE and SNE, each with an exact or an FFT-interpolated repulsion."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from .._logging import get_logger
 from .._validation import check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..objective.exact import StudentAttraction, sne_gradient, tsne_gradient
-from ..objective.interpolated import SUPPORTED_DIMS, student_repulsion_terms_fft
+from ..objective.exact import StudentAttraction, sne_attraction, sne_gradient, tsne_gradient
+from ..objective.interpolated import (
+    SUPPORTED_DIMS,
+    sne_repulsion_fft,
+    student_repulsion_terms_fft,
+)
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
@@ -61,7 +65,62 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class TSNE(_ExactEmbedder):
+class _Repulsion:
+    """``repulsion`` ('auto', 'exact', 'fft') and the interpolation grid, for TSNE and SNE."""
+
+    repulsion: str = "auto"
+    n_interpolation_points: int = 4
+    min_num_intervals: int = 50
+    ints_in_interval: float = 1.0
+
+    def _check_repulsion(self) -> None:
+        check_option("repulsion", self.repulsion, REPULSIONS)
+        check_number(
+            "n_interpolation_points",
+            self.n_interpolation_points,
+            kind=int,
+            low=1,
+            high=10,
+            closed="both",
+        )
+        check_number("min_num_intervals", self.min_num_intervals, kind=int, low=1, closed="left")
+        check_number("ints_in_interval", self.ints_in_interval, low=0)
+        if self.repulsion == "fft" and self.n_components not in SUPPORTED_DIMS:
+            msg = (
+                f"repulsion='fft' supports n_components 1 or 2; got {self.n_components}: use "
+                "repulsion='exact' (or 'auto')."
+            )
+            raise ValueError(msg)
+
+    def repulsion_for(self, n: int) -> str:
+        """The repulsion used for ``n`` samples (``'exact'`` or ``'fft'``)."""
+        if self.repulsion != "auto":
+            return self.repulsion
+        if self.n_components in SUPPORTED_DIMS and n > AUTO_FFT_MIN_SAMPLES:
+            return "fft"
+        return "exact"
+
+    def derived_params(self) -> dict[str, Any]:
+        """The repulsion used (``'exact'`` or ``'fft'``), once fitted."""
+        used = getattr(self, "repulsion_used_", None)
+        return {} if used is None else {"repulsion_used": used}
+
+    def _grid_options(self) -> dict[str, Any]:
+        return {
+            "n_interpolation_points": self.n_interpolation_points,
+            "min_num_intervals": self.min_num_intervals,
+            "ints_in_interval": self.ints_in_interval,
+        }
+
+    def _choose_repulsion(self, n: int) -> str:
+        self.repulsion_used_ = self.repulsion_for(n)
+        why = "" if self.repulsion != "auto" else f" (auto: {n} samples)"
+        logger.info("%s repulsion: %s%s", type(self).__name__, self.repulsion_used_, why)
+        return self.repulsion_used_
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class TSNE(_Repulsion, _ExactEmbedder):
     """t-SNE (van der Maaten & Hinton 2008), exact or with FFT-interpolated repulsion.
 
     Input affinity: :class:`~torchdr_sc.affinity.EntropicAffinity` on the ``3 * perplexity``
@@ -83,13 +142,13 @@ class TSNE(_ExactEmbedder):
         ``'DeltaBarDelta'`` (default), or any ``torch.optim`` name / class (TorchDR's
         default is ``'SGD'``).
     max_iter
-        Iterations; ``None`` (default): :data:`DEFAULT_MAX_ITER` = 750, 250 of them with
+        Iterations; ``None`` (default): ``DEFAULT_MAX_ITER`` = 750, 250 of them with
         early exaggeration (openTSNE's schedule; TorchDR runs 1,000).
     compile
         Fuse the attraction over P's edges with :func:`torch.compile` (``'auto'``: on CPU
         from about 4M edges, e.g. 30,000 points at perplexity 30; 5x faster per iteration).
     repulsion
-        ``'exact'``, ``'fft'`` or ``'auto'``: exact up to :data:`AUTO_FFT_MIN_SAMPLES`
+        ``'exact'``, ``'fft'`` or ``'auto'``: exact up to ``AUTO_FFT_MIN_SAMPLES``
         samples (or for ``n_components > 2``), FFT above; the choice is logged and kept in
         ``repulsion_used_``.
     n_interpolation_points
@@ -105,63 +164,22 @@ class TSNE(_ExactEmbedder):
     """
 
     optimizer: Any = "DeltaBarDelta"
-    repulsion: str = "auto"
-    n_interpolation_points: int = 4
-    min_num_intervals: int = 50
-    ints_in_interval: float = 1.0
 
     def _check_method_params(self) -> None:
         super()._check_method_params()
-        check_option("repulsion", self.repulsion, REPULSIONS)
-        check_number(
-            "n_interpolation_points",
-            self.n_interpolation_points,
-            kind=int,
-            low=1,
-            high=10,
-            closed="both",
-        )
-        check_number("min_num_intervals", self.min_num_intervals, kind=int, low=1, closed="left")
-        check_number("ints_in_interval", self.ints_in_interval, low=0)
-        if self.repulsion == "fft" and self.n_components not in SUPPORTED_DIMS:
-            msg = (
-                f"repulsion='fft' supports n_components 1 or 2; got {self.n_components}: use "
-                "repulsion='exact' (or 'auto')."
-            )
-            raise ValueError(msg)
+        self._check_repulsion()
 
     def _default_max_iter(self, n: int) -> int:
         """openTSNE's schedule: 250 exaggerated iterations, then 500 (750 in all)."""
         return DEFAULT_MAX_ITER
 
-    def repulsion_for(self, n: int) -> str:
-        """The repulsion used for ``n`` samples (``'exact'`` or ``'fft'``)."""
-        if self.repulsion != "auto":
-            return self.repulsion
-        if self.n_components in SUPPORTED_DIMS and n > AUTO_FFT_MIN_SAMPLES:
-            return "fft"
-        return "exact"
-
-    def derived_params(self) -> dict[str, Any]:
-        """The repulsion used (``'exact'`` or ``'fft'``), once fitted."""
-        used = getattr(self, "repulsion_used_", None)
-        return {} if used is None else {"repulsion_used": used}
-
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         P = P.scaled(1.0 / float(P.weights.sum()))
         reduce = ctx.reduce_scalar if ctx.active else (lambda v: v)
         workspace: dict = {}
-        self.repulsion_used_ = self.repulsion_for(P.n)
         terms = None
-        if self.repulsion_used_ == "fft":
-            terms = partial(
-                student_repulsion_terms_fft,
-                n_interpolation_points=self.n_interpolation_points,
-                min_num_intervals=self.min_num_intervals,
-                ints_in_interval=self.ints_in_interval,
-            )
-        why = "" if self.repulsion != "auto" else f" (auto: {P.n} samples)"
-        logger.info("t-SNE repulsion: %s%s", self.repulsion_used_, why)
+        if self._choose_repulsion(P.n) == "fft":
+            terms = partial(student_repulsion_terms_fft, **self._grid_options())
 
         attraction = StudentAttraction(P, ctx.shard, compile=self.compile)
 
@@ -181,23 +199,33 @@ class TSNE(_ExactEmbedder):
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class SNE(_ExactEmbedder):
-    """Stochastic Neighbor Embedding (Hinton & Roweis 2002) with exact repulsion.
+class SNE(_Repulsion, _ExactEmbedder):
+    """Stochastic Neighbor Embedding (Hinton & Roweis 2002), exact or FFT repulsion.
 
     Input affinity: row-stochastic :class:`~torchdr_sc.affinity.EntropicAffinity` (not
     symmetrised); embedding kernel ``exp(-|z_i - z_j|^2)`` normalised per row; loss
-    ``sum_i KL(P_i || Q_i)`` (divided by n).
+    ``sum_i KL(P_i || Q_i)`` (divided by n). The repulsion is exact (``O(n^2)``) or, with
+    ``repulsion='fft'`` (``'auto'``: above ``AUTO_FFT_MIN_SAMPLES`` samples in 1-D and
+    2-D), two Gaussian kernel sums interpolated on a grid and convolved by FFT
+    (``torchdr_sc.objective.interpolated.sne_repulsion_fft``; relative error about
+    1e-4 at the defaults).
 
     Parameters
     ----------
     perplexity
         Effective number of neighbours of the entropic affinity.
+    repulsion, n_interpolation_points, min_num_intervals, ints_in_interval
+        As for :class:`TSNE`.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
 
     early_exaggeration_coeff: float | None = 4.0
     p_symmetrization: ClassVar[str] = "none"
+
+    def _check_method_params(self) -> None:
+        super()._check_method_params()
+        self._check_repulsion()
 
     def _auto_lr(self, n: int) -> float:
         # the Gaussian kernel's gradient is steeper than the Student one: n / 40 is stable
@@ -206,8 +234,16 @@ class SNE(_ExactEmbedder):
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         inv_n = 1.0 / P.n
+        if self._choose_repulsion(P.n) == "exact":
 
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            return sne_gradient(z, P, phase.exaggeration, ctx.shard) * inv_n
+            def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+                return sne_gradient(z, P, phase.exaggeration, ctx.shard) * inv_n
 
-        return grad
+            return grad
+        options = self._grid_options()
+
+        def grad_fft(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+            attraction = sne_attraction(z, P, phase.exaggeration, ctx.shard)
+            return (attraction - 2.0 * sne_repulsion_fft(z, ctx.shard, **options)) * inv_n
+
+        return grad_fft

@@ -27,7 +27,7 @@ class TSNEkhorn(_ExactEmbedder):
     symmetric Sinkhorn iterations, warm-started at every step. The gradient uses the
     envelope theorem (the Sinkhorn potentials are held fixed), which gives the loss
     ``-sum P log K + sum Q`` of the TorchDR method table. Dense ``n x n`` computation:
-    at most :data:`MAX_DENSE_SAMPLES` samples.
+    at most ``MAX_DENSE_SAMPLES`` samples.
 
     Parameters
     ----------

@@ -146,7 +146,7 @@ class SearchTask:
         return self.k + 1 if self.query is None else self.k
 
     def coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Search coordinates of ``X`` and of the queries (:func:`search_coordinates`)."""
+        """Search coordinates of ``X`` and of the queries (``search_coordinates``)."""
         return search_coordinates(self.X, self.query, self.metric)
 
     def finish(self, indices: torch.Tensor) -> KNNGraph:

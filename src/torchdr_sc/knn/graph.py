@@ -89,11 +89,19 @@ class KNNGraph:
         Parameters
         ----------
         matrix
-            Square sparse matrix whose row ``i`` stores the distances to the neighbours of i.
+            Square sparse matrix whose row ``i`` stores the distances to the neighbours of i:
+            finite and non-negative (negatives within float rounding of the largest
+            distance, such as ``1 - cos`` computed as ``-1e-7``, are read as 0).
         metric
             The metric of the stored distances.
         device, dtype
             Where and how the tensors are created.
+
+        Raises
+        ------
+        ValueError
+            A matrix that is not square, holds NaN / inf or negative distances (the
+            message counts the rows holding them), or has a row without neighbours.
         """
         csr = sp.csr_matrix(matrix, copy=True)
         if csr.shape[0] != csr.shape[1]:
@@ -104,6 +112,7 @@ class KNNGraph:
         keep = coo.row != coo.col
         rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
         n = csr.shape[0]
+        vals = _checked_distances(rows, vals, n)
         counts = np.bincount(rows, minlength=n)
         k = int(counts.min()) if n else 0
         if k < 1:
@@ -116,3 +125,33 @@ class KNNGraph:
         idx = torch.as_tensor(cols[take].reshape(n, k), dtype=torch.int64, device=device)
         dist = torch.as_tensor(vals[take].reshape(n, k), dtype=dtype, device=device)
         return cls(idx, dist, metric)
+
+
+#: Negative distances down to ``-NEGATIVE_TOLERANCE`` times the largest one are float
+#: rounding (``1 - cos`` of a vector with itself, squared distances by expansion): read as 0.
+NEGATIVE_TOLERANCE = 1e-5
+
+
+def _checked_distances(rows: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
+    """The stored distances, checked: finite and non-negative (rounding clipped to 0).
+
+    Raises
+    ------
+    ValueError
+        NaN / inf or negative distances, with the number of rows holding them.
+    """
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        n_bad = len(np.unique(rows[bad]))
+        msg = f"The kNN distance matrix holds NaN or inf distances in {n_bad} of {n} rows."
+        raise ValueError(msg)
+    scale = float(np.abs(vals).max()) if vals.size else 0.0
+    negative = vals < -NEGATIVE_TOLERANCE * scale
+    if negative.any():
+        n_bad = len(np.unique(rows[negative]))
+        msg = (
+            f"The kNN distance matrix holds negative distances in {n_bad} of {n} rows (smallest "
+            f"{float(vals.min()):g}); distances must be >= 0."
+        )
+        raise ValueError(msg)
+    return np.maximum(vals, 0) if (vals < 0).any() else vals

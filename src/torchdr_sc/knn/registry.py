@@ -49,7 +49,7 @@ AUTO_CUDA_EXACT_MAX_SAMPLES = 100_000
 #: Values of the ``index`` option (faiss and torch backends).
 INDEXES = ("auto", "flat", "ivf")
 
-#: Registry: backend name -> :class:`KNNBackend`.
+#: The registry: backend name -> :class:`KNNBackend`.
 BACKENDS: dict[str, KNNBackend] = {}
 
 
@@ -274,8 +274,8 @@ def knn(
         ``'auto'`` takes the index the automatic choice implies (module doc).
     nprobe
         IVF only: inverted lists visited per query (faiss) or per cell (torch); defaults
-        in :func:`torchdr_sc.knn.faiss_search.default_nprobe` and
-        :func:`torchdr_sc.knn.torch_ivf.default_nprobe`.
+        in ``torchdr_sc.knn.faiss_search.default_nprobe`` and
+        ``torchdr_sc.knn.torch_ivf.default_nprobe``.
     generator
         Seeds the randomness of approximate indexes (IVF training); deterministic without.
 

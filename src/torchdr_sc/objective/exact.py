@@ -245,6 +245,26 @@ def tsne_kl(z: torch.Tensor, P: SparseAffinity) -> torch.Tensor:
     return (w * (torch.log(w.clamp_min(1e-30)) - log_q)).sum()
 
 
+def sne_attraction(
+    z: torch.Tensor, P: SparseAffinity, exaggeration: float, shard: RowShard
+) -> torch.Tensor:
+    """SNE's attraction ``2 e sum_j (p_{j|i} + p_{i|j}) (z_i - z_j)`` from the shard's edges.
+
+    Every edge ``(i, j)`` of a row ``i`` of the shard adds to rows ``i`` and ``j``, so the
+    processes' results add up (all-reduce) to the full attraction.
+    """
+    n = z.shape[0]
+    mask = (
+        (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < n else None
+    )
+    rows, cols, w = P.rows, P.cols, P.weights.to(z.dtype)
+    if mask is not None:
+        rows, cols, w = rows[mask], cols[mask], w[mask]
+    diffs, _ = edge_differences(z, rows, cols)
+    coef = (2.0 * exaggeration) * w
+    return scatter_rows(n, rows, coef, diffs) - scatter_rows(n, cols, coef, diffs)
+
+
 def sne_gradient(
     z: torch.Tensor,
     P: SparseAffinity,
@@ -257,15 +277,7 @@ def sne_gradient(
     ``grad_i = 2 sum_j (e p_{j|i} - q_{j|i} + e p_{i|j} - q_{i|j}) (z_i - z_j)``.
     """
     n = z.shape[0]
-    mask = (
-        (P.rows >= shard.start) & (P.rows < shard.stop) if shard.start or shard.stop < n else None
-    )
-    rows, cols, w = P.rows, P.cols, P.weights.to(z.dtype)
-    if mask is not None:
-        rows, cols, w = rows[mask], cols[mask], w[mask]
-    diffs, _ = edge_differences(z, rows, cols)
-    coef = (2.0 * exaggeration) * w
-    grad = scatter_rows(n, rows, coef, diffs) - scatter_rows(n, cols, coef, diffs)
+    grad = sne_attraction(z, P, exaggeration, shard)
     sq = (z * z).sum(1)
     coords = z.T.contiguous()
     for s, e in shard_blocks(shard, n, z.element_size()):

@@ -116,21 +116,31 @@ def _stencils(
     return index.reshape(n, p * p), weight.reshape(n, p * p)
 
 
-@functools.lru_cache(maxsize=4)
-def _kernel_spectra(side: int, d: int, h: float, dtype: torch.dtype, device) -> torch.Tensor:
-    """FFTs of the Cauchy kernel and its square at the node offsets of a padded grid.
-
-    Cached: with boxes of fixed width, successive iterations mostly share the grid.
-    """
+def _offsets_d2(side: int, d: int, h: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """Squared distances of the node offsets of a padded grid (``size`` per dimension)."""
     size = fft_size(2 * side - 1)
     offsets = torch.arange(size, dtype=dtype, device=device)
     # offsets 0 .. side - 1, then -(side - 1) .. -1 at the end; what lies between never
     # meets a pair of nodes (the padding keeps the circular convolution a linear one)
     offsets = torch.where(offsets < side, offsets, offsets - size) * h
     d2 = offsets.square()
-    if d == 2:
-        d2 = d2[:, None] + d2[None, :]
-    cauchy = 1.0 / (1.0 + d2)
+    return d2[:, None] + d2[None, :] if d == 2 else d2
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_spectrum(side: int, d: int, h: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """FFT of the Gaussian kernel ``exp(-r^2)`` at the node offsets of a padded grid."""
+    kernel = torch.exp(-_offsets_d2(side, d, h, dtype, device))
+    return torch.fft.rfftn(kernel, dim=tuple(range(-d, 0)))
+
+
+@functools.lru_cache(maxsize=4)
+def _kernel_spectra(side: int, d: int, h: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """FFTs of the Cauchy kernel and its square at the node offsets of a padded grid.
+
+    Cached: with boxes of fixed width, successive iterations mostly share the grid.
+    """
+    cauchy = 1.0 / (1.0 + _offsets_d2(side, d, h, dtype, device))
     kernels = torch.stack([cauchy, cauchy.square()])
     return torch.fft.rfftn(kernels, dim=tuple(range(-d, 0)))
 
@@ -315,3 +325,92 @@ def read_potentials(
     """
     index, weight = _stencils(z, lo, width, boxes, p)
     return (potentials[:, index] * weight).sum(-1)
+
+
+def gaussian_sums(
+    z: torch.Tensor,
+    charges: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    *,
+    n_interpolation_points: int = 4,
+    min_num_intervals: int = 50,
+    ints_in_interval: float = 1.0,
+) -> torch.Tensor:
+    """Interpolated ``sum_j exp(-|z_i - z_j|^2) c_j`` for the points ``rows`` (j = i included).
+
+    The Gaussian kernel of SNE on the same grid as the Cauchy sums, with any charges (e.g.
+    ``[1, z]``, or ``[1 / s_j, z_j / s_j]`` weighted by a per-point normaliser).
+
+    Parameters
+    ----------
+    z
+        ``(n, d)`` embedding, ``d`` in :data:`SUPPORTED_DIMS`.
+    charges
+        ``(n, C)`` charges of the points.
+    rows
+        Points whose sums are wanted (``None``: all).
+    n_interpolation_points, min_num_intervals, ints_in_interval
+        As in :func:`cauchy_sums`.
+
+    Returns
+    -------
+    ``(m, C)`` sums.
+    """
+    d, p = z.shape[1], n_interpolation_points
+    lo, width, boxes = _grid(z.detach(), p, min_num_intervals, ints_in_interval)
+    side = boxes * p
+    index, weight = _stencils(z, lo, width, boxes, p)
+    flat = index.reshape(-1)
+    grid = torch.zeros(charges.shape[1], side**d, dtype=z.dtype, device=z.device)
+    for c in range(charges.shape[1]):
+        grid[c].index_add_(0, flat, (weight * charges[:, c : c + 1]).reshape(-1))
+    size = fft_size(2 * side - 1)
+    spectra = _forward(grid.reshape((charges.shape[1],) + (side,) * d), size)
+    spectra.mul_(_gaussian_spectrum(side, d, width / p, z.dtype, z.device))
+    spread = {"index": index, "weight": weight, "side": side, "size": size}
+    return _read_back(spread, spectra, rows).T
+
+
+def sne_repulsion_fft(
+    z: torch.Tensor,
+    shard: RowShard,
+    *,
+    n_interpolation_points: int = 4,
+    min_num_intervals: int = 50,
+    ints_in_interval: float = 1.0,
+) -> torch.Tensor:
+    """SNE's repulsion ``sum_j (q_{j|i} + q_{i|j}) (z_i - z_j)`` of the shard's rows, in O(n).
+
+    ``q_{j|i} = g_ij / s_i`` with ``g_ij = exp(-|z_i - z_j|^2)`` and ``s_i = sum_{k != i}
+    g_ik``. Two interpolated Gaussian sums: ``[1, z]`` charges give ``s_i`` and the first
+    term; charges ``[1 / s_j, z_j / s_j]`` give the second (Hinton & Roweis 2002's
+    gradient; the grid of Linderman et al. 2019 with the Gaussian kernel). Rows outside the
+    shard are zero.
+    """
+    grid = {
+        "n_interpolation_points": n_interpolation_points,
+        "min_num_intervals": min_num_intervals,
+        "ints_in_interval": ints_in_interval,
+    }
+    n = z.shape[0]
+    ones = torch.ones(n, 1, dtype=z.dtype, device=z.device)
+    first = gaussian_sums(z, torch.cat([ones, z], 1), **grid)
+    s = (first[:, 0] - 1.0).clamp_min(torch.finfo(z.dtype).tiny)  # remove g_ii = 1
+    inv = (1.0 / s)[:, None]
+    rows = slice(shard.start, shard.stop)
+    owned = z[rows]
+    index = (
+        None
+        if shard.start == 0 and shard.stop == n
+        else torch.arange(shard.start, shard.stop, device=z.device)
+    )
+    second = gaussian_sums(z, torch.cat([inv, z * inv], 1), index, **grid)
+    # sum_j q_{j|i} (z_i - z_j) = z_i - (sum_j g_ij z_j) / s_i  (the j = i terms cancel)
+    term1 = owned - (first[rows, 1:] - owned) * inv[rows]
+    # sum_j g_ij / s_j (z_i - z_j), j = i removed: z_i (t_i - 1/s_i) - (tz_i - z_i / s_i)
+    t = second[:, :1] - inv[rows]
+    tz = second[:, 1:] - owned * inv[rows]
+    term2 = owned * t - tz
+    rep = torch.zeros_like(z)
+    rep[rows] = term1 + term2
+    return rep

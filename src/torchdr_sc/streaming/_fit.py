@@ -11,10 +11,10 @@ import torch
 
 from .._device import resolve_device
 from .._logging import get_logger
-from .._random import resolve_seed
+from .._random import make_generator, resolve_seed
 from ..affinity import SparseAffinity
 from ..distributed import RowShard, process_group_ready, resolve_distributed
-from ..initialization import rescale, sign_by_largest_entry
+from ..initialization import scaled_init, sign_by_largest_entry
 from ..knn import KNNGraph
 from ..progress import stage
 from ._pca import _PCAHolder
@@ -164,7 +164,10 @@ def fit_streamed(
         graph = KNNGraph(gather(result.indices), gather(result.distances), est.metric_in)
     init = None
     if pca:
-        init = rescale(sign_by_largest_entry(gather(result.projection)), est.initial_scaling())
+        # the same jitter on every process: a seed shared by the process group
+        generator = make_generator(resolve_seed(est.random_state), torch.device("cpu"))
+        layout = sign_by_largest_entry(gather(result.projection))
+        init = scaled_init(layout, est.initial_scaling(), generator, "the streamed PCA")
     t_read = time.perf_counter() - t0
     logger.info(
         "streamed input: %d rows read in %d passes, kNN backend %s (%.2fs)",
