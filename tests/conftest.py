@@ -31,3 +31,44 @@ def blobs():
     labels = rng.integers(0, 4, 300)
     x = centers[labels] + rng.normal(size=(300, 10))
     return x.astype(np.float32), labels
+
+
+@pytest.fixture
+def pbmc_adata():
+    """A fresh pbmc68k_reduced AnnData (scanpy's bundled dataset)."""
+    sc = pytest.importorskip("scanpy")
+    return sc.datasets.pbmc68k_reduced()
+
+
+def _anndata_state(adata) -> tuple:
+    """Keys and object identities of obsm, obsp and uns (to check nothing was written)."""
+    return tuple(
+        sorted((k, id(v)) for k, v in getattr(adata, slot).items())
+        for slot in ("obsm", "obsp", "uns")
+    )
+
+
+@pytest.fixture
+def anndata_state():
+    """The function giving an AnnData's keys and object identities (compare before / after)."""
+    return _anndata_state
+
+
+@pytest.fixture
+def untouched(pbmc_adata):
+    """Yield pbmc_adata and check afterwards that nothing was written to it."""
+    before = _anndata_state(pbmc_adata)
+    yield pbmc_adata
+    assert _anndata_state(pbmc_adata) == before
+
+
+@pytest.fixture
+def no_search(monkeypatch):
+    """Fail the test if a kNN search or an affinity computation starts."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("heavy work started before the input was checked")
+
+    from torchdr_sc.estimators import Embedder
+
+    monkeypatch.setattr(Embedder, "_input_affinity", boom)

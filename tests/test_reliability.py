@@ -26,39 +26,6 @@ UMAP_FAST = {"maxiter": 5, "device": "cpu"}
 CPU = {"device": "cpu"}
 
 
-@pytest.fixture
-def pbmc_adata() -> ad.AnnData:
-    return sc.datasets.pbmc68k_reduced()
-
-
-def _state(adata: ad.AnnData) -> tuple:
-    """Keys and object identities of obsm, obsp and uns."""
-    return tuple(
-        sorted((k, id(v)) for k, v in getattr(adata, slot).items())
-        for slot in ("obsm", "obsp", "uns")
-    )
-
-
-@pytest.fixture
-def untouched(pbmc_adata):
-    """Yield pbmc_adata and check afterwards that nothing was written to it."""
-    before = _state(pbmc_adata)
-    yield pbmc_adata
-    assert _state(pbmc_adata) == before
-
-
-@pytest.fixture
-def no_search(monkeypatch):
-    """Fail the test if a kNN search or an affinity computation starts."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("heavy work started before the input was checked")
-
-    from torchdr_sc.estimators import Embedder
-
-    monkeypatch.setattr(Embedder, "_input_affinity", boom)
-
-
 # ---- 1. spectral init on degenerate data ------------------------------------------------
 def _umap_scale(x: np.ndarray) -> float:
     adata = ad.AnnData(x.astype(np.float32))
@@ -158,13 +125,13 @@ def test_fingerprint_of_a_strided_view_equals_that_of_its_copy():
     ("value", "match"),
     [(np.nan, r"NaN or inf distances in 1 of 700 rows"), (-1.0, r"negative distances")],
 )
-def test_a_stored_graph_with_bad_distances_is_an_error(pbmc_adata, value, match):
+def test_a_stored_graph_with_bad_distances_is_an_error(pbmc_adata, anndata_state, value, match):
     tdr.pp.neighbors(pbmc_adata, n_neighbors=15, **CPU)
     pbmc_adata.obsp["distances"].data[3] = value
-    before = _state(pbmc_adata)
+    before = anndata_state(pbmc_adata)
     with pytest.raises(ValueError, match=r"adata.obsp\['distances'\] .*" + match):
         tl.umap(pbmc_adata, neighbors_key="neighbors", **UMAP_FAST)
-    assert _state(pbmc_adata) == before
+    assert anndata_state(pbmc_adata) == before
 
 
 def test_knn_graph_from_scipy_rejects_negative_distances():

@@ -5,46 +5,12 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-import scanpy as sc
 
 import torchdr_sc.tl as tl
 from torchdr_sc.estimators import TSNE, UMAP
 
 FAST = {"max_iter": 5}
 UMAP_FAST = {"maxiter": 5}  # tl.umap speaks scanpy
-
-
-@pytest.fixture
-def pbmc_adata() -> ad.AnnData:
-    return sc.datasets.pbmc68k_reduced()
-
-
-def _state(adata: ad.AnnData) -> tuple:
-    """Keys and object identities of obsm, obsp and uns."""
-    return tuple(
-        sorted((k, id(v)) for k, v in getattr(adata, slot).items())
-        for slot in ("obsm", "obsp", "uns")
-    )
-
-
-@pytest.fixture
-def untouched(pbmc_adata):
-    """Yield pbmc_adata and check afterwards that nothing was written to it."""
-    before = _state(pbmc_adata)
-    yield pbmc_adata
-    assert _state(pbmc_adata) == before
-
-
-@pytest.fixture
-def no_search(monkeypatch):
-    """Fail the test if a kNN search or an affinity computation starts."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("heavy work started before the input was checked")
-
-    from torchdr_sc.estimators import Embedder
-
-    monkeypatch.setattr(Embedder, "_input_affinity", boom)
 
 
 def test_use_rep_missing_lists_obsm(untouched, no_search):
@@ -74,12 +40,12 @@ def test_nan_in_representation(untouched, no_search):
         ),
     ],
 )
-def test_too_few_cells(pbmc_adata, no_search, func, kwargs, match):
+def test_too_few_cells(pbmc_adata, no_search, anndata_state, func, kwargs, match):
     small = pbmc_adata[:20].copy()
-    before = _state(small)
+    before = anndata_state(small)
     with pytest.raises(ValueError, match=match):
         func(small, **kwargs)
-    assert _state(small) == before
+    assert anndata_state(small) == before
 
 
 def test_neighbors_key_missing(untouched, no_search):
