@@ -209,3 +209,10 @@ def test_tsne_family_shares_scanpys_names():
     names = ("perplexity", "metric", "early_exaggeration", "learning_rate", "n_jobs", "n_pcs")
     for function in (tl.tsne, tl.infotsne, tl.largevis, tl.tsnekhorn):
         assert set(names) <= set(inspect.signature(function).parameters), function.__name__
+
+
+def test_min_dist_may_equal_spread_as_in_umap_learn(pbmc):
+    tl.umap(pbmc, min_dist=1.0, spread=1.0, maxiter=20)  # umap-learn accepts min_dist <= spread
+    assert np.isfinite(pbmc.obsm["X_umap"]).all()
+    with pytest.raises(ValueError, match=r"`min_dist` must be a float in \[0, 1\]; got 1.5"):
+        tl.umap(pbmc, min_dist=1.5, spread=1.0)

@@ -135,7 +135,7 @@ class UMAP(_SampledEmbedder):
     def _check_method_params(self) -> None:
         self._umap_affinity()  # validates n_neighbors (UMAPAffinity owns that rule)
         check_number("spread", self.spread, low=0)
-        check_number("min_dist", self.min_dist, low=0, high=self.spread, closed="left")
+        check_number("min_dist", self.min_dist, low=0, high=self.spread, closed="both")
         for name in ("a", "b"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), low=0)
