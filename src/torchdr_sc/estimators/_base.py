@@ -29,10 +29,11 @@ from .._validation import check_enough_samples, check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
 from ..initialization import INIT_NAMES, check_init_array, initialize
-from ..knn import METRICS, KNNGraph, auto_backend, check_backend, drop_self
+from ..knn import METRICS, KNNGraph, check_backend
 from ..optimize import OptimizeResult
 from ..progress import Progress, reporting, stage
 from ..streaming import fit_streamed, is_streamed
+from ._stages import check_finite_embedding, convert_metric, init_text, search_knn
 
 logger = get_logger(__name__)
 
@@ -399,8 +400,8 @@ class Embedder(BaseEstimator):
         t0 = time.perf_counter()
         seed = resolve_seed(self.random_state, shared=False)
         self.seed_ = seed
-        init_text = "given" if init is not None else _init_text(self.init)
-        with stage("initialisation", init_text):
+        init_shown = "given" if init is not None else init_text(self.init)
+        with stage("initialisation", init_shown):
             z0 = self._initial_embedding(
                 self.init if init is None else init, x, affinity, ctx, seed, dtype
             )
@@ -411,7 +412,7 @@ class Embedder(BaseEstimator):
         planned = f"{self.planned_iterations(n):,} {self._iteration_unit}"
         with stage("optimisation", planned):
             result = self._optimize(z0, affinity, ctx, opt_gen)
-        _check_finite_embedding(result.embedding, self.lr, result.n_iter)
+        check_finite_embedding(result.embedding, self.lr, result.n_iter)
         timings["optimize"] = result.elapsed_s
         self.affinity_in_ = affinity
         self.knn_ = knn
@@ -463,7 +464,7 @@ class Embedder(BaseEstimator):
             if knn is None:
                 knn = self._search_knn(x, ctx)
             else:
-                knn = _convert_metric(knn.to(self.device_used_), self.metric_in)
+                knn = convert_metric(knn.to(self.device_used_), self.metric_in)
             timings["knn"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             with stage("input affinity", self._affinity_text(knn.n_samples, "kNN graph")):
@@ -482,20 +483,7 @@ class Embedder(BaseEstimator):
         return self._affinity_from_knn(knn)
 
     def _search_knn(self, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
-        from ..knn import knn as knn_search
-
-        n = x.shape[0]
-        k = min(self.neighbours_needed(n), n - 1)
-        backend = _backend_text(self.backend, n, x.device, self.metric_in)
-        with stage("kNN search", f"{n:,} cells, k={k}, backend {backend}"):
-            if not ctx.active:
-                return knn_search(x, k, backend=self.backend, metric=self.metric_in)
-            rows = x[ctx.shard.start : ctx.shard.stop]
-            local = knn_search(x, k + 1, backend=self.backend, metric=self.metric_in, query=rows)
-        idx, dist = drop_self(local.indices, ctx.shard.start, distances=local.distances)
-        idx = ctx.all_gather_rows(idx, n)
-        dist = ctx.all_gather_rows(dist, n)
-        return KNNGraph(idx, dist, local.metric)
+        return search_knn(self, x, ctx)
 
     def _affinity_text(self, n: int, source: str) -> str:
         """``'UMAPAffinity, n_neighbors=15, 700 cells, from the kNN graph'``, for progress."""
@@ -503,43 +491,3 @@ class Embedder(BaseEstimator):
         shown = [str(params.get("affinity", type(self).__name__))]
         shown += [f"{k}={params[k]:g}" for k in ("perplexity", "n_neighbors") if k in params]
         return ", ".join([*shown, f"{n:,} cells, from the {source}"])
-
-
-def _backend_text(backend: str | None, n: int, device: torch.device, metric: str) -> str:
-    """The kNN backend a search will use, for progress: ``'torch'``, ``'auto: faiss IVF'``."""
-    if backend != "auto":
-        return "torch" if backend is None else str(backend)
-    name, index, _ = auto_backend(n, torch.device(device), metric)
-    kind = {"flat": " exact", "ivf": " IVF"}.get(index, "")
-    return f"auto: {name}{kind}"
-
-
-def _init_text(init: Any) -> str:
-    """The initialisation, for progress: its name or ``'given array'``."""
-    return init if isinstance(init, str) else "given array"
-
-
-def _check_finite_embedding(z: torch.Tensor, lr: Any, n_iter: int) -> None:
-    """Raise if the optimisation diverged: a result that is not finite is never returned."""
-    bad = int((~torch.isfinite(z)).any(dim=1).sum())
-    if bad:
-        msg = (
-            f"The embedding diverged: {bad} rows hold NaN or inf after {n_iter} iterations. "
-            f"Lower the learning rate `lr` (got {lr!r})."
-        )
-        raise FloatingPointError(msg)
-
-
-def _convert_metric(knn: KNNGraph, metric: str) -> KNNGraph:
-    """Express a given kNN graph in ``metric`` (euclidean <-> sqeuclidean only)."""
-    if knn.metric == metric:
-        return knn
-    if (knn.metric, metric) == ("euclidean", "sqeuclidean"):
-        return KNNGraph(knn.indices, knn.distances.square(), metric)
-    if (knn.metric, metric) == ("sqeuclidean", "euclidean"):
-        return KNNGraph(knn.indices, knn.distances.clamp_min(0).sqrt(), metric)
-    msg = (
-        f"The given kNN graph uses metric {knn.metric!r} but `metric_in` is {metric!r}; "
-        "recompute the graph with the same metric."
-    )
-    raise ValueError(msg)

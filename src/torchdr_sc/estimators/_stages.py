@@ -1,0 +1,76 @@
+"""Stages of :meth:`Embedder.fit_embedding <torchdr_sc.estimators.Embedder.fit_embedding>`
+that need no estimator state of their own: the kNN search (sharded under ``torchrun``), a
+given graph's metric, the finiteness check of the result, and the texts of the progress
+lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..distributed import DistContext
+from ..knn import KNNGraph, auto_backend, drop_self
+from ..progress import stage
+
+
+def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
+    """The kNN graph ``est`` needs on ``x``; under ``torchrun`` each process searches its rows.
+
+    The processes' rows are gathered, so every process holds the whole graph.
+    """
+    from ..knn import knn as knn_search
+
+    n = x.shape[0]
+    k = min(est.neighbours_needed(n), n - 1)
+    backend = backend_text(est.backend, n, x.device, est.metric_in)
+    with stage("kNN search", f"{n:,} cells, k={k}, backend {backend}"):
+        if not ctx.active:
+            return knn_search(x, k, backend=est.backend, metric=est.metric_in)
+        rows = x[ctx.shard.start : ctx.shard.stop]
+        local = knn_search(x, k + 1, backend=est.backend, metric=est.metric_in, query=rows)
+    idx, dist = drop_self(local.indices, ctx.shard.start, distances=local.distances)
+    idx = ctx.all_gather_rows(idx, n)
+    dist = ctx.all_gather_rows(dist, n)
+    return KNNGraph(idx, dist, local.metric)
+
+
+def backend_text(backend: str | None, n: int, device: torch.device, metric: str) -> str:
+    """The kNN backend a search will use, for progress: ``'torch'``, ``'auto: faiss IVF'``."""
+    if backend != "auto":
+        return "torch" if backend is None else str(backend)
+    name, index, _ = auto_backend(n, torch.device(device), metric)
+    kind = {"flat": " exact", "ivf": " IVF"}.get(index, "")
+    return f"auto: {name}{kind}"
+
+
+def init_text(init: Any) -> str:
+    """The initialisation, for progress: its name or ``'given array'``."""
+    return init if isinstance(init, str) else "given array"
+
+
+def check_finite_embedding(z: torch.Tensor, lr: Any, n_iter: int) -> None:
+    """Raise if the optimisation diverged: a result that is not finite is never returned."""
+    bad = int((~torch.isfinite(z)).any(dim=1).sum())
+    if bad:
+        msg = (
+            f"The embedding diverged: {bad} rows hold NaN or inf after {n_iter} iterations. "
+            f"Lower the learning rate `lr` (got {lr!r})."
+        )
+        raise FloatingPointError(msg)
+
+
+def convert_metric(knn: KNNGraph, metric: str) -> KNNGraph:
+    """Express a given kNN graph in ``metric`` (euclidean <-> sqeuclidean only)."""
+    if knn.metric == metric:
+        return knn
+    if (knn.metric, metric) == ("euclidean", "sqeuclidean"):
+        return KNNGraph(knn.indices, knn.distances.square(), metric)
+    if (knn.metric, metric) == ("sqeuclidean", "euclidean"):
+        return KNNGraph(knn.indices, knn.distances.clamp_min(0).sqrt(), metric)
+    msg = (
+        f"The given kNN graph uses metric {knn.metric!r} but `metric_in` is {metric!r}; "
+        "recompute the graph with the same metric."
+    )
+    raise ValueError(msg)
