@@ -425,6 +425,30 @@ def test_knn_symmetrisation_matches_the_sorting_one(digits, mode):
     assert bool((ours.weights > 0).all())
 
 
+@pytest.mark.parametrize("mode", ["fuzzy_union", "sum", "mean"])
+@pytest.mark.parametrize("block", [2**18, 1000])
+def test_compact_knn_symmetrisation_has_the_entries_of_the_sorting_one(
+    digits, mode, block, monkeypatch
+):
+    from torchdr_sc.affinity import knn_union
+    from torchdr_sc.knn import knn
+
+    monkeypatch.setattr(knn_union, "SEARCH_BLOCK", block)  # 1000: many blocks of rows
+    graph = knn(digits.float(), 40, backend="torch")
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(graph.indices.shape, generator=g)
+    w[:, -3:] = torch.where(w[:, -3:] > 0.5, w[:, -3:], 0.0)  # some zero weights too
+    shuffled = torch.randperm(40, generator=g)  # neighbour lists in any order
+    ours = knn_union.symmetrize_knn_compact(graph.indices[:, shuffled], w[:, shuffled], mode)
+    ref = SparseAffinity.from_knn(graph.indices, w).symmetrize(mode)
+    assert ours.rows.dtype == ours.cols.dtype == torch.int32
+    assert ours.nnz == ref.nnz  # no duplicate entry
+    assert torch.all(torch.diff(ours.rows) >= 0)  # rows grouped, in order
+    diff = ours.to_scipy(np.float64) - ref.to_scipy(np.float64)
+    assert abs(diff).max() == 0  # the same arithmetic, entry for entry
+    assert bool((ours.weights > 0).all())
+
+
 def test_umap_affinity_uses_the_lean_symmetrisation(digits):
     x = digits.float()
     P = UMAPAffinity(n_neighbors=15)(x)

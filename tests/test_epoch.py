@@ -43,6 +43,19 @@ def test_schedule_fires_each_edge_rate_times_per_epoch():
     assert math.isclose(schedule.mean_active, float(rate.sum()), rel_tol=1e-6)
 
 
+def test_schedule_in_blocks_gives_the_same_active_edges(monkeypatch):
+    from torchdr_sc.objective import sampled
+
+    P = _random_affinity(n=200, k=9)
+    schedule = EdgeSchedule(P)
+    whole = [schedule.active(t) for t in range(20)]
+    monkeypatch.setattr(sampled, "MASK_BLOCK", 97)  # many blocks, one partial
+    for t, (heads, tails) in enumerate(whole):
+        blocked = schedule.active(t)
+        assert torch.equal(blocked[0], heads)
+        assert torch.equal(blocked[1], tails)
+
+
 def test_hashed_negatives_are_uniform_and_keyed():
     n, A, m = 1000, 20_000, 5
     key = torch.tensor(negative_key(7, 3))

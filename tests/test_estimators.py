@@ -79,6 +79,26 @@ def test_affinity_reuse_skips_computation(blobs):
     np.testing.assert_allclose(a, c, atol=1e-5)
 
 
+def test_large_searched_graph_is_freed_and_tsne_p_is_compact(blobs, monkeypatch):
+    from torchdr_sc.estimators import _base
+
+    x, _ = blobs
+    kept = tdr.TSNE(perplexity=10, max_iter=30, early_exaggeration_iter=10, random_state=0).fit(x)
+    assert kept.knn_ is not None
+    assert kept.knn_.k == 30
+    P = kept.affinity_in_
+    assert P.rows.dtype == P.cols.dtype == torch.int32  # 12 bytes per edge
+    dense = P.to_dense()
+    torch.testing.assert_close(dense, dense.T)  # (P + P^T) / 2
+    monkeypatch.setattr(_base, "KEEP_KNN_MAX_BYTES", 1000)
+    freed = tdr.TSNE(perplexity=10, max_iter=30, early_exaggeration_iter=10, random_state=0).fit(x)
+    assert freed.knn_ is None
+    np.testing.assert_array_equal(freed.embedding_.numpy(), kept.embedding_.numpy())
+    given = tdr.TSNE(perplexity=10, max_iter=30, early_exaggeration_iter=10, random_state=0)
+    given.fit_transform(x, knn=kept.knn_)
+    assert given.knn_ is not None  # a graph passed in is the caller's: kept
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [

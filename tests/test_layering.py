@@ -3,7 +3,7 @@
 Two rules (DESIGN.md section 1 and its Layout paragraph):
 
 - no module imports an underscore module or name of *another* package (the top-level
-  shared internals ``_validation``, ``_device``, ``_logging``, ``_random``
+  shared internals ``_validation``, ``_device``, ``_logging``, ``_random``, ``_threads``
   and ``_version`` excepted);
 - imports only point down the layers: ``cli`` -> ``atlas`` -> ``tl`` / ``pp`` -> ``adata``
   -> ``estimators`` -> core, and inside the core along the pipeline.
@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "_device": 0,
     "_logging": 0,
     "_random": 0,
+    "_threads": 0,
     "_version": 0,
     # core, in pipeline order
     "quality": 1,

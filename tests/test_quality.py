@@ -95,6 +95,8 @@ def test_sampled_methods_quality(dataset, peers, method):
     ref = max(_peer(peers, name, "umap", (x, labels)), _peer(peers, name, "opentsne", (x, labels)))
     print(f"{name}: {method} {ours:.4f} vs best peer {ref:.4f}")
     assert ours >= ref - 0.03
+    if method == "InfoTSNE":  # the t-SNE issue's target: openTSNE - 0.02 on both datasets
+        assert ours >= _peer(peers, name, "opentsne", (x, labels)) - 0.02
 
 
 def test_tsnekhorn_and_sne_on_digits(digits):

@@ -31,7 +31,9 @@ from torchdr_sc.objective.sampled import SampledKernel, sampled_gradient
 
 #: Splits of pbmc68k_reduced (140 held-out cells: one cell is 0.7 % of accuracy, and one
 #: split's accuracy varies by +-4 %) whose accuracies are averaged; digits (360 held-out
-#: images) uses the first only.
+#: images) uses the first only. Each split's reference is fitted with its own seed (the
+#: split's number): with one seed for all splits, the mean over the 5 splits still moved
+#: with the seed (TSNE, transform / joint accuracy ratio 0.944 to 0.975 over 4 seeds).
 PBMC_SPLITS = (0, 1, 2, 3, 4)
 
 
@@ -47,8 +49,8 @@ def _accuracy(z_ref, y_ref, z_new, y_new) -> float:
     return float(KNeighborsClassifier(10).fit(z_ref, y_ref).score(z_new, y_new))
 
 
-def _ours(method: str):
-    return getattr(tdr, method)(random_state=0, device="cpu")
+def _ours(method: str, seed: int = 0):
+    return getattr(tdr, method)(random_state=seed, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def _ours_runs(data, dataset: str, method: str) -> dict:
         runs = {"ours": [], "joint": []}
         for seed in PBMC_SPLITS if dataset == "pbmc" else PBMC_SPLITS[:1]:
             ref, new = _split(x, labels, seed)
-            est = _ours(method)
+            est = _ours(method, seed)
             z_ref = est.fit_transform(x[ref])
             z_new = est.transform(x[new])
             runs["ours"].append(_accuracy(z_ref, labels[ref], z_new, labels[new]))

@@ -5,14 +5,14 @@ Conventions (DESIGN.md section 3):
 - ``device="auto"``: a torch input keeps its device; numpy input goes to CUDA when available.
 - Computation is float32 by default; float64 input stays float64; integer, bool and
   float16/bfloat16 input is upcast to float32 (documented, never an error).
-- ``n_jobs`` (the ``tl`` functions' CPU threads) maps onto torch's thread count here.
+- ``n_jobs`` (the ``tl`` functions' CPU threads) maps onto torch's thread count here;
+  ``n_jobs=None`` uses the cores other processes leave free (:mod:`torchdr_sc._threads`).
 - Results go back in the input's format: numpy float32 for numpy input, a detached tensor
   on the input's device for torch input.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._threads import decided_threads, free_core_threads, usable_cores
 from ._validation import check_finite_rows
 
 DeviceLike = str | torch.device | None
@@ -198,19 +199,24 @@ def check_n_jobs(n_jobs: int | None) -> None:
 
 @contextmanager
 def cpu_threads(n_jobs: int | None) -> Iterator[None]:
-    """Run the block with ``n_jobs`` torch CPU threads (``None``: leave torch's setting).
+    """Run the block with ``n_jobs`` torch CPU threads, restoring torch's setting afterwards.
 
-    ``-1`` means all cores, ``-2`` all but one, and so on (joblib's convention).
+    ``-1`` means all cores, ``-2`` all but one, and so on (joblib's convention). ``None``
+    applies the contention policy of :func:`torchdr_sc._threads.free_core_threads`: torch's
+    setting, lowered to the cores other processes leave free (unless ``OMP_NUM_THREADS`` is
+    set). An explicit ``n_jobs`` is kept by the estimators' own policy blocks inside.
     """
     check_n_jobs(n_jobs)
     if n_jobs is None:
-        yield
+        with free_core_threads():
+            yield
         return
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     wanted = int(n_jobs) if n_jobs > 0 else max(1, cores + 1 + int(n_jobs))
     before = torch.get_num_threads()
     torch.set_num_threads(wanted)
     try:
-        yield
+        with decided_threads():
+            yield
     finally:
         torch.set_num_threads(before)

@@ -21,6 +21,7 @@ import torch
 from ._logging import get_logger
 from ._validation import check_finite_rows
 from .affinity import SparseAffinity
+from .knn.torch_search import duplicate_groups
 
 logger = get_logger(__name__)
 
@@ -246,11 +247,26 @@ def twin_rows_fraction(P: SparseAffinity) -> float:
     random initialisation.
     """
     bits = P.weights.float().view(torch.int32).to(torch.int64)
-    edge = (P.cols + 1) * -7046029254386353131 + bits * -4658895280553007687
+    edge = (P.cols.long() + 1) * -7046029254386353131 + bits * -4658895280553007687
     edge = edge ^ (edge >> 29)
     row = torch.zeros(P.n, dtype=torch.int64, device=edge.device).index_add_(0, P.rows, edge)
     _, inverse, counts = torch.unique(row, return_inverse=True, return_counts=True)
     return float((counts[inverse] > 1).double().mean())
+
+
+def duplicated_rows_fraction(x: torch.Tensor) -> float:
+    """Fraction of the rows of ``x`` exactly equal to another row (duplicated cells).
+
+    Read from the data: the kNN search spreads the ties between copies over their group
+    (:func:`~torchdr_sc.knn.torch_search.spread_duplicate_ties`), so copies no longer
+    share their rows of ``P`` and :func:`twin_rows_fraction` misses them; a spectral
+    layout still stacks them on one point.
+    """
+    groups = duplicate_groups(x)
+    if groups is None:
+        return 0.0
+    group, counts = groups
+    return float((counts[group] > 1).double().mean())
 
 
 def rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -319,11 +335,20 @@ def _random(n: int, n_components: int, generator: torch.Generator, device: Any) 
 
 
 def _spectral_or_fallback(
-    affinity: SparseAffinity, n_components: int, generator: torch.Generator
+    affinity: SparseAffinity,
+    n_components: int,
+    generator: torch.Generator,
+    x: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The spectral layout, or a random init where it would stack cells or failed."""
+    """The spectral layout, or a random init where it would stack cells or failed.
+
+    Duplicated cells are counted in the data ``x`` when given
+    (:func:`duplicated_rows_fraction`) and in the graph (:func:`twin_rows_fraction`).
+    """
     n, device = affinity.n, affinity.device
     twins = twin_rows_fraction(affinity)
+    if x is not None:
+        twins = max(twins, duplicated_rows_fraction(x))
     if twins > MAX_TWIN_FRACTION:
         logger.info(
             "spectral init: %.0f%% of the cells have the same neighbours as another cell "
@@ -360,8 +385,9 @@ def initialize(
     ``'pca'`` and ``'spectral'`` go through :func:`scaled_init` (rescaled, a small noise so
     that duplicated cells do not start on one point). On degenerate data they fall back to
     a random init, with a log message: PCA of rows that are all equal (it has no axis),
-    spectral on a graph whose rows are largely duplicated (:func:`twin_rows_fraction`), a
-    spectral solve that fails.
+    spectral on data or a graph whose rows are largely duplicated
+    (:func:`duplicated_rows_fraction`, :func:`twin_rows_fraction`), a spectral solve that
+    fails.
 
     Parameters
     ----------
@@ -390,7 +416,7 @@ def initialize(
     if init == "pca":
         z = pca_components(x, n_components)
     elif init == "spectral":
-        z = _spectral_or_fallback(affinity, n_components, generator)
+        z = _spectral_or_fallback(affinity, n_components, generator, x)
     else:
         return rescale(_random(n, n_components, generator, device).to(dtype), scaling)
     return scaled_init(z.to(device=device, dtype=dtype), scaling, generator, f"init={init!r}")

@@ -9,7 +9,7 @@ also exposes :meth:`~Affinity.from_knn` (sparse P from a
 - :class:`EntropicAffinity`: rows sum to 1, row entropy log(perplexity); kNN (default)
   or all pairs (Hinton & Roweis 2002; van der Maaten & Hinton 2008).
 - :class:`SymmetricEntropicAffinity`: symmetric, rows sum to 1, row entropy at least
-  log(perplexity); dense (Van Assel et al. 2023).
+  log(perplexity); dense or on a kNN graph (Van Assel et al. 2023).
 - :class:`SinkhornAffinity`: symmetric, doubly stochastic; dense (Cuturi 2013), built on
   :func:`log_sinkhorn_potentials`.
 - :class:`UMAPAffinity`: UMAP's fuzzy simplicial set; kNN (McInnes et al. 2018).

@@ -72,14 +72,20 @@ def distances_in(knn: KNNGraph, metric: str) -> torch.Tensor:
     Squared and plain euclidean distances convert into each other; any other mismatch is
     an error, since it would need a new neighbour search.
     """
-    if knn.metric == metric:
-        return knn.distances
-    if (knn.metric, metric) == ("sqeuclidean", "euclidean"):
-        return knn.distances.clamp_min(0.0).sqrt()
-    if (knn.metric, metric) == ("euclidean", "sqeuclidean"):
-        return knn.distances.square()
+    return convert_distances(knn.distances, knn.metric, metric)
+
+
+def convert_distances(d: torch.Tensor, source: str, metric: str) -> torch.Tensor:
+    """Distances ``d`` in the units of ``source`` converted to those of ``metric``
+    (``d`` itself when they agree; see :func:`distances_in`)."""
+    if source == metric:
+        return d
+    if (source, metric) == ("sqeuclidean", "euclidean"):
+        return d.clamp_min(0.0).sqrt()
+    if (source, metric) == ("euclidean", "sqeuclidean"):
+        return d.square()
     msg = (
-        f"The kNN graph holds {knn.metric!r} distances but the affinity uses "
+        f"The kNN graph holds {source!r} distances but the affinity uses "
         f"metric={metric!r}; compute the graph with metric={metric!r}."
     )
     raise ValueError(msg)

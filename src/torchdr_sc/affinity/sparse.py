@@ -21,7 +21,11 @@ class SparseAffinity:
     Attributes
     ----------
     rows, cols
-        ``(E,)`` int64 endpoints of every stored entry, sorted by row.
+        ``(E,)`` endpoints of every stored entry, grouped by row in increasing row order;
+        int64, or int32 in the compact form the t-SNE family builds
+        (:func:`~torchdr_sc.affinity.knn_union.symmetrize_knn_compact`, whose rows hold
+        two runs of increasing columns). Code that computes with them (not only indexes)
+        converts them with ``.long()``.
     weights
         ``(E,)`` float values P[rows, cols].
     n
@@ -126,7 +130,8 @@ class SparseAffinity:
             raise ValueError(msg)
         n = self.n
         # every entry of P and of P^T, keyed by its flat position; one sort groups the pairs
-        keys = torch.cat([self.rows * n + self.cols, self.cols * n + self.rows])
+        rows, cols = self.rows.long(), self.cols.long()  # int32 ids would overflow n^2
+        keys = torch.cat([rows * n + cols, cols * n + rows])
         vals = torch.cat([self.weights, self.weights])
         keys, slot = torch.unique(keys, return_inverse=True)
         if n < 2**24:  # n^2 << 2^52: the float64 quotient floors exactly; faster than int64

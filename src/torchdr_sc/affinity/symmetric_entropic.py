@@ -9,9 +9,18 @@ import torch
 
 from .._logging import get_logger
 from .._validation import check_number, check_option
-from ._base import PerplexityAffinity, check_solver_options
+from ..knn import KNNGraph
+from ._base import PerplexityAffinity, check_solver_options, warn_short_graph
+from ._distances import distances_in
 from ._snekhorn import DualProblem, DualState, first_order_dual_ascent, newton_dual_ascent
+from ._snekhorn_sparse import (
+    SparseDualProblem,
+    segment_logsumexp,
+    sparse_newton_dual_ascent,
+    symmetric_pattern,
+)
 from .entropic import entropic_rows
+from .sparse import SparseAffinity
 
 __all__ = ["SymmetricEntropicAffinity"]
 
@@ -21,6 +30,12 @@ _OPTIMIZERS = ("Adam", "SGD", "newton")
 #: Lower bound on the entropy multipliers (distances are scaled to mean 1), which keeps
 #: gamma_i + gamma_j away from 0 for rows whose entropy constraint is inactive.
 _GAMMA_FLOOR = 1e-8
+#: On a kNN pattern, the floor of the entropy multipliers relative to their median at the
+#: warm start. A few rows (hubs, whose many reverse edges give them more than the target
+#: entropy) have inactive constraints: at 1e-8 their rows of P become nearly hard
+#: assignments and the Newton steps stall (100,000 points); at this floor their entropy
+#: stays above the target (the constraint holds) and the dual converges in tens of steps.
+_SPARSE_GAMMA_FLOOR = 1e-1
 
 
 class SymmetricEntropicAffinity(PerplexityAffinity):
@@ -63,8 +78,12 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
 
     Notes
     -----
-    Dense: ``(n, n)`` memory and ``O(n^2)`` work per iteration, for n up to a few
-    thousand. The distances are divided by their mean before solving (P is invariant), and
+    :meth:`from_distances` (which calling the affinity on data runs) is dense: ``(n, n)``
+    memory and ``O(n^2)`` work per iteration, for n up to a few thousand.
+    :meth:`from_knn` solves the same dual with P restricted to the symmetrised kNN graph
+    (``3 * perplexity`` neighbours): ``O(n k)`` memory and work per iteration, which is how
+    :class:`~torchdr_sc.TSNEkhorn` scales past the dense limit. The distances are divided
+    by their mean before solving (P is invariant), and
     the dual is solved in float64 whatever the input dtype (the result has the input's).
     """
 
@@ -104,6 +123,91 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         lam = -gamma * torch.logsumexp(-beta[:, None] * masked, dim=1)
         return gamma, lam
 
+    def required_k(self, n: int) -> int:
+        """``min(ceil(3 * perplexity), n - 1)``, the t-SNE family's neighbourhood size."""
+        return max(min(math.ceil(3 * self.perplexity), n - 1), 1)
+
+    def from_knn(self, knn: KNNGraph) -> SparseAffinity:
+        """Sparse symmetric entropic affinity on the symmetrised kNN graph.
+
+        P is restricted to the union of the edges ``i -> j`` of the graph's
+        ``required_k(n)`` nearest neighbours and of their reverses ``j -> i``, with the
+        symmetric cost of the pair; rows sum to 1, P is symmetric and the row entropies are
+        ``log(perplexity) + 1`` (at least) as in :meth:`from_distances`, which it equals
+        when the graph holds all ``n - 1`` neighbours. The dual is solved in float64 by
+        projected Newton steps whose Hessian-vector products run over the edges.
+
+        Parameters
+        ----------
+        knn
+            The kNN graph (its stored distances are used, converted between
+            ``'euclidean'`` and ``'sqeuclidean'`` when needed).
+
+        Returns
+        -------
+        SparseAffinity
+            Symmetric P with about ``2 n k`` entries (both orientations of every pair), in
+            the dtype of the graph's distances.
+
+        Raises
+        ------
+        ValueError
+            A graph with no more neighbours than the perplexity.
+        """
+        n = knn.n_samples
+        self._check_n_samples(n)
+        k = min(knn.k, self.required_k(n))
+        if self.perplexity >= k and k < n - 1:
+            msg = (
+                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
+                f"neighbours in the kNN graph ({k}); compute the graph with "
+                f"k >= {self.required_k(n)}."
+            )
+            raise ValueError(msg)
+        warn_short_graph("SymmetricEntropicAffinity", k, self.required_k(n))
+        d = distances_in(knn, self.metric)[:, :k]
+        out_dtype = d.dtype if d.is_floating_point() else torch.float32
+        d = d.to(torch.float64)
+        rows, cols, cost = symmetric_pattern(knn.indices[:, :k], d)
+        scale = cost.mean()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        cost, d = cost / scale, d / scale
+        # warm start: the entropic affinity's precisions on the kNN rows, its log-partition
+        # functions on the symmetrised pattern
+        _, beta, _ = entropic_rows(d, self.perplexity, tol=1e-3, max_iter=1000)
+        floor = max(_GAMMA_FLOOR, _SPARSE_GAMMA_FLOOR * float((1.0 / beta).median()))
+        gamma = (1.0 / beta).clamp_min(floor)
+        lam = -(1.0 / beta) * segment_logsumexp(-beta[rows] * cost, rows, n)
+        target = math.log(self.perplexity) + 1.0
+        problem = SparseDualProblem.of(
+            rows, cols, cost, n, target, floor=floor, tol=self.tol, max_iter=self.max_iter
+        )
+        state, n_iter = self._solve(problem, gamma, lam)
+        self._log_convergence(state, problem, n_iter)
+        return SparseAffinity(rows, cols, state.p.to(out_dtype), n)
+
+    def _solve(self, problem, gamma: torch.Tensor, lam: torch.Tensor) -> tuple[DualState, int]:
+        """Run the chosen optimiser on a dense or sparse dual; sets ``n_iter_``."""
+        if self.optimizer == "newton":
+            lr = 1.0 if self.lr is None else min(self.lr, 1.0)
+            ascent = (
+                sparse_newton_dual_ascent
+                if isinstance(problem, SparseDualProblem)
+                else newton_dual_ascent
+            )
+            state, n_iter = ascent(problem, gamma, lam, lr=lr)
+        else:
+            state, n_iter = first_order_dual_ascent(
+                problem,
+                gamma,
+                lam,
+                lr=0.1 if self.lr is None else self.lr,
+                optimizer=self.optimizer,
+                eps_square=self.eps_square,
+            )
+        self.n_iter_ = n_iter
+        return state, n_iter
+
     def from_distances(self, D: torch.Tensor) -> torch.Tensor:
         """Dense symmetric entropic affinity from an ``(n, n)`` distance matrix."""
         D = self._check_distances(D)
@@ -121,23 +225,13 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         gamma = gamma.clamp_min(floor)
         target = math.log(self.perplexity) + 1.0
         problem = DualProblem.of(C, target, floor=floor, tol=self.tol, max_iter=self.max_iter)
-        if self.optimizer == "newton":
-            lr = 1.0 if self.lr is None else min(self.lr, 1.0)
-            state, n_iter = newton_dual_ascent(problem, gamma, lam, lr=lr)
-        else:
-            state, n_iter = first_order_dual_ascent(
-                problem,
-                gamma,
-                lam,
-                lr=0.1 if self.lr is None else self.lr,
-                optimizer=self.optimizer,
-                eps_square=self.eps_square,
-            )
-        self.n_iter_ = n_iter
+        state, n_iter = self._solve(problem, gamma, lam)
         self._log_convergence(state, problem, n_iter)
         return state.p.to(out_dtype)
 
-    def _log_convergence(self, state: DualState, problem: DualProblem, n_iter: int) -> None:
+    def _log_convergence(
+        self, state: DualState, problem: DualProblem | SparseDualProblem, n_iter: int
+    ) -> None:
         """Warn when the dual ascent stopped short of the tolerance, else log its count."""
         marginal, entropy = state.errors(problem.target, problem.floor)
         if max(marginal, entropy) >= self.tol:

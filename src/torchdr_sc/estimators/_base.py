@@ -25,15 +25,25 @@ from sklearn.base import BaseEstimator
 from .._device import as_float_tensor, resolve_device, to_output
 from .._logging import get_logger, verbosity
 from .._random import make_generator, resolve_seed
+from .._threads import thread_policy
 from .._validation import check_enough_samples, check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
-from ..initialization import INIT_NAMES, check_init_array, initialize
+from ..initialization import INIT_NAMES, check_init_array
 from ..knn import METRICS, KNNGraph, check_backend
 from ..optimize import OptimizeResult
 from ..progress import Progress, reporting, stage
 from ..streaming import fit_streamed, is_streamed
-from ._stages import check_finite_embedding, convert_metric, init_text, search_knn
+from ._stages import (
+    KEEP_KNN_MAX_BYTES,
+    affinity_text,
+    check_finite_embedding,
+    convert_metric,
+    init_text,
+    initial_embedding,
+    knn_nbytes,
+    search_knn,
+)
 
 logger = get_logger(__name__)
 
@@ -119,9 +129,13 @@ class Embedder(BaseEstimator):
         ``None`` after a fit without ``X`` (precomputed ``affinity`` / ``knn``, streamed input).
     affinity_in_
         The input affinity P (:class:`~torchdr_sc.affinity.SparseAffinity`): 20 bytes per
-        edge (two int64 ids and a float32), about ``2 n k`` edges.
+        edge (two int64 ids and a float32; 12 bytes with the int32 ids of the t-SNE
+        family's symmetrised P), about ``1.5 n k`` edges.
     knn_
-        The kNN graph (:class:`~torchdr_sc.knn.KNNGraph`, ``n x k x 12`` bytes), or ``None``.
+        The kNN graph (:class:`~torchdr_sc.knn.KNNGraph`, ``n x k x 12`` bytes), or ``None``:
+        a graph the fit searched itself is kept up to ``KEEP_KNN_MAX_BYTES`` (256 MiB, e.g.
+        1M cells x 15 neighbours) and freed beyond, once P is built (1M cells x 90
+        neighbours would hold 1.08 GB through the optimisation).
     device_used_, seed_, n_iter_, converged_, timings_
         The device, the seed (an int, also used by :meth:`transform`), the iterations run,
         whether the gradient norm fell below ``min_grad_norm``, seconds per stage.
@@ -309,6 +323,7 @@ class Embedder(BaseEstimator):
             z = self.fit_embedding(X, affinity, knn)
         return to_output(z, X if X is not None else np.empty((0, 0), np.float32))
 
+    @thread_policy
     def transform(self, X: Any, *, max_iter: int | None = None) -> Any:
         """Place new points on the fitted embedding, the reference held fixed.
 
@@ -364,6 +379,7 @@ class Embedder(BaseEstimator):
         self.check_n_samples(n)
         return x, n, device
 
+    @thread_policy
     def fit_embedding(
         self,
         X: Any,
@@ -402,8 +418,8 @@ class Embedder(BaseEstimator):
         self.seed_ = seed
         init_shown = "given" if init is not None else init_text(self.init)
         with stage("initialisation", init_shown):
-            z0 = self._initial_embedding(
-                self.init if init is None else init, x, affinity, ctx, seed, dtype
+            z0 = initial_embedding(
+                self, self.init if init is None else init, x, affinity, ctx, seed, dtype
             )
         timings["init"] = time.perf_counter() - t0
         opt_gen = make_generator(seed, device)
@@ -423,31 +439,6 @@ class Embedder(BaseEstimator):
         self.timings_ = timings
         return result.embedding
 
-    def _initial_embedding(
-        self,
-        init: Any,
-        x: torch.Tensor | None,
-        affinity: SparseAffinity,
-        ctx: DistContext,
-        seed: int,
-        dtype: torch.dtype,
-    ) -> torch.Tensor:
-        """The initial embedding ``z0``, the same on every rank."""
-        z0 = initialize(
-            init,
-            x=x,
-            n=affinity.n,
-            n_components=self.n_components,
-            scaling=self.initial_scaling(),
-            generator=make_generator(seed, self.device_used_),
-            device=self.device_used_,
-            dtype=dtype,
-            affinity=affinity,
-        )
-        if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
-            z0 = ctx.broadcast(z0)
-        return z0
-
     def _input_affinity(
         self, x: torch.Tensor | None, knn: KNNGraph | None, ctx: DistContext, timings: dict
     ) -> tuple[SparseAffinity, KNNGraph | None]:
@@ -458,36 +449,35 @@ class Embedder(BaseEstimator):
             if x is None:
                 msg = f"{type(self).__name__} computes its affinity from the data: pass `X`."
                 raise ValueError(msg)
-            with stage("input affinity", self._affinity_text(x.shape[0], "all pairs")):
+            with stage("input affinity", affinity_text(self, x.shape[0], "all pairs")):
                 affinity = dense(x)
         else:
-            if knn is None:
+            searched = knn is None
+            if searched:
                 knn = self._search_knn(x, ctx)
             else:
                 knn = convert_metric(knn.to(self.device_used_), self.metric_in)
             timings["knn"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            with stage("input affinity", self._affinity_text(knn.n_samples, "kNN graph")):
-                if ctx.active:
-                    affinity = self._affinity_from_knn_sharded(knn, ctx)
-                else:
-                    affinity = self._affinity_from_knn(knn)
+            with stage("input affinity", affinity_text(self, knn.n_samples, "kNN graph")):
+                parts = self._affinity_parts(knn, ctx)
+                if searched and knn_nbytes(knn) > KEEP_KNN_MAX_BYTES:
+                    knn = None  # freed here: P no longer needs it (see `knn_`)
+                affinity = self._affinity_from_parts(parts, ctx)
         timings["affinity"] = time.perf_counter() - t0
         logger.info("input affinity: %d edges (%.2fs)", affinity.nnz, timings["affinity"])
         return affinity, knn
 
-    def _affinity_from_knn_sharded(self, knn: KNNGraph, ctx: DistContext) -> SparseAffinity:
-        """P under ``torchrun``; here every process computes all of it (the t-SNE family
-        calibrates its rows by shard, see
+    def _affinity_parts(self, knn: KNNGraph, ctx: DistContext) -> list[Any]:
+        """What P needs from the graph (the graph itself here), so that the graph can be
+        freed before the heavy part of P (the t-SNE family overrides it)."""
+        return [knn]
+
+    def _affinity_from_parts(self, parts: list[Any], ctx: DistContext) -> SparseAffinity:
+        """P from :meth:`_affinity_parts`' list (emptied). Under ``torchrun`` every process
+        computes all of it here (the t-SNE family calibrates its rows by shard, see
         :class:`~torchdr_sc.estimators.perplexity.PerplexityMixin`)."""
-        return self._affinity_from_knn(knn)
+        return self._affinity_from_knn(parts.pop())
 
     def _search_knn(self, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
         return search_knn(self, x, ctx)
-
-    def _affinity_text(self, n: int, source: str) -> str:
-        """``'UMAPAffinity, n_neighbors=15, 700 cells, from the kNN graph'``, for progress."""
-        params = self.affinity_params()
-        shown = [str(params.get("affinity", type(self).__name__))]
-        shown += [f"{k}={params[k]:g}" for k in ("perplexity", "n_neighbors") if k in params]
-        return ", ".join([*shown, f"{n:,} cells, from the {source}"])

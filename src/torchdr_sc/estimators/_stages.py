@@ -10,9 +10,21 @@ from typing import Any
 
 import torch
 
+from .._random import make_generator
+from ..affinity import SparseAffinity
 from ..distributed import DistContext
+from ..initialization import initialize
 from ..knn import KNNGraph, auto_backend, drop_self
 from ..progress import stage
+
+#: A kNN graph searched by the fit is kept in ``knn_`` up to this many bytes and freed
+#: beyond, once the input affinity no longer needs it (1M cells x 90 neighbours: 1.08 GB).
+KEEP_KNN_MAX_BYTES = 256 * 2**20
+
+
+def knn_nbytes(knn: KNNGraph) -> int:
+    """Bytes held by the graph's indices and distances."""
+    return sum(t.numel() * t.element_size() for t in (knn.indices, knn.distances))
 
 
 def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
@@ -34,6 +46,40 @@ def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
     idx = ctx.all_gather_rows(idx, n)
     dist = ctx.all_gather_rows(dist, n)
     return KNNGraph(idx, dist, local.metric)
+
+
+def initial_embedding(
+    est: Any,
+    init: Any,
+    x: torch.Tensor | None,
+    affinity: SparseAffinity,
+    ctx: DistContext,
+    seed: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The initial embedding ``z0`` of ``est``'s fit, the same on every rank."""
+    z0 = initialize(
+        init,
+        x=x,
+        n=affinity.n,
+        n_components=est.n_components,
+        scaling=est.initial_scaling(),
+        generator=make_generator(seed, est.device_used_),
+        device=est.device_used_,
+        dtype=dtype,
+        affinity=affinity,
+    )
+    if ctx.active:  # rank 0's init everywhere (random_state=None seeds every rank apart)
+        z0 = ctx.broadcast(z0)
+    return z0
+
+
+def affinity_text(est: Any, n: int, source: str) -> str:
+    """``'UMAPAffinity, n_neighbors=15, 700 cells, from the kNN graph'``, for progress."""
+    params = est.affinity_params()
+    shown = [str(params.get("affinity", type(est).__name__))]
+    shown += [f"{k}={params[k]:g}" for k in ("perplexity", "n_neighbors") if k in params]
+    return ", ".join([*shown, f"{n:,} cells, from the {source}"])
 
 
 def backend_text(backend: str | None, n: int, device: torch.device, metric: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .._validation import check_number
 from ..affinity import EntropicAffinity, SparseAffinity
+from ..affinity.knn_union import sorted_neighbour_lists, symmetrize_sorted_knn
 from ..distributed import DistContext
 from ..knn import KNNGraph
 
@@ -72,19 +73,33 @@ class PerplexityMixin:
             metric=self.metric_in,
         )
 
-    def _entropic(self, knn: KNNGraph) -> SparseAffinity:
-        return self._entropic_affinity().from_knn(knn)
-
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
-        P = self._entropic(knn)
-        return P if self.p_symmetrization == "none" else P.symmetrize(self.p_symmetrization)
+        return self._affinity_from_parts(self._affinity_parts(knn, None), None)
 
-    def _affinity_from_knn_sharded(self, knn: KNNGraph, ctx: DistContext) -> SparseAffinity:
-        """P under ``torchrun``: each process calibrates its block of rows, then all gather.
+    def _affinity_parts(self, knn: KNNGraph, ctx: DistContext | None) -> list:
+        """The calibrated rows of P and their neighbours, all the graph is needed for.
 
-        The rows are calibrated independently, so the gathered P is the one-process P.
+        Under ``torchrun`` each process calibrates its block of rows, then all gather:
+        the rows are calibrated independently, so the gathered P is the one-process P.
+        The neighbour lists are sorted (int32 ids) for the symmetrisation.
         """
-        rows = self._entropic_affinity().rows_from_knn(knn, ctx.shard.start, ctx.shard.stop)
-        p = ctx.all_gather_rows(rows, knn.n_samples)
-        P = SparseAffinity.from_knn(knn.indices[:, : p.shape[1]], p)
-        return P if self.p_symmetrization == "none" else P.symmetrize(self.p_symmetrization)
+        affinity = self._entropic_affinity()
+        if ctx is not None and ctx.active:
+            rows = affinity.rows_from_knn(knn, ctx.shard.start, ctx.shard.stop)
+            p = ctx.all_gather_rows(rows, knn.n_samples)
+        else:
+            p = affinity.rows_from_knn(knn, 0, knn.n_samples)
+        indices = knn.indices[:, : p.shape[1]]
+        if self.p_symmetrization == "none":
+            return [indices, p]
+        return list(sorted_neighbour_lists(indices, p))
+
+    def _affinity_from_parts(self, parts: list, ctx: DistContext | None) -> SparseAffinity:
+        """P from :meth:`_affinity_parts`' list (emptied, so that it is freed when used):
+        directed (SNE) or symmetrised with
+        :func:`~torchdr_sc.affinity.knn_union.symmetrize_sorted_knn` (12 bytes per edge)."""
+        if self.p_symmetrization == "none":
+            indices, p = parts
+            parts.clear()
+            return SparseAffinity.from_knn(indices, p)
+        return symmetrize_sorted_knn(parts, self.p_symmetrization)

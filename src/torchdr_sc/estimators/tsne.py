@@ -174,14 +174,14 @@ class TSNE(_Repulsion, _ExactEmbedder):
         return DEFAULT_MAX_ITER
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
-        P = P.scaled(1.0 / float(P.weights.sum()))
+        scale = 1.0 / float(P.weights.sum(dtype=torch.float64))  # P sums to 1 (no copy of P)
         reduce = ctx.reduce_scalar if ctx.active else (lambda v: v)
         workspace: dict = {}
         terms = None
         if self._choose_repulsion(P.n) == "fft":
             terms = partial(student_repulsion_terms_fft, **self._grid_options())
 
-        attraction = StudentAttraction(P, ctx.shard, compile=self.compile)
+        attraction = StudentAttraction(P, ctx.shard, compile=self.compile, scale=scale)
 
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
             return tsne_gradient(

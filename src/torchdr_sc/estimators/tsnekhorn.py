@@ -10,31 +10,62 @@ import torch
 from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..objective.exact import matvec_columns
+from ..knn import KNNGraph
+from ..objective.exact import StudentAttraction, matvec_columns
 from ..optimize import OptimizeResult
 from ._base import MAX_DENSE_SAMPLES
 from ._schedule import run_schedule
-from .tsne import _ExactEmbedder
+from .tsne import _ExactEmbedder, _Repulsion
+
+#: Largest ``n * neighbours`` (kNN edges, ``neighbours = 3 * perplexity``) of the kNN / FFT
+#: computation. Its peak memory is linear in the edges, dominated by the float64 dual solve
+#: of P (about 15 edge-sized float64 vectors): 2.24 GB peak RSS end to end at 100,000 cells
+#: and perplexity 30 (9M edges; benchmarks/tsnekhorn_scale.py, 2 CPU cores), so about 11 GB
+#: at this limit (extrapolated), 555,000 cells at perplexity 30.
+MAX_KNN_EDGES = 50_000_000
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class TSNEkhorn(_ExactEmbedder):
+class TSNEkhorn(_Repulsion, _ExactEmbedder):
     """TSNEkhorn (Van Assel, Vayer, Flamary & Courty, SNEkhorn, NeurIPS 2023).
 
     Input affinity: :class:`~torchdr_sc.affinity.SymmetricEntropicAffinity` (symmetric,
     doubly stochastic, row entropies log(perplexity)). Embedding affinity: the Student
     kernel ``(1 + |z_i - z_j|^2)^{-1}`` projected onto doubly stochastic matrices by
-    symmetric Sinkhorn iterations, warm-started at every step. The gradient uses the
-    envelope theorem (the Sinkhorn potentials are held fixed), which gives the loss
-    ``-sum P log K + sum Q`` of the TorchDR method table. Dense ``n x n`` computation:
-    at most ``MAX_DENSE_SAMPLES`` samples.
+    symmetric Sinkhorn iterations (Cuturi 2013), warm-started at every step. The gradient
+    uses the envelope theorem (the Sinkhorn potentials are held fixed), which gives the loss
+    ``-sum P log K + sum Q`` of the TorchDR method table.
+
+    Two computations, chosen by ``repulsion``:
+
+    - ``'exact'``: P from all pairs of the data and dense ``n x n`` Sinkhorn, at most
+      ``MAX_DENSE_SAMPLES`` samples (any ``n_components``).
+    - ``'fft'``: P restricted to the symmetrised ``3 * perplexity``-NN graph
+      (:meth:`SymmetricEntropicAffinity.from_knn
+      <torchdr_sc.affinity.SymmetricEntropicAffinity.from_knn>`); the Sinkhorn sums
+      ``sum_j K_ij e^{f_j}`` and the repulsion ``sum_j K_ij^2 e^{f_j} (z_i - z_j)`` are
+      kernel sums with charges ``e^{f_j}`` interpolated on a grid and convolved by FFT
+      (Linderman et al., Nature Methods 2019;
+      :mod:`~torchdr_sc.objective.interpolated_weighted`), the attraction runs over P's
+      edges. Memory and work per iteration are linear in n (1-D and 2-D embeddings): at
+      most ``MAX_KNN_EDGES`` kNN edges (555,000 cells at perplexity 30); 100,000 cells
+      run end to end in about 2 minutes with 2.2 GB peak memory on 2 CPU cores.
 
     Parameters
     ----------
     perplexity
         Effective number of neighbours of the symmetric entropic affinity.
     sinkhorn_iter
-        Sinkhorn iterations per optimisation step (warm-started).
+        Sinkhorn iterations per optimisation step (warm-started). With the FFT, the last
+        one shares its kernel sums with the gradient, which therefore sees the potential
+        of the one before.
+    repulsion
+        ``'exact'``, ``'fft'`` or ``'auto'``: exact up to
+        :data:`~torchdr_sc.estimators.tsne.AUTO_FFT_MIN_SAMPLES` samples (or for
+        ``n_components > 2``), FFT above; the choice is logged and kept in
+        ``repulsion_used_``.
+    n_interpolation_points, min_num_intervals, ints_in_interval
+        The FFT grid, as for :class:`~torchdr_sc.TSNE`.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
@@ -44,42 +75,106 @@ class TSNEkhorn(_ExactEmbedder):
     def _check_method_params(self) -> None:
         self._check_perplexity()
         check_number("sinkhorn_iter", self.sinkhorn_iter, kind=int, low=1, closed="left")
+        self._check_repulsion()
 
     def check_n_samples(self, n: int) -> None:
-        if n > MAX_DENSE_SAMPLES:
+        """Check the perplexity, and the dense limit when the exact computation is used."""
+        if n > MAX_DENSE_SAMPLES and self.repulsion_for(n) == "exact":
+            why = (
+                "repulsion='exact'"
+                if self.repulsion == "exact"
+                else f"n_components={self.n_components}"
+            )
             msg = (
-                f"TSNEkhorn works on dense n x n matrices and supports at most "
-                f"{MAX_DENSE_SAMPLES} samples; got {n}. Use TSNE, InfoTSNE or UMAP for larger data."
+                f"TSNEkhorn with {why} works on dense n x n matrices and supports at most "
+                f"{MAX_DENSE_SAMPLES} samples; got {n}. Use repulsion='fft' (or 'auto') with "
+                "n_components 1 or 2 for the kNN / FFT computation, or TSNE, InfoTSNE or UMAP."
+            )
+            raise ValueError(msg)
+        edges = n * self.neighbours_needed(n)
+        if self.repulsion_for(n) == "fft" and edges > MAX_KNN_EDGES:
+            msg = (
+                f"TSNEkhorn supports at most {MAX_KNN_EDGES:,} kNN edges (n x 3 perplexity) "
+                f"in memory; got {n:,} samples x {self.neighbours_needed(n)} neighbours. Lower "
+                "`perplexity`, or use TSNE, InfoTSNE or UMAP for larger data."
             )
             raise ValueError(msg)
         super().check_n_samples(n)
 
+    @property
+    def uses_knn_graph(self) -> bool:
+        """Whether P comes from a kNN graph: with ``repulsion='fft'`` (or 'auto' for large n)."""
+        return self.__dict__.get("_knn_path", self.repulsion == "fft")
+
     def affinity_params(self) -> dict[str, Any]:
-        """Parameters that determine P."""
+        """Parameters that determine P (all pairs or kNN graph follows ``repulsion``)."""
         return {
             "affinity": "SymmetricEntropicAffinity",
             "perplexity": float(self.perplexity),
             "metric": self.metric_in,
+            "repulsion": self.repulsion,
         }
 
-    def _affinity_from_data(self, x: torch.Tensor) -> SparseAffinity:
-        from ..affinity import SymmetricEntropicAffinity
+    def _input_affinity(
+        self, x: torch.Tensor | None, knn: KNNGraph | None, ctx: DistContext, timings: dict
+    ) -> tuple[SparseAffinity, KNNGraph | None]:
+        n = x.shape[0] if x is not None else knn.n_samples
+        knn_path = self.repulsion_for(n) == "fft"
+        if not knn_path and x is None:
+            msg = (
+                "TSNEkhorn with exact repulsion computes its affinity from all pairs of the "
+                "data: pass `X`, or use repulsion='fft' to compute it on the kNN graph."
+            )
+            raise ValueError(msg)
+        self.__dict__["_knn_path"] = knn_path
+        try:
+            return super()._input_affinity(x, knn, ctx, timings)
+        finally:
+            del self.__dict__["_knn_path"]
 
-        aff = SymmetricEntropicAffinity(
-            perplexity=self.perplexity,
-            tol=self.tol_affinity,
-            metric=self.metric_in,
-        )
+    def _affinity_from_data(self, x: torch.Tensor) -> SparseAffinity:
+        aff = self._symmetric_entropic()
         dense = aff(x)
         return SparseAffinity.from_dense(dense, threshold=0.0)
+
+    def _symmetric_entropic(self):
+        from ..affinity import SymmetricEntropicAffinity
+
+        return SymmetricEntropicAffinity(
+            perplexity=self.perplexity, tol=self.tol_affinity, metric=self.metric_in
+        )
+
+    def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
+        P = self._symmetric_entropic().from_knn(knn)
+        keep = P.weights > 0  # entries that underflowed in the output dtype
+        if bool(keep.all()):
+            return P
+        return SparseAffinity(P.rows[keep], P.cols[keep], P.weights[keep], P.n)
+
+    def _affinity_parts(self, knn: KNNGraph, ctx: DistContext | None) -> list[Any]:
+        """The graph itself: P couples all rows, so every process solves the whole dual."""
+        return [knn]
+
+    def _affinity_from_parts(self, parts: list[Any], ctx: DistContext | None) -> SparseAffinity:
+        """P from :meth:`_affinity_parts`' list (emptied)."""
+        return self._affinity_from_knn(parts.pop())
 
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
+        n = z0.shape[0]
+        max_iter = self.planned_iterations(n)
+        lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
+        if self._choose_repulsion(n) == "fft":
+            grad = self._fft_gradient(P.to(dtype=z0.dtype), n)
+        else:
+            grad = self._dense_gradient(P, z0)
+        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+
+    def _dense_gradient(self, P: SparseAffinity, z0: torch.Tensor):
         from ..affinity import log_sinkhorn_potentials
 
         n = z0.shape[0]
-        max_iter = self.planned_iterations(n)
         p_dense = P.to(dtype=z0.dtype).to_dense() / n
         state: dict[str, torch.Tensor | None] = {"f": None}
         eye = torch.eye(n, dtype=torch.bool, device=z0.device)
@@ -95,5 +190,30 @@ class TSNEkhorn(_ExactEmbedder):
             m = (phase.exaggeration * p_dense - q).mul_(torch.exp(log_k))
             return 4.0 * (z * m.sum(1, keepdim=True) - matvec_columns(m, z.T.contiguous()))
 
-        lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
-        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+        return grad
+
+    def _fft_gradient(self, P: SparseAffinity, n: int):
+        """``4/n sum_j (e P_ij - Q_ij) K_ij (z_i - z_j)`` with FFT kernel sums, O(n)."""
+        from ..distributed import RowShard
+        from ..objective.interpolated_weighted import CauchyGrid, sinkhorn_potentials_fft
+
+        attraction = StudentAttraction(P.scaled(1.0 / n), RowShard.full(n), compile=self.compile)
+        state: dict[str, torch.Tensor | None] = {"f": None}
+        options = self._grid_options()
+
+        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
+            grid = CauchyGrid(z, **options)
+            f = sinkhorn_potentials_fft(grid, state["f"], self.sinkhorn_iter - 1)
+            shift = f.max()
+            charge = torch.exp(f - shift)[:, None]
+            # one spreading of [e^f, e^f z] gives the repulsion (w^2) and the last Sinkhorn
+            # update (w), kept as the next step's warm start
+            k_sum, sums = grid.both_sums(torch.cat([charge, charge * z], 1))
+            s = (k_sum - charge[:, 0]).clamp_min(torch.finfo(z.dtype).tiny)
+            state["f"] = 0.5 * (f - shift - torch.log(s))
+            # sum_j e^{f_j} K_ij^2 (z_i - z_j); the j = i terms cancel
+            rep = z * sums[:, :1] - sums[:, 1:]
+            rep.mul_(torch.exp(f + shift)[:, None] * (4.0 / n))
+            return phase.exaggeration * attraction(z) - rep
+
+        return grad

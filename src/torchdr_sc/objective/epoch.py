@@ -22,7 +22,14 @@ import torch
 from .._logging import get_logger
 from ..affinity import SparseAffinity
 from .pairs import epoch_pair_terms, hash_key, pair_terms
-from .sampled import EdgeSchedule, SampledKernel, kernel_kind, scatter_pair_terms
+from .sampled import (
+    CROWDED_TERMS,
+    EdgeSchedule,
+    SampledKernel,
+    crowding_scale,
+    kernel_kind,
+    scatter_pair_terms,
+)
 
 logger = get_logger(__name__)
 
@@ -79,6 +86,9 @@ class SampledEpoch:
         ``True``, ``False`` or ``'auto'`` (see :func:`resolve_compile`).
     device
         Device of the embedding.
+    crowded_terms
+        The summed step of a cell expecting more pair terms than this per epoch is scaled
+        down (:func:`~torchdr_sc.objective.sampled.crowding_scale`); ``None``: never.
     """
 
     def __init__(
@@ -92,8 +102,13 @@ class SampledEpoch:
         discard_tails: bool = False,
         compile: bool | str = False,
         device: torch.device | None = None,
+        crowded_terms: int | None = CROWDED_TERMS,
     ) -> None:
         self.schedule = EdgeSchedule(P, rows_of)
+        self.crowded_terms = crowded_terms
+        self.step_scale = None
+        if crowded_terms is not None:
+            self.step_scale = crowding_scale(P, crowded_terms)
         self.kernel, self.n_negatives, self.seed = kernel, int(n_negatives), int(seed)
         self.discard_tails = bool(discard_tails)
         self.kind = kernel_kind(kernel)
@@ -154,7 +169,10 @@ class SampledEpoch:
         coords = list(z.unbind(1))
         consts = self._consts(z, exaggeration)
         g_att, g_head = self._pair_terms(coords, heads, tails, consts, epoch)
-        return scatter_pair_terms(z, heads, tails, g_att, g_head)
+        grad = scatter_pair_terms(z, heads, tails, g_att, g_head)
+        if self.step_scale is not None:
+            grad = grad.mul_(self.step_scale.to(grad)[:, None])
+        return grad
 
 
 def draw_negatives(

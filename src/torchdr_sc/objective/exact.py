@@ -85,27 +85,36 @@ def scatter_rows(
 
 
 def attraction_student(
-    z: torch.Tensor, P: SparseAffinity, edge_mask: torch.Tensor | None = None
+    z: torch.Tensor,
+    P: SparseAffinity,
+    edge_mask: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Attractive gradient ``4 sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` over P's edges."""
+    """Attractive gradient ``4 s sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` over P's
+    edges (``s = scale``)."""
     rows, cols, w = P.rows, P.cols, P.weights
     if edge_mask is not None:
         rows, cols, w = rows[edge_mask], cols[edge_mask], w[edge_mask]
     diffs, d2 = edge_differences(z, rows, cols)
-    coef = (4.0 * w.to(z.dtype)) / (1.0 + d2)
+    coef = (4.0 * scale * w.to(z.dtype)) / (1.0 + d2)
     return scatter_rows(z.shape[0], rows, coef, diffs)
 
 
 def _attraction_coefficients(
-    coords: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor
+    coords: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor,
+    factor: torch.Tensor,
 ) -> torch.Tensor:
-    """``4 P_ij / (1 + |z_i - z_j|^2)`` of every edge from ``(d, n)`` coordinates.
+    """``factor P_ij / (1 + |z_i - z_j|^2)`` of every edge from ``(d, n)`` coordinates.
 
     Written for ``torch.compile``: TorchInductor fuses the gathers and the kernel into one
-    loop over the edges, with no edge-sized temporaries but the result.
+    loop over the edges, with no edge-sized temporaries but the result. ``factor`` is a
+    0-d tensor, so a new value does not recompile.
     """
     diff = coords[:, rows] - coords[:, cols]
-    return (4.0 * weights) / (1.0 + (diff * diff).sum(0))
+    return (factor * weights) / (1.0 + (diff * diff).sum(0))
 
 
 _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
@@ -120,15 +129,21 @@ class StudentAttraction:
         The input affinity (its weights in the embedding's dtype).
     shard
         Rows this process owns: only their edges are summed.
+    scale
+        Factor on P's weights (e.g. ``1 / sum P``), applied in the kernel instead of a
+        scaled copy of P.
     compile
         ``True``, ``False`` or ``'auto'`` (compiled on CPU from
         :data:`~torchdr_sc.objective.epoch.COMPILE_MIN_WORK` edges). If the compiler fails,
         ``'auto'`` runs eagerly (logged) and ``True`` raises.
     """
 
-    def __init__(self, P: SparseAffinity, shard: RowShard, *, compile: bool | str) -> None:
+    def __init__(
+        self, P: SparseAffinity, shard: RowShard, *, compile: bool | str, scale: float = 1.0
+    ) -> None:
         from .epoch import resolve_compile
 
+        self.scale = float(scale)
         partial_shard = shard.start or shard.stop < P.n
         mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
         self.P, self.mask = P, mask
@@ -138,9 +153,10 @@ class StudentAttraction:
         self.compiled = resolve_compile(compile, P.device, float(rows.numel()))
         self._must_compile = compile is True
         if self.compiled:  # int32 edge ids and the CSR row pointer of the (row-sorted) edges
-            self.rows = rows.to(torch.int32)
+            self.rows = rows.to(torch.int32)  # no copy when P's ids are int32 already
             self.cols = cols.to(torch.int32)
             self.weights = weights
+            self.factor = torch.tensor(4.0 * self.scale, dtype=weights.dtype, device=P.device)
             counts = torch.bincount(rows, minlength=P.n)
             self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
 
@@ -152,7 +168,8 @@ class StudentAttraction:
         """
         if "coefficients" not in _COMPILED:
             _COMPILED["coefficients"] = torch.compile(_attraction_coefficients, dynamic=True)
-        coef = _COMPILED["coefficients"](z.T.contiguous(), self.rows, self.cols, self.weights)
+        coords = z.T.contiguous()
+        coef = _COMPILED["coefficients"](coords, self.rows, self.cols, self.weights, self.factor)
         n = z.shape[0]
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
@@ -161,7 +178,7 @@ class StudentAttraction:
         return z * sums[:, -1:] - sums[:, :-1]
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """``4 sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
+        """``4 s sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
         if self.compiled:
             try:
                 return self._fused(z)
@@ -170,7 +187,7 @@ class StudentAttraction:
                     raise
                 logger.info("torch.compile of the attraction failed (%s); running it eagerly", err)
                 self.compiled = False
-        return attraction_student(z, self.P, self.mask)
+        return attraction_student(z, self.P, self.mask, self.scale)
 
 
 def student_repulsion_terms(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..affinity import SparseAffinity
-from .pairs import pair_terms
+from .pairs import _mix64, _shift_right, pair_terms
 
 #: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
 #: an epoch is then ~40 small kernels whose thread fork/join costs more than it saves
@@ -81,6 +81,16 @@ class SampledKernel:
 
 #: Rates are held as fixed-point integers with this many fractional bits.
 RATE_BITS = 24
+#: Edges per block when rates are computed in float64.
+RATE_BLOCK = 2**20
+#: Edges per block of the per-epoch activity test (:meth:`EdgeSchedule.active`).
+MASK_BLOCK = 2**23
+#: Golden-ratio step of splitmix64 (as int64) and a salt: the hash of :func:`lockstep_phases`.
+_GOLDEN_STEP = -7046029254386353131
+LOCKSTEP_SALT = 0x10C57E9
+#: Edges of one head with bitwise equal weights from which :func:`lockstep_phases` spreads
+#: them over the epochs.
+LOCKSTEP_MIN_EDGES = 8
 
 
 class EdgeSchedule:
@@ -90,7 +100,9 @@ class EdgeSchedule:
     ``floor((t + 1) r_e) > floor(t r_e)``, i.e. ``r_e`` times per epoch on average. The rate
     is held in fixed point, ``R_e = round(r_e 2^24)``, and the test is the integer identity
     ``(t R_e mod 2^24) + R_e >= 2^24`` (three integer operations per edge; int32 products
-    may wrap, which leaves their low 24 bits exact).
+    may wrap, which leaves their low 24 bits exact). Large groups of edges of one cell with
+    equal weights get phase offsets (:func:`lockstep_phases`) so as not to fire together;
+    on data without them the schedule is exactly this rule.
 
     Parameters
     ----------
@@ -102,31 +114,126 @@ class EdgeSchedule:
 
     def __init__(self, P: SparseAffinity, rows_of: tuple[int, int] | None = None) -> None:
         rows, cols, w = P.rows, P.cols, P.weights
-        w_max = w.max() if w.numel() else w.new_ones(())  # of all of P: shards agree
+        w_max = float(w.max()) if w.numel() else 1.0  # of all of P: shards agree
         keep = w > 0
         if rows_of is not None:
             keep &= (rows >= rows_of[0]) & (rows < rows_of[1])
-        rows, cols, w = rows[keep], cols[keep], w[keep].double()
-        rate = (w / w_max.double()).clamp_(max=1.0)
-        self.fixed_rate = (rate * 2**RATE_BITS).round_().to(torch.int32)
+        if not bool(keep.all()):  # (P's own tensors otherwise: no edge-sized copies)
+            rows, cols, w = rows[keep], cols[keep], w[keep]
+        del keep
+        self.fixed_rate = torch.empty(w.shape[0], dtype=torch.int32, device=w.device)
+        for s in range(0, w.shape[0], RATE_BLOCK):  # the rate in float64, in blocks
+            rate = w[s : s + RATE_BLOCK].double().div_(w_max).clamp_(max=1.0)
+            self.fixed_rate[s : s + RATE_BLOCK] = rate.mul_(2**RATE_BITS).round_()
+        self.phase = lockstep_phases(rows, cols, w, self.fixed_rate)
         # int32 ids when they fit: the per-epoch gathers of the active edges and the fused
         # kernel's index loads move half the bytes (72.7 -> 65.5 ms per compiled epoch,
-        # 200k points, 2 CPU cores, interleaved A/B)
+        # 200k points, 2 CPU cores, interleaved A/B); P's own when they are int32 already
         small = P.n < 2**31 - 1
         self.heads, self.tails = (rows.int(), cols.int()) if small else (rows, cols)
         self.mean_active = float(self.fixed_rate.sum(dtype=torch.int64)) / 2**RATE_BITS
 
-    def active_mask(self, epoch: int) -> torch.Tensor:
-        """Boolean mask of the edges active at ``epoch``."""
-        R = self.fixed_rate
+    def active_mask(self, epoch: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Boolean mask of the edges ``start:stop`` (default: all) active at ``epoch``."""
+        R = self.fixed_rate[start:stop]
         one = 1 << RATE_BITS
         phase = ((epoch % one) * R).bitwise_and_(one - 1)
+        if self.phase is not None:
+            phase = phase.add_(self.phase[start:stop]).bitwise_and_(one - 1)
         return phase.add_(R) >= one
 
     def active(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heads and tails of the edges active at ``epoch``."""
-        on = self.active_mask(epoch).nonzero().view(-1)
+        """Heads and tails of the edges active at ``epoch`` (the mask is computed in blocks
+        of :data:`MASK_BLOCK` edges: no edge-sized temporaries at 100M edges)."""
+        n_edges = self.fixed_rate.shape[0]
+        if n_edges <= MASK_BLOCK:
+            on = self.active_mask(epoch).nonzero().view(-1)
+        else:
+            on = torch.cat(
+                [
+                    self.active_mask(epoch, s, s + MASK_BLOCK).nonzero().view(-1).add_(s)
+                    for s in range(0, n_edges, MASK_BLOCK)
+                ]
+            )
         return self.heads[on], self.tails[on]
+
+
+def lockstep_phases(
+    rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, fixed_rate: torch.Tensor
+) -> torch.Tensor | None:
+    """Phase offsets that stop many equal edges of one cell from firing in lockstep.
+
+    Edges of a cell with exactly equal weights (duplicated rows: all at one distance) have
+    the same rate, so the rule of :class:`EdgeSchedule` fires them all in the same epochs:
+    the cell sums all those steps at once every ``1 / rate`` epochs (LargeVis on data with
+    90 % duplicated rows: ~150 edges at once every 70 epochs, ~2 on average), and is thrown
+    hundreds of units off. An edge in a group of at least :data:`LOCKSTEP_MIN_EDGES` edges
+    of its head with bitwise equal weights gets a pseudo-random phase in ``[0, 2^24)`` (a
+    hash of its two ends): it still fires ``rate`` times per epoch on average, at other
+    epochs than its twins. Other edges, and edges of rate 1 (active at every epoch), keep
+    phase 0: on data without such ties the schedule is exactly UMAP's.
+
+    Parameters
+    ----------
+    rows, cols
+        Heads and tails of the edges.
+    weights
+        Their float weights.
+    fixed_rate
+        Their rates in fixed point (:class:`EdgeSchedule`).
+
+    Returns
+    -------
+    torch.Tensor or None
+        int32 phases, one per edge (0 for the edges left alone); ``None`` when no edge
+        needs one.
+    """
+    if rows.numel() == 0:
+        return None
+    tied = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+    for s, e in _row_blocks(rows, TIE_BLOCK_EDGES):
+        tied[s:e] = _tied_edges(rows[s:e], weights[s:e])
+    tied &= fixed_rate < 1 << RATE_BITS
+    if not bool(tied.any()):
+        return None
+    edge = rows.long() * _GOLDEN_STEP + cols.long() * LOCKSTEP_SALT
+    phase = _shift_right(_mix64(edge), 64 - RATE_BITS).to(torch.int32)
+    return torch.where(tied, phase, torch.zeros_like(phase))
+
+
+#: Edges per block of :func:`lockstep_phases`' search for ties (whole rows per block).
+TIE_BLOCK_EDGES = 2**22
+#: Buckets of the hash count that rules out ties in a block before any sort.
+_TIE_BUCKET_BITS = 24
+
+
+def _row_blocks(rows: torch.Tensor, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of about ``size`` edges that do not split a row (for
+    row-grouped edges; otherwise plain ranges)."""
+    n, out, s = rows.shape[0], [], 0
+    while s < n:
+        e = min(n, s + size)
+        if e < n:
+            first = int(torch.searchsorted(rows[s:e], rows[e : e + 1], right=False)) + s
+            e = first if first > s else e
+        out.append((s, e))
+        s = e
+    return out
+
+
+def _tied_edges(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Edges in a group of at least :data:`LOCKSTEP_MIN_EDGES` of one row with bitwise equal
+    weights. A count of hashed ``(row, weight)`` keys rules the groups out on normal data
+    (a group fills one bucket) without the sort of the exact test."""
+    bits = weights.float().view(torch.int32)
+    # a multiplicative hash: equal keys share a bucket, distinct ones rarely do
+    bucket = (rows.long() * _GOLDEN_STEP + bits).mul_(LOCKSTEP_SALT)
+    bucket = _shift_right(bucket, 64 - _TIE_BUCKET_BITS)
+    if int(torch.bincount(bucket, minlength=1 << _TIE_BUCKET_BITS).max()) < LOCKSTEP_MIN_EDGES:
+        return torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+    key = rows.long() * 2**32 + bits.long()
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse] >= LOCKSTEP_MIN_EDGES
 
 
 def sampled_gradient(
@@ -173,6 +280,66 @@ def kernel_kind(kernel: SampledKernel) -> str:
     if kernel.kind == "largevis" or (kernel.a == 1.0 and kernel.b == 1.0):
         return "cauchy"
     return "umap"
+
+
+#: Most pair terms (edges as head or tail) one cell may expect to sum in one epoch before
+#: its summed step is scaled down (:func:`crowding_scale`). Normal data stay far below it for
+#: LargeVis and InfoTSNE: at most 21 (pbmc68k; 5-7 for the median cell), against 180 for
+#: every cell when each row's neighbours are all at one distance (duplicated rows).
+CROWDED_TERMS = 32
+
+
+def expected_terms(P: SparseAffinity) -> torch.Tensor:
+    """Pair terms every cell takes part in per epoch on average: its edges' rates summed.
+
+    Each edge counts for its head and its tail, with the rate of :class:`EdgeSchedule`
+    (``w / max(w)``), over all of ``P`` whichever process owns the edges.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n,)`` float64 counts on ``P``'s device.
+    """
+    out = torch.zeros(P.n, dtype=torch.float64, device=P.device)
+    if not P.nnz:
+        return out
+    w_max = float(P.weights.max())
+    for s in range(0, P.nnz, RATE_BLOCK):  # float64 in blocks: no edge-sized copy
+        rate = P.weights[s : s + RATE_BLOCK].double().clamp_min_(0).div_(w_max)
+        out.index_add_(0, P.rows[s : s + RATE_BLOCK], rate)
+        out.index_add_(0, P.cols[s : s + RATE_BLOCK], rate)
+    return out
+
+
+def crowding_scale(P: SparseAffinity, limit: float = CROWDED_TERMS) -> torch.Tensor | None:
+    """Per-cell factor bounding the summed step of cells in very many edges per epoch.
+
+    The synchronous epoch evaluates every active edge at the positions the epoch started
+    from and adds up the clipped steps of each cell: that stands for the sequential updates
+    of umap-learn while a cell takes part in a few edges per epoch. When all of a cell's
+    neighbours are at one distance (duplicated rows) its edges have equal weights, all fire
+    at every epoch, and the cell sums ~180 clipped steps (LargeVis, InfoTSNE) computed at
+    its old position, where sequential updates would have moved it after a few: groups of
+    equal rows are thrown tens of units apart. The step of a cell expecting more than
+    ``limit`` terms per epoch (:func:`expected_terms`) is scaled by ``limit / expected``.
+
+    Parameters
+    ----------
+    P
+        Input affinity (all of it, also under ``torchrun``: every process scales alike).
+    limit
+        Expected terms per epoch summed in full (:data:`CROWDED_TERMS`).
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(n,)`` float64 factors ``min(1, limit / expected)``; ``None`` when all are 1 (no
+        cell expects more than ``limit`` terms: normal data).
+    """
+    expected = expected_terms(P)
+    if expected.numel() == 0 or float(expected.max()) <= limit:
+        return None
+    return (limit / expected.clamp_min(limit)).clamp_(max=1.0)
 
 
 def scatter_pair_terms(
