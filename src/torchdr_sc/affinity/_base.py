@@ -144,6 +144,27 @@ class PerplexityAffinity(Affinity):
     def _check_n_samples(self, n: int) -> None:
         check_enough_samples(n, self.perplexity, f"perplexity ({self.perplexity:g})")
 
+    def required_k(self, n: int) -> int:
+        """``min(ceil(3 * perplexity), n - 1)``, the t-SNE family's neighbourhood size."""
+        return max(min(math.ceil(3 * self.perplexity), n - 1), 1)
+
+    def usable_k(self, knn: KNNGraph) -> int:
+        """Neighbours used from ``knn``: at most :meth:`required_k`, more than the
+        perplexity (a ValueError naming the fix otherwise; a shorter graph than required
+        is logged)."""
+        n = knn.n_samples
+        self._check_n_samples(n)
+        k = min(knn.k, self.required_k(n))
+        if self.perplexity >= k and k < n - 1:
+            msg = (
+                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
+                f"neighbours in the kNN graph ({k}); compute the graph with "
+                f"k >= {self.required_k(n)}."
+            )
+            raise ValueError(msg)
+        warn_short_graph(type(self).__name__, k, self.required_k(n))
+        return k
+
 
 def check_solver_options(tol: float, max_iter: int, *, min_iter: int = 1) -> tuple[float, int]:
     """Validated ``tol`` (> 0) and ``max_iter`` (>= ``min_iter``) of an iterative solver."""

@@ -38,6 +38,7 @@ __all__ = [
     "dual_state",
     "first_order_dual_ascent",
     "newton_dual_ascent",
+    "newton_step",
 ]
 
 
@@ -81,20 +82,42 @@ def _newton_direction(
     st: DualState, target: float, free: torch.Tensor, rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``-Hess(g) d = grad(g)`` on the free variables by block-preconditioned CG."""
-    n = st.p.shape[0]
     w0 = st.p / st.t
     w1 = w0 * st.log_p
     w2 = w1 * st.log_p
-    d0, d1, d2 = w0.sum(dim=1), w1.sum(dim=1), w2.sum(dim=1)
+    sums = tuple(w.sum(dim=1) for w in (w0, w1, w2))
+    return newton_step(st, target, free, sums, (w0, w1, w2), rtol)
+
+
+def newton_step(
+    st: DualState,
+    target: float,
+    free: torch.Tensor,
+    sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    mats: tuple,
+    rtol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projected Newton step of the dual from its Hessian's pieces.
+
+    With ``w0 = P / (gamma_i + gamma_j)``, ``w1 = w0 log P`` and ``w2 = w1 log P``, the
+    Hessian has diagonal blocks built from their row sums ``sums = (d0, d1, d2)`` and
+    off-diagonal blocks that are products with the matrices ``mats = (W0, W1, W2)``
+    (dense ``(n, n)`` tensors, or sparse CSR ones on a kNN pattern). The system is solved
+    by conjugate gradient with the 2 x 2 block-diagonal preconditioner; variables outside
+    ``free`` (multipliers held at their floor) do not move.
+    """
+    d0, d1, d2 = sums
+    W0, W1, W2 = mats
+    n = d0.shape[0]
     mask = free.to(st.p.dtype)
     mu = 1e-10 * float(d0.mean()) + torch.finfo(st.p.dtype).tiny
     b = torch.cat([(target - st.entropy) * mask, 1.0 - st.rows])
 
     def matvec(z: torch.Tensor) -> torch.Tensor:
         u, v = z[:n] * mask, z[n:]
-        w1uv = w1 @ torch.stack([u, v], dim=1)
-        ju = d2 * u + w2 @ u - d1 * v - w1uv[:, 1]
-        jv = d0 * v + w0 @ v - d1 * u - w1uv[:, 0]
+        w1uv = W1 @ torch.stack([u, v], dim=1)
+        ju = d2 * u + W2 @ u - d1 * v - w1uv[:, 1]
+        jv = d0 * v + W0 @ v - d1 * u - w1uv[:, 0]
         return torch.cat([ju * mask + mu * u, jv + mu * v])
 
     a11 = torch.where(free, d2 + mu, torch.ones_like(d2))

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._linalg import conjugate_gradient
-from ._snekhorn import DualState, _line_search
+from ._snekhorn import DualState, _line_search, newton_step
 
 __all__ = ["SparseDualProblem", "sparse_newton_dual_ascent", "symmetric_pattern"]
 
@@ -137,37 +136,16 @@ def _newton_direction(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``-Hess(g) d = grad(g)`` on the free variables by block-preconditioned CG.
 
-    The Hessian of the dual has the blocks of the dense solver, with the ``(n, n)``
-    weight matrices replaced by CSR matrices on the pattern.
+    The Hessian of the dual has the blocks of the dense solver
+    (:func:`~torchdr_sc.affinity._snekhorn.newton_step`), with the ``(n, n)`` weight
+    matrices replaced by CSR matrices on the pattern.
     """
-    n = problem.n
     w0 = st.p / st.t
     w1 = w0 * st.log_p
     w2 = w1 * st.log_p
-    d0, d1, d2 = problem.row_sum(w0), problem.row_sum(w1), problem.row_sum(w2)
-    W0, W1, W2 = problem.matrix(w0), problem.matrix(w1), problem.matrix(w2)
-    mask = free.to(st.p.dtype)
-    mu = 1e-10 * float(d0.mean()) + torch.finfo(st.p.dtype).tiny
-    b = torch.cat([(problem.target - st.entropy) * mask, 1.0 - st.rows])
-
-    def matvec(x: torch.Tensor) -> torch.Tensor:
-        u, v = x[:n] * mask, x[n:]
-        w1uv = W1 @ torch.stack([u, v], dim=1)
-        ju = d2 * u + W2 @ u - d1 * v - w1uv[:, 1]
-        jv = d0 * v + W0 @ v - d1 * u - w1uv[:, 0]
-        return torch.cat([ju * mask + mu * u, jv + mu * v])
-
-    a11 = torch.where(free, d2 + mu, torch.ones_like(d2))
-    a12 = torch.where(free, -d1, torch.zeros_like(d1))
-    a22 = d0 + mu
-    det = (a11 * a22 - a12 * a12).clamp_min(torch.finfo(d0.dtype).tiny)
-
-    def precond(r: torch.Tensor) -> torch.Tensor:
-        ru, rv = r[:n], r[n:]
-        return torch.cat([(a22 * ru - a12 * rv) / det, (a11 * rv - a12 * ru) / det])
-
-    step = conjugate_gradient(matvec, b, precond, rtol=rtol, max_iter=500)
-    return step[:n] * mask, step[n:]
+    sums = tuple(problem.row_sum(w) for w in (w0, w1, w2))
+    mats = tuple(problem.matrix(w) for w in (w0, w1, w2))
+    return newton_step(st, problem.target, free, sums, mats, rtol)
 
 
 def sparse_newton_dual_ascent(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..knn import KNNGraph
-from ._base import PerplexityAffinity, check_solver_options, log_unconverged, warn_short_graph
+from ._base import PerplexityAffinity, check_solver_options, log_unconverged
 from ._distances import convert_distances, off_diagonal, scatter_off_diagonal
 from .root_search import RootSearchResult, root_search
 from .sparse import SparseAffinity
@@ -156,10 +156,6 @@ class EntropicAffinity(PerplexityAffinity):
         )
         self.tol, self.max_iter = check_solver_options(tol, max_iter)
 
-    def required_k(self, n: int) -> int:
-        """``min(ceil(3 * perplexity), n - 1)``, the usual t-SNE neighbourhood size."""
-        return max(min(math.ceil(3 * self.perplexity), n - 1), 1)
-
     def _calibrate(self, d: torch.Tensor, beta0: torch.Tensor | None = None) -> torch.Tensor:
         log_p, _, result = entropic_rows(
             d, self.perplexity, tol=self.tol, max_iter=self.max_iter, beta0=beta0
@@ -197,7 +193,7 @@ class EntropicAffinity(PerplexityAffinity):
         ``'sqeuclidean'`` when needed); a graph with more than ``required_k(n)`` neighbours
         is truncated to them, so the result does not depend on where the graph came from.
         """
-        k = self._usable_k(knn)
+        k = self.usable_k(knn)
         p = self._rows(knn, k, 0, knn.n_samples)
         return SparseAffinity.from_knn(knn.indices[:, :k], p)
 
@@ -208,25 +204,10 @@ class EntropicAffinity(PerplexityAffinity):
         and gather them get exactly the P of :meth:`from_knn` (the t-SNE family shards the
         calibration this way under ``torchrun``).
         """
-        return self._rows(knn, self._usable_k(knn), start, stop)
+        return self._rows(knn, self.usable_k(knn), start, stop)
 
     def _rows(self, knn: KNNGraph, k: int, start: int, stop: int) -> torch.Tensor:
         return self._calibrate_blocks(knn.distances[start:stop, :k], knn.metric)
-
-    def _usable_k(self, knn: KNNGraph) -> int:
-        """Neighbours used from ``knn`` (checked against the perplexity)."""
-        n = knn.n_samples
-        self._check_n_samples(n)
-        k = min(knn.k, self.required_k(n))
-        if self.perplexity >= k and k < n - 1:
-            msg = (
-                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
-                f"neighbours in the kNN graph ({k}); compute the graph with "
-                f"k >= {self.required_k(n)}."
-            )
-            raise ValueError(msg)
-        warn_short_graph("EntropicAffinity", k, self.required_k(n))
-        return k
 
     def from_distances(self, D: torch.Tensor) -> torch.Tensor:
         """Dense row-stochastic P calibrated on all pairs (diagonal excluded)."""

@@ -23,7 +23,7 @@ class SparseAffinity:
     rows, cols
         ``(E,)`` endpoints of every stored entry, grouped by row in increasing row order;
         int64, or int32 in the compact form the t-SNE family builds
-        (:func:`~torchdr_sc.affinity.knn_union.symmetrize_knn_compact`, whose rows hold
+        (``affinity.knn_union.symmetrize_knn_compact``, whose rows hold
         two runs of increasing columns). Code that computes with them (not only indexes)
         converts them with ``.long()``.
     weights

@@ -10,7 +10,7 @@ import torch
 from .._logging import get_logger
 from .._validation import check_number, check_option
 from ..knn import KNNGraph
-from ._base import PerplexityAffinity, check_solver_options, warn_short_graph
+from ._base import PerplexityAffinity, check_solver_options
 from ._distances import distances_in
 from ._snekhorn import DualProblem, DualState, first_order_dual_ascent, newton_dual_ascent
 from ._snekhorn_sparse import (
@@ -123,10 +123,6 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         lam = -gamma * torch.logsumexp(-beta[:, None] * masked, dim=1)
         return gamma, lam
 
-    def required_k(self, n: int) -> int:
-        """``min(ceil(3 * perplexity), n - 1)``, the t-SNE family's neighbourhood size."""
-        return max(min(math.ceil(3 * self.perplexity), n - 1), 1)
-
     def from_knn(self, knn: KNNGraph) -> SparseAffinity:
         """Sparse symmetric entropic affinity on the symmetrised kNN graph.
 
@@ -155,16 +151,7 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
             A graph with no more neighbours than the perplexity.
         """
         n = knn.n_samples
-        self._check_n_samples(n)
-        k = min(knn.k, self.required_k(n))
-        if self.perplexity >= k and k < n - 1:
-            msg = (
-                f"perplexity ({self.perplexity:g}) must be smaller than the number of "
-                f"neighbours in the kNN graph ({k}); compute the graph with "
-                f"k >= {self.required_k(n)}."
-            )
-            raise ValueError(msg)
-        warn_short_graph("SymmetricEntropicAffinity", k, self.required_k(n))
+        k = self.usable_k(knn)
         d = distances_in(knn, self.metric)[:, :k]
         out_dtype = d.dtype if d.is_floating_point() else torch.float32
         d = d.to(torch.float64)

@@ -41,12 +41,11 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
     - ``'exact'``: P from all pairs of the data and dense ``n x n`` Sinkhorn, at most
       ``MAX_DENSE_SAMPLES`` samples (any ``n_components``).
     - ``'fft'``: P restricted to the symmetrised ``3 * perplexity``-NN graph
-      (:meth:`SymmetricEntropicAffinity.from_knn
-      <torchdr_sc.affinity.SymmetricEntropicAffinity.from_knn>`); the Sinkhorn sums
+      (``SymmetricEntropicAffinity.from_knn``); the Sinkhorn sums
       ``sum_j K_ij e^{f_j}`` and the repulsion ``sum_j K_ij^2 e^{f_j} (z_i - z_j)`` are
       kernel sums with charges ``e^{f_j}`` interpolated on a grid and convolved by FFT
       (Linderman et al., Nature Methods 2019;
-      :mod:`~torchdr_sc.objective.interpolated_weighted`), the attraction runs over P's
+      ``torchdr_sc.objective.interpolated_weighted``), the attraction runs over P's
       edges. Memory and work per iteration are linear in n (1-D and 2-D embeddings): at
       most ``MAX_KNN_EDGES`` kNN edges (555,000 cells at perplexity 30); 100,000 cells
       run end to end in about 2 minutes with 2.2 GB peak memory on 2 CPU cores.
@@ -61,7 +60,7 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
         of the one before.
     repulsion
         ``'exact'``, ``'fft'`` or ``'auto'``: exact up to
-        :data:`~torchdr_sc.estimators.tsne.AUTO_FFT_MIN_SAMPLES` samples (or for
+        ``AUTO_FFT_MIN_SAMPLES`` samples (or for
         ``n_components > 2``), FFT above; the choice is logged and kept in
         ``repulsion_used_``.
     n_interpolation_points, min_num_intervals, ints_in_interval
