@@ -29,7 +29,7 @@ DATASETS = ("identical", "90% duplicates", "two points", "constant column")
 
 #: Cases still expected to fail (none). What used to blow up here, and what fixed it:
 #: the kNN search broke ties between equal rows by index, so every copy of a duplicated
-#: row chose the same few hub cells (fixed: knn/torch_search.py spread_duplicate_ties);
+#: row chose the same few hub cells (fixed: knn/ties.py spread_duplicate_ties, every backend);
 #: equal weights made all the edges of a copy fire in the same epochs, once every ~70
 #: (fixed: objective/sampled.py lockstep_phases); with all of a row's neighbours at one
 #: distance every edge fires at every epoch, and a cell summed ~180 clipped steps in one

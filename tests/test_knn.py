@@ -337,3 +337,20 @@ def test_cuda_results_stay_on_device(backend):
     assert graph.indices.device == X.device
     assert graph.distances.device == X.device
     torch.testing.assert_close(graph.distances.cpu(), ref.distances, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_duplicated_rows_do_not_make_hubs(backend):
+    """Ties between copies of one row are spread over the copies by every backend: without
+    it every copy chose the same few cells (in-degree ~ the number of copies)."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    from torchdr_sc.knn import knn
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.ones((200, 8)), rng.normal(size=(20, 8))]).astype(np.float32)
+    graph = knn(torch.as_tensor(x), 15, backend=backend)
+    in_degree = torch.bincount(graph.indices.reshape(-1), minlength=len(x))
+    assert int(in_degree[:200].max()) <= 3 * 15, int(in_degree[:200].max())
+    assert bool((graph.indices != torch.arange(len(x))[:, None]).all())  # never itself
+    assert float(graph.distances[:200, :14].max()) == 0.0  # still exact: copies first

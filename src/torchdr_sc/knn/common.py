@@ -150,13 +150,18 @@ class SearchTask:
         return search_coordinates(self.X, self.query, self.metric)
 
     def finish(self, indices: torch.Tensor) -> KNNGraph:
-        """The graph of the candidate ``indices``: query row dropped, exact distances, sorted.
+        """The graph of the candidate ``indices``: query row dropped, ties between exact
+        duplicates spread over their group (:func:`~torchdr_sc.knn.ties.spread_duplicate_ties`),
+        exact distances, sorted.
 
         ``indices`` has ``k`` columns (query row already skipped), or :attr:`n_search`
         columns from a self search that may hold it (then dropped by :func:`drop_self`).
         """
+        from .ties import spread_duplicate_ties  # (ties builds on this module)
+
         if indices.shape[1] > self.k:
             indices = drop_self(indices)
+        indices = spread_duplicate_ties(indices, self.X, self.self_search)
         return finalize(self.queries, self.X, indices, self.metric)
 
 

@@ -8,13 +8,9 @@ on a matmul-based score and their distances are then recomputed exactly from the
 coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`). During a fit with
 ``progress_bar=True`` the blocks are counted on a progress bar.
 
-Ties between exact duplicates are broken at random (:func:`spread_duplicate_ties`): every
-query picks its neighbours among a group of equal rows from its own pseudo-random place in
-the group, instead of the first rows of the group by index for every query. Left to the
-index order, all copies of a duplicated row choose the same few cells, which become hubs
-linked to most of the data; the negative-sampling epochs then sum hundreds of steps into
-those cells and throw them far off (UMAP and LargeVis on data with 90 % duplicated rows
-reached coordinates of 250 instead of 5).
+Ties between exact duplicates are then spread over their group by every backend
+(:func:`~torchdr_sc.knn.ties.spread_duplicate_ties`, in :meth:`SearchTask.finish
+<torchdr_sc.knn.common.SearchTask.finish>`).
 """
 
 from __future__ import annotations
@@ -87,8 +83,6 @@ def _torch_candidates(task: SearchTask) -> torch.Tensor:
     ``index='flat'`` or ``'auto'``: exact, blockwise. ``index='ivf'``: approximate, cells
     probed per cell (:func:`~torchdr_sc.knn.torch_ivf.ivf_select`; ``nprobe`` defaults to
     :func:`~torchdr_sc.knn.torch_ivf.default_nprobe`, ``generator`` seeds its k-means).
-    Ties between exact duplicates are then spread over their group
-    (:func:`spread_duplicate_ties`).
     """
     Xs, Qs = task.coordinates()
     if task.index == "ivf":
@@ -104,164 +98,7 @@ def _torch_candidates(task: SearchTask) -> torch.Tensor:
     else:
         sq_norms = Xs.square().sum(1) if task.metric in ("sqeuclidean", "euclidean") else None
         found = _select(Qs, Xs, task.k, sq_norms, task.metric, task.self_search)
-    return spread_duplicate_ties(found, task.X, task.self_search)
-
-
-#: Odd 64-bit constants of splitmix64 (Steele, Lea & Flood 2014), written as int64.
-_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15
-_MIX_A = -4658895280553007687  # 0xBF58476D1CE4E5B9
-_MIX_B = -7723592293110705685  # 0x94D049BB133111EB
-#: Salts that make the hashes of rows, of members and of (query, group) pairs independent.
-_SALT_ROWS, _SALT_MEMBERS, _SALT_OFFSETS = 0x5EED0001, 0x5EED0002, 0x5EED0003
-
-
-def _shift_right(h: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 values (torch shifts signed integers arithmetically)."""
-    return (h >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def mix64(h: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 keys: a bijection whose outputs look uniformly random.
-
-    Integer products wrap modulo ``2^64`` on every torch device, as the finaliser needs.
-
-    Parameters
-    ----------
-    h
-        int64 keys, any shape.
-
-    Returns
-    -------
-    torch.Tensor
-        int64 hashes, same shape and device.
-    """
-    h = (h ^ _shift_right(h, 30)) * _MIX_A
-    h = (h ^ _shift_right(h, 27)) * _MIX_B
-    return h ^ _shift_right(h, 31)
-
-
-def _row_hashes(X: torch.Tensor) -> torch.Tensor:
-    """int64 hash of the bits of every row of ``X``: equal rows (bitwise) hash equally."""
-    n, d = X.shape
-    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]
-    salt = torch.arange(d, dtype=torch.int64, device=X.device) + _SALT_ROWS
-    weights = mix64(salt * _GOLDEN) | 1
-    out = torch.empty(n, dtype=torch.int64, device=X.device)
-    step = rows_per_block(d, 8, block_bytes(X.device))
-    for s in range(0, n, step):
-        bits = X[s : s + step].contiguous().view(as_int).to(torch.int64)
-        out[s : s + step] = (bits * weights).sum(1)
-    return mix64(out)
-
-
-def duplicate_groups(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Groups of rows of ``X`` that are exactly equal, or ``None`` when all rows differ.
-
-    Rows are grouped by a hash of their bits (:func:`mix64`, one pass over ``X``); rows of
-    a group are then compared with the group's first row, and a hash collision between
-    different rows (not expected to ever happen) falls back to an exact
-    ``torch.unique(X, dim=0)``.
-
-    Parameters
-    ----------
-    X
-        ``(n, d)`` data.
-
-    Returns
-    -------
-    tuple of torch.Tensor or None
-        ``group``: ``(n,)`` int64 group id of every row (equal rows, equal ids);
-        ``counts``: ``(n_groups,)`` size of every group. ``None`` when no two rows are
-        equal.
-    """
-    n = X.shape[0]
-    _, group, counts = torch.unique(_row_hashes(X), return_inverse=True, return_counts=True)
-    if counts.numel() == n:
-        return None
-    ids = torch.arange(n, device=X.device)
-    first = torch.full_like(counts, n).scatter_reduce_(0, group, ids, "amin")
-    rows = (counts[group] > 1).nonzero().view(-1)
-    if not bool((X[rows] == X[first[group[rows]]]).all()):
-        _, group, counts = torch.unique(X, dim=0, return_inverse=True, return_counts=True)
-        if counts.numel() == n:
-            return None
-    return group, counts
-
-
-def _rank_in_runs(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank of every entry among the entries with the same key (in order), and their count."""
-    order = torch.argsort(keys, stable=True)
-    ordered = keys[order]
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    position = torch.arange(ordered.numel(), device=keys.device)
-    run_start = torch.where(starts, position, 0).cummax(0).values
-    run = starts.cumsum(0) - 1
-    run_length = torch.bincount(run)
-    rank, length = torch.empty_like(position), torch.empty_like(position)
-    rank[order] = position - run_start
-    length[order] = run_length[run]
-    return rank, length
-
-
-def spread_duplicate_ties(
-    indices: torch.Tensor, X: torch.Tensor, self_search: bool
-) -> torch.Tensor:
-    """Neighbour ``indices`` with the ties between exact duplicates broken at random.
-
-    All rows of a group of equal rows of ``X`` are at the same distance from any query, so
-    any of them can stand for another in a kNN result. A search breaks these ties by index,
-    the same way for every query, so every copy of a duplicated row picks the same few
-    cells, which become hubs of the graph (each one the neighbour of every copy). Here, a
-    query with ``t`` neighbours in a group of ``c`` equal rows gets the ``t`` members that
-    follow a pseudo-random offset (a hash of the query and the group) in a pseudo-random
-    order of the group, skipping the query itself: each member is then chosen by about
-    ``t`` queries. Deterministic (no seed: the graph depends on the data only), and the
-    identity when no two rows of ``X`` are equal.
-
-    Parameters
-    ----------
-    indices
-        ``(m, k)`` distinct candidates of every query row, the query itself excluded.
-    X
-        ``(n, d)`` searched data (duplicates are bitwise equal rows).
-    self_search
-        Whether query row ``r`` is row ``r`` of ``X`` (it is then never chosen).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(m, k)`` indices, each one equal to the input or to a row equal to it.
-    """
-    groups = duplicate_groups(X)
-    if groups is None:
-        return indices
-    group, counts = groups
-    g = group[indices]
-    rows, cols = (counts[g] > 1).nonzero(as_tuple=True)
-    if rows.numel() == 0:
-        return indices
-    g = g[rows, cols]
-    # a query's entries in one group: their rank, and how many there are
-    key = rows * counts.numel() + g
-    rank, taken = _rank_in_runs(key)
-    own = (group[rows] == g) if self_search else torch.zeros_like(g, dtype=torch.bool)
-    size = counts[g] - own.long()
-    # members of every group, consecutive, in a pseudo-random order
-    n = X.shape[0]
-    ids = torch.arange(n, device=X.device)
-    shuffled = torch.argsort(mix64((ids + _SALT_MEMBERS) * _GOLDEN))
-    members = shuffled[torch.argsort(group[shuffled], stable=True)]
-    first = torch.cumsum(counts, 0) - counts
-    place = torch.empty_like(ids)
-    place[members] = ids - first[group[members]]
-    offset = torch.remainder(mix64(key * _GOLDEN + _SALT_OFFSETS), size.clamp_min(1))
-    slot = torch.remainder(offset + rank, size.clamp_min(1))
-    slot += (own & (slot >= place[rows])).long()  # skip the query itself
-    keep = taken <= size  # always, for distinct candidates; guards repeated ones
-    out = indices.clone()
-    out[rows[keep], cols[keep]] = members[first[g] + slot][keep]
-    return out
+    return found
 
 
 #: k nearest neighbours with torch (``backend='torch'`` or ``None``), a
