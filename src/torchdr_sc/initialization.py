@@ -258,7 +258,7 @@ def duplicated_rows_fraction(x: torch.Tensor) -> float:
     """Fraction of the rows of ``x`` exactly equal to another row (duplicated cells).
 
     Read from the data: the kNN search spreads the ties between copies over their group
-    (:func:`~torchdr_sc.knn.ties.spread_duplicate_ties`), so copies no longer
+    (``knn.ties.spread_duplicate_ties``), so copies no longer
     share their rows of ``P`` and :func:`twin_rows_fraction` misses them; a spectral
     layout still stacks them on one point.
     """

@@ -151,7 +151,7 @@ class SearchTask:
 
     def finish(self, indices: torch.Tensor) -> KNNGraph:
         """The graph of the candidate ``indices``: query row dropped, ties between exact
-        duplicates spread over their group (:func:`~torchdr_sc.knn.ties.spread_duplicate_ties`),
+        duplicates spread over their group (``knn.ties.spread_duplicate_ties``),
         exact distances, sorted.
 
         ``indices`` has ``k`` columns (query row already skipped), or :attr:`n_search`

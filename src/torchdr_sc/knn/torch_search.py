@@ -9,7 +9,7 @@ coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`). During a fit
 ``progress_bar=True`` the blocks are counted on a progress bar.
 
 Ties between exact duplicates are then spread over their group by every backend
-(:func:`~torchdr_sc.knn.ties.spread_duplicate_ties`, in :meth:`SearchTask.finish
+(``knn.ties.spread_duplicate_ties``, in :meth:`SearchTask.finish
 <torchdr_sc.knn.common.SearchTask.finish>`).
 """
 
