@@ -23,7 +23,7 @@ import torch
 from ..knn import KNNGraph
 from ._base import log_unconverged
 from ._distances import distances_in
-from .entropic import entropic_rows
+from .entropic import EntropicAffinity
 from .umap import umap_rho_sigma
 
 __all__ = ["entropic_query_rows", "umap_query_rows"]
@@ -56,12 +56,9 @@ def entropic_query_rows(
     torch.Tensor
         ``(m, k)`` weights on ``knn.indices``; every row sums to 1.
     """
-    d = distances_in(knn, metric)
-    log_p, _, result = entropic_rows(d, perplexity, tol=tol, max_iter=max_iter)
-    log_unconverged(
-        "EntropicAffinity (new points)", result.n_unconverged, d.shape[0], result.n_iter
-    )
-    return log_p.exp()
+    # the fit's calibration, in blocks of rows (rows are calibrated independently)
+    affinity = EntropicAffinity(perplexity=perplexity, tol=tol, max_iter=max_iter, metric=metric)
+    return affinity._calibrate_blocks(knn.distances, knn.metric)
 
 
 def umap_query_rows(
