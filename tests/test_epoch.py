@@ -119,6 +119,32 @@ def test_compiled_epoch_matches_eager_arithmetic(kind, a, b):
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["umap", "infonce"])
+def test_compiled_epoch_in_blocks_sums_blocks_with_their_own_keys(kind, monkeypatch):
+    """CPU epochs run in blocks of active edges (bounded buffers); each block draws its
+    negatives with its own key, block 0 with the epoch's."""
+    monkeypatch.setattr(epoch_mod, "CPU_CHUNK_EDGES", 101)  # several blocks, one partial
+    P = _random_affinity(n=200, k=8)
+    kernel = SampledKernel(kind, a=1.58, b=0.9, repulsion=1.0, clip=4.0)
+    epoch = SampledEpoch(P, kernel, 5, seed=11, compile=True)
+    z = torch.randn(200, 2, generator=torch.Generator().manual_seed(3)) * 3
+    got = epoch.gradient(z, 6)
+    heads, tails = epoch.schedule.active(6)
+    assert heads.numel() > 3 * 101
+    consts = torch.tensor([1.58, 0.9, 1.0, 4.0, 1.0])
+    coords = list(z.T.contiguous())
+    expected = torch.zeros_like(z)
+    for chunk, start in enumerate(range(0, heads.numel(), 101)):
+        h, t = heads[start : start + 101], tails[start : start + 101]
+        key = hash_key(11, 6, "cpu", chunk)
+        negs = hashed_negatives(key, h.numel(), 5, 200)
+        g_att, g_head = pair_terms(coords, h, t, negs, consts, epoch.kind)
+        expected += scatter_pair_terms(z, h, t, g_att, g_head)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+    assert negative_key(11, 6, 0) == negative_key(11, 6)
+    assert len({negative_key(11, 6, c) for c in range(50)}) == 50
+
+
 def test_failed_compilation_falls_back_in_auto_mode_only(monkeypatch, caplog):
     def broken():
         raise RuntimeError("no C++ compiler")

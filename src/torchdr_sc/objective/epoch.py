@@ -2,14 +2,24 @@
 
 :class:`SampledEpoch` is what the UMAP, LargeVis and InfoTSNE estimators call once per
 iteration. The per-pair arithmetic lives in :mod:`~torchdr_sc.objective.pairs`; this module
-chooses between running it eagerly and through :func:`torch.compile` (TorchInductor fuses
-the gathers, the hashed negatives, the kernel and the sum over negatives into one loop), and
-scatters the per-edge results into the gradient.
+chooses how to run it (:func:`resolve_epoch_path`):
+
+- ``'triton'``, the default on CUDA when Triton imports: the whole epoch (activity test,
+  hashed negatives, clipped terms, scatter) is one hand-written kernel launch
+  (:mod:`~torchdr_sc.objective.triton_epoch`); a failure of the Triton compiler is logged
+  once and the epoch runs eagerly instead;
+- ``'compiled'``: :func:`torch.compile` (TorchInductor fuses the gathers, the hashed
+  negatives, the kernel and the sum over negatives into one loop), then a scatter;
+- ``'eager'``: a few dozen PyTorch kernels over ``active edges x negatives`` temporaries.
 
 Measured on 2 CPU cores (synthetic 200k x 50, 4.66M edges, 1.4M active per epoch, 5
 negatives, UMAP kernel): the pair terms take ~100 ms per epoch eagerly and ~60 ms compiled
 (~35 ms for the Cauchy kernel, which has no power); the first compilation takes ~10 s and
-is cached on disk by PyTorch (~4 s in later processes).
+is cached on disk by PyTorch (~4 s in later processes). On an H100 at 1M cells the eager
+epoch takes 4.8 ms and the compiled one 2.55 ms after 11.4 s of compilation per process,
+which is why CUDA defaults to the Triton kernel: on an H200 at 1M cells 0.65 ms per epoch
+against 4.1 ms eager and 2.0 ms compiled, and 0.57 s for its first call in a process
+(compiled once, cached on disk by Triton).
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ from .sampled import (
     CROWDED_TERMS,
     EdgeSchedule,
     SampledKernel,
+    add_pair_terms,
     crowding_scale,
     kernel_kind,
-    scatter_pair_terms,
 )
 
 logger = get_logger(__name__)
@@ -37,6 +47,13 @@ logger = get_logger(__name__)
 #: (active edges x (1 + negatives); ~8M at 200k points with umap's defaults): below it the
 #: saving does not repay a cold compilation (~10 s on 2 cores).
 COMPILE_MIN_WORK = 2**22
+#: On CPU the active edges of an epoch are evaluated in blocks of this many: the compiled
+#: kernel's buffers (the hashed negatives among them) then stay below glibc's mmap threshold
+#: and are reused, where edge-sized ones were faulted in afresh every epoch. Measured at 1M
+#: cells (7.1M active edges, 2 CPU cores): ~105,000 page faults and 360 ms per epoch in one
+#: block, none and 329 ms in blocks of 2^20 (2^19: 377 ms, 2^17 slower still: each block
+#: costs a pass over the embedding); 200k unchanged (44 ms).
+CPU_CHUNK_EDGES = 2**20
 
 _COMPILED: dict[str, Callable[..., Any]] = {}
 
@@ -49,24 +66,50 @@ def compiled_pair_terms() -> Callable[..., Any]:
 
 
 def resolve_compile(compile: bool | str, device: torch.device, work: float) -> bool:
-    """Whether to compile: ``True``/``False`` as given; ``'auto'``: on CPU for large epochs.
+    """Whether to use :func:`torch.compile`: ``True``/``False`` as given; ``'auto'``: on
+    CPU for large epochs.
 
-    ``'auto'`` leaves CUDA eager: on an H100 at 1M points the compiled epoch takes 2.55 ms
-    against 5.0 ms eagerly, but its first compilation takes 11.4 s, more than a whole
-    eager fit (2.2 s); ``compile=True`` pays off for repeated fits in one process.
+    ``'auto'`` never compiles on CUDA: on an H100 at 1M points the compiled epoch takes
+    2.55 ms against 5.0 ms eagerly, but its first compilation takes 11.4 s, more than a
+    whole eager fit (2.2 s); the sampled epoch runs its Triton kernel there instead
+    (:func:`resolve_epoch_path`). ``compile=True`` pays off for repeated fits in one process.
     """
     if compile == "auto":
         return device.type == "cpu" and work >= COMPILE_MIN_WORK
     return bool(compile)
 
 
+def triton_available(device: torch.device) -> bool:
+    """:func:`~torchdr_sc.objective.triton_epoch.triton_available`, imported on first use
+    (that module imports Triton: only CUDA fits with ``compile='auto'`` load it)."""
+    from . import triton_epoch
+
+    return triton_epoch.triton_available(device)
+
+
+def resolve_epoch_path(compile: bool | str, device: torch.device, work: float) -> str:
+    """How :class:`SampledEpoch` runs: ``'triton'``, ``'compiled'`` or ``'eager'``.
+
+    ``'auto'`` on CUDA: the fused Triton kernel when Triton is available, eagerly otherwise.
+    Everywhere else (and with ``compile=True`` or ``False`` on CUDA):
+    :func:`resolve_compile` decides between ``'compiled'`` and ``'eager'``.
+    """
+    if compile == "auto" and device.type == "cuda" and triton_available(device):
+        return "triton"
+    return "compiled" if resolve_compile(compile, device, work) else "eager"
+
+
 class SampledEpoch:
     """Gradient of one epoch of a negative-sampling objective.
 
     Compiled, the epoch draws its negatives from a counter-based hash inside the fused
-    kernel (:func:`~torchdr_sc.objective.pairs.epoch_pair_terms`); eagerly, from a seeded
+    kernel (:func:`~torchdr_sc.objective.pairs.epoch_pair_terms`), counted by the rank of
+    the edge among the active ones; with Triton
+    (:func:`~torchdr_sc.objective.triton_epoch.fused_epoch_gradient`), from the same hash
+    counted by the edge's position in the schedule; eagerly, from a seeded
     :class:`torch.Generator` (one ``random_`` call, far cheaper than the hash's ~15 integer
-    passes). Both are uniform; the two paths therefore draw different negatives.
+    passes). All are uniform; the three paths draw different negatives. The Triton kernel
+    takes float32 embeddings of at most 16 dimensions; others run eagerly.
 
     Parameters
     ----------
@@ -83,7 +126,7 @@ class SampledEpoch:
     discard_tails
         Redraw a negative equal to the edge's tail (as the next index).
     compile
-        ``True``, ``False`` or ``'auto'`` (see :func:`resolve_compile`).
+        ``True``, ``False`` or ``'auto'`` (see :func:`resolve_epoch_path`).
     device
         Device of the embedding.
     crowded_terms
@@ -115,7 +158,8 @@ class SampledEpoch:
         self.work = self.schedule.mean_active * (self.n_negatives + 1)
         self.n = P.n
         self.device = torch.device(device if device is not None else P.rows.device)
-        self.compiled = resolve_compile(compile, self.device, self.work)
+        path = resolve_epoch_path(compile, self.device, self.work)
+        self.compiled, self.fused = path == "compiled", path == "triton"
         self._must_compile = compile is True
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
@@ -124,8 +168,8 @@ class SampledEpoch:
         values = [k.a, k.b, k.repulsion, k.clip, exaggeration]
         return torch.tensor(values, dtype=z.dtype, device=z.device)
 
-    def _compiled_terms(self, coords, heads, tails, consts, epoch):
-        key = hash_key(self.seed, epoch, heads.device)
+    def _compiled_terms(self, coords, heads, tails, consts, epoch, chunk):
+        key = hash_key(self.seed, epoch, heads.device, chunk)
         options = {
             "kind": self.kind,
             "n_negatives": self.n_negatives,
@@ -133,7 +177,7 @@ class SampledEpoch:
         }
         return compiled_pair_terms()(coords, heads, tails, key, consts, **options)
 
-    def _eager_terms(self, coords, heads, tails, consts, epoch):
+    def _eager_terms(self, coords, heads, tails, consts, epoch, chunk):
         negatives = draw_negatives(
             self.n, heads.shape[0], self.n_negatives, self._generator, heads.device
         )
@@ -160,16 +204,60 @@ class SampledEpoch:
             self.compiled = False
             return self._eager_terms(*args)
 
-    def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:
-        """This process's gradient ``(n, d)`` of epoch ``epoch`` (descend along ``-grad``)."""
+    def _fused_gradient(
+        self, z: torch.Tensor, epoch: int, exaggeration: float
+    ) -> torch.Tensor | None:
+        """The epoch's gradient from the Triton kernel; ``None`` where it does not apply
+        (dtype, dimension) or failed to compile (then logged once, and never tried again)."""
+        from . import triton_epoch
+
+        if not triton_epoch.fused_supported(z):
+            return None
+        try:
+            return triton_epoch.fused_epoch_gradient(
+                z,
+                self.schedule,
+                hash_key(self.seed, epoch, z.device),
+                self._consts(z, exaggeration),
+                epoch=epoch,
+                kind=self.kind,
+                n_negatives=self.n_negatives,
+                discard_tails=self.discard_tails,
+            )
+        except Exception as err:  # the Triton compiler (not the arithmetic) failed
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            logger.warning(
+                "the Triton epoch kernel failed (%s: %s); running the epoch eagerly. Pass "
+                "compile=False to skip the attempt.",
+                type(err).__name__,
+                first_line,
+            )
+            self.fused = False
+            return None
+
+    def _blockwise_gradient(self, z: torch.Tensor, epoch: int, exaggeration: float) -> torch.Tensor:
+        """The epoch's gradient from the active edges, in blocks of
+        :data:`CPU_CHUNK_EDGES` on CPU (one block on other devices)."""
         heads, tails = self.schedule.active(epoch)
         # strided views of the (n, d) embedding, not contiguous copies per coordinate: a
         # point's coordinates share a cache line, so each random gather of a negative misses
         # once instead of d times (83 -> 71 ms per compiled epoch, 200k points, 2 CPU cores)
         coords = list(z.unbind(1))
         consts = self._consts(z, exaggeration)
-        g_att, g_head = self._pair_terms(coords, heads, tails, consts, epoch)
-        grad = scatter_pair_terms(z, heads, tails, g_att, g_head)
+        grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
+        n_active = heads.shape[0]
+        step = CPU_CHUNK_EDGES if z.device.type == "cpu" else max(1, n_active)
+        for chunk, start in enumerate(range(0, n_active, step)):
+            h, t = heads[start : start + step], tails[start : start + step]
+            g_att, g_head = self._pair_terms(coords, h, t, consts, epoch, chunk)
+            add_pair_terms(grad, h, t, g_att, g_head)
+        return grad.T
+
+    def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:
+        """This process's gradient ``(n, d)`` of epoch ``epoch`` (descend along ``-grad``)."""
+        grad = self._fused_gradient(z, epoch, exaggeration) if self.fused else None
+        if grad is None:
+            grad = self._blockwise_gradient(z, epoch, exaggeration)
         if self.step_scale is not None:
             grad = grad.mul_(self.step_scale.to(grad)[:, None])
         return grad

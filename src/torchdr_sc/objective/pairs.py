@@ -61,18 +61,27 @@ def _mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
-def negative_key(seed: int, epoch: int) -> int:
-    """The int64 key of one epoch's negatives, a hash of ``(seed, epoch)``."""
-    return _signed(_mix64_int(_mix64_int(seed) + (epoch + 1) * _GOLDEN))
+def negative_key(seed: int, epoch: int, chunk: int = 0) -> int:
+    """The int64 key of one epoch's negatives, a hash of ``(seed, epoch)``.
+
+    ``chunk`` numbers the blocks of active edges an epoch is evaluated in (the draws of a
+    block are counted from 0, so each block needs its own key); block 0 has the key of the
+    whole epoch.
+    """
+    key = _mix64_int(_mix64_int(seed) + (epoch + 1) * _GOLDEN)
+    if chunk:
+        key = _mix64_int(key + chunk * _GOLDEN)
+    return _signed(key)
 
 
-def hash_key(seed: int, epoch: int, device: torch.device | str) -> torch.Tensor:
+def hash_key(seed: int, epoch: int, device: torch.device | str, chunk: int = 0) -> torch.Tensor:
     """``[key, golden]`` as an int64 tensor: what the compiled epoch hashes its negatives with.
 
     The golden-ratio step travels as data rather than as a constant so that no compiler
-    writes the 64-bit literal against a 32-bit loop index (Triton rejects that).
+    writes the 64-bit literal against a 32-bit loop index (Triton rejects that). ``chunk``
+    as in :func:`negative_key`.
     """
-    values = [negative_key(seed, epoch), _signed(_GOLDEN)]
+    values = [negative_key(seed, epoch, chunk), _signed(_GOLDEN)]
     return torch.tensor(values, dtype=torch.int64, device=device)
 
 
