@@ -19,6 +19,7 @@ import torch
 
 from ..progress import iterations
 from .common import CandidateSearch, SearchTask, block_bytes, rows_per_block
+from .probed_ivf import probed_ivf_select
 from .torch_ivf import ivf_select
 
 #: Query blocks from which the exact search shows a bar on the active progress reporter
@@ -80,13 +81,16 @@ def _select(
 def _torch_candidates(task: SearchTask) -> torch.Tensor:
     """Candidates of ``backend='torch'``, the query row skipped by index (``k`` columns).
 
-    ``index='flat'`` or ``'auto'``: exact, blockwise. ``index='ivf'``: approximate, cells
-    probed per cell (:func:`~torchdr_sc.knn.torch_ivf.ivf_select`; ``nprobe`` defaults to
-    :func:`~torchdr_sc.knn.torch_ivf.default_nprobe`, ``generator`` seeds its k-means).
+    ``index='flat'`` or ``'auto'``: exact, blockwise. ``index='ivf'``: approximate; on CPU
+    cells probed per query and scanned list by list
+    (:func:`~torchdr_sc.knn.probed_ivf.probed_ivf_select`), on GPUs cells probed per cell
+    (:func:`~torchdr_sc.knn.torch_ivf.ivf_select`: a few large batched products); ``nprobe``
+    defaults to each one's ``default_nprobe``, ``generator`` seeds the k-means.
     """
     Xs, Qs = task.coordinates()
     if task.index == "ivf":
-        found = ivf_select(
+        select = probed_ivf_select if Xs.device.type == "cpu" else ivf_select
+        found = select(
             Xs,
             Qs,
             task.k,
