@@ -56,6 +56,21 @@ def test_schedule_in_blocks_gives_the_same_active_edges(monkeypatch):
         assert torch.equal(blocked[1], tails)
 
 
+def test_active_chunks_cut_the_active_edges_in_order(monkeypatch):
+    from torchdr_sc.objective import sampled
+
+    P = _random_affinity(n=500, k=9)
+    schedule = EdgeSchedule(P)
+    monkeypatch.setattr(sampled, "MASK_BLOCK", 97)  # chunks span several mask blocks
+    for t in range(6):
+        heads, tails = schedule.active(t)
+        chunks = list(schedule.active_chunks(t, 50))
+        assert [h.numel() for h, _ in chunks[:-1]] == [50] * (len(chunks) - 1)
+        assert 0 < chunks[-1][0].numel() <= 50
+        assert torch.equal(torch.cat([h for h, _ in chunks]), heads)
+        assert torch.equal(torch.cat([t_ for _, t_ in chunks]), tails)
+
+
 def test_hashed_negatives_are_uniform_and_keyed():
     n, A, m = 1000, 20_000, 5
     key = torch.tensor(negative_key(7, 3))

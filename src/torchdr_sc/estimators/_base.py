@@ -104,10 +104,12 @@ class Embedder(BaseEstimator):
         Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis,
         InfoTSNE) with :func:`torch.compile`: ``'auto'`` (default) compiles on CPU when an
         epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults) and
-        runs eagerly otherwise, or if the compiler is unavailable; ``True`` always compiles
-        (and raises if it cannot); ``False`` never does. The first compilation takes
-        seconds and is cached on disk by PyTorch. TSNE compiles its attraction over P's
-        edges by the same rule; SNE and TSNEkhorn ignore it.
+        runs eagerly otherwise, or if the compiler is unavailable; on CUDA ``'auto'`` runs
+        the whole epoch as one hand-written Triton kernel when Triton is installed (no
+        per-process compilation of seconds), eagerly otherwise; ``True`` always compiles
+        with :func:`torch.compile` (and raises if it cannot); ``False`` never does. The
+        first compilation takes seconds and is cached on disk by PyTorch. TSNE compiles its
+        attraction over P's edges by the same rule; SNE and TSNEkhorn ignore it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar

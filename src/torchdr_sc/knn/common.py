@@ -248,11 +248,23 @@ def exact_distances(
     return out.clamp_min_(0)
 
 
+#: Rows per block of the row-wise steps of :meth:`SearchTask.finish` (self removal, sort):
+#: their temporaries stay a few MiB instead of several times the graph (at 1M x 91 the
+#: whole-array forms held ~3 GB of int64 temporaries at once).
+FINISH_ROWS = 1 << 16
+
+
 def finalize(Q: torch.Tensor, X: torch.Tensor, indices: torch.Tensor, metric: str) -> KNNGraph:
-    """Exact distances of the candidate ``indices``, rows sorted by increasing distance."""
+    """Exact distances of the candidate ``indices``, rows sorted by increasing distance.
+
+    ``indices`` (a temporary of the search) is reordered in place, in blocks of rows.
+    """
     dist = exact_distances(Q, X, indices, metric)
-    dist, order = torch.sort(dist, dim=1, stable=True)
-    return KNNGraph(torch.gather(indices, 1, order), dist, metric)
+    for s in range(0, indices.shape[0], FINISH_ROWS):
+        block, order = torch.sort(dist[s : s + FINISH_ROWS], dim=1, stable=True)
+        dist[s : s + FINISH_ROWS] = block
+        indices[s : s + FINISH_ROWS] = torch.gather(indices[s : s + FINISH_ROWS], 1, order)
+    return KNNGraph(indices, dist, metric)
 
 
 def drop_self(
@@ -286,6 +298,8 @@ def drop_self(
     if query_ids is None:
         m = indices.shape[-2]
         query_ids = torch.arange(start, start + m, device=indices.device)
+    if indices.dim() == 2 and indices.shape[0] > FINISH_ROWS:  # in blocks of rows
+        return _drop_self_in_blocks(indices, query_ids, distances)
     is_self = indices == query_ids[..., None]
     matches = is_self.sum(-1)
     is_self[..., -1] |= matches == 0
@@ -296,3 +310,21 @@ def drop_self(
     if distances is None:
         return indices[keep].view(shape)
     return indices[keep].view(shape), distances[keep].view(shape)
+
+
+def _drop_self_in_blocks(
+    indices: torch.Tensor, query_ids: torch.Tensor, distances: torch.Tensor | None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`drop_self` of a 2-D array, :data:`FINISH_ROWS` rows at a time."""
+    m, width = indices.shape
+    out = torch.empty((m, width - 1), dtype=indices.dtype, device=indices.device)
+    out_d = None if distances is None else distances.new_empty((m, width - 1))
+    for s in range(0, m, FINISH_ROWS):
+        e = s + FINISH_ROWS
+        if out_d is None:
+            out[s:e] = drop_self(indices[s:e], query_ids=query_ids[s:e])
+        else:
+            out[s:e], out_d[s:e] = drop_self(
+                indices[s:e], query_ids=query_ids[s:e], distances=distances[s:e]
+            )
+    return out if out_d is None else (out, out_d)

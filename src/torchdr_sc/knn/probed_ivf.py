@@ -116,6 +116,7 @@ class _Scan:
         self.kept.fill_(float("inf"))
         width = self.kept.shape[1]
         bound = self.best[:, -1].clone()
+        touched = torch.zeros(self.best.shape[0], dtype=torch.bool, device=bound.device)
         for c, q in self._tiles(rank):
             a, b = int(self.start[c]), int(self.start[c] + self.counts[c])
             if a == b:
@@ -125,6 +126,7 @@ class _Scan:
             if row.numel() == 0:
                 continue
             per_row = torch.bincount(row, minlength=q.shape[0])
+            touched[q[per_row > 0]] = True
             first = per_row.cumsum(0) - per_row
             slot = torch.arange(row.shape[0], device=row.device) - first[row]
             fits = per_row[row] <= width
@@ -135,15 +137,16 @@ class _Scan:
                 row, col, slot = row[fits], col[fits], slot[fits]
             self.kept[q[row], slot] = cost[row, col]
             self.kept_pos[q[row], slot] = col + a
-        self._merge()
+        self._merge(touched.nonzero().view(-1))
 
-    def _merge(self) -> None:
-        for s in range(0, self.best.shape[0], MERGE_ROWS):
-            e = s + MERGE_ROWS
-            cost = torch.cat([self.best[s:e], self.kept[s:e]], 1)
-            pos = torch.cat([self.best_pos[s:e], self.kept_pos[s:e]], 1)
+    def _merge(self, rows: torch.Tensor) -> None:
+        """Merge the kept entries of ``rows`` (those that got any) into their best ``k``."""
+        for s in range(0, rows.shape[0], MERGE_ROWS):
+            r = rows[s : s + MERGE_ROWS]
+            cost = torch.cat([self.best[r], self.kept[r]], 1)
+            pos = torch.cat([self.best_pos[r], self.kept_pos[r]], 1)
             d, j = cost.topk(self.k, 1, largest=False, sorted=True)
-            self.best[s:e], self.best_pos[s:e] = d, pos.gather(1, j)
+            self.best[r], self.best_pos[r] = d, pos.gather(1, j)
 
     def complete_short_rows(self) -> None:
         """Rows whose visited cells held fewer than ``k`` points: searched exactly."""

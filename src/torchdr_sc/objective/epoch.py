@@ -47,7 +47,8 @@ logger = get_logger(__name__)
 #: (active edges x (1 + negatives); ~8M at 200k points with umap's defaults): below it the
 #: saving does not repay a cold compilation (~10 s on 2 cores).
 COMPILE_MIN_WORK = 2**22
-#: On CPU the active edges of an epoch are evaluated in blocks of this many: the compiled
+#: On CPU the active edges of an epoch are found and evaluated in chunks of this many
+#: (:meth:`~torchdr_sc.objective.sampled.EdgeSchedule.active_chunks`): the compiled
 #: kernel's buffers (the hashed negatives among them) then stay below glibc's mmap threshold
 #: and are reused, where edge-sized ones were faulted in afresh every epoch. Measured at 1M
 #: cells (7.1M active edges, 2 CPU cores): ~105,000 page faults and 360 ms per epoch in one
@@ -236,21 +237,21 @@ class SampledEpoch:
             return None
 
     def _blockwise_gradient(self, z: torch.Tensor, epoch: int, exaggeration: float) -> torch.Tensor:
-        """The epoch's gradient from the active edges, in blocks of
-        :data:`CPU_CHUNK_EDGES` on CPU (one block on other devices)."""
-        heads, tails = self.schedule.active(epoch)
+        """The epoch's gradient from its active edges, in chunks of
+        :data:`CPU_CHUNK_EDGES` on CPU (all at once on other devices)."""
         # strided views of the (n, d) embedding, not contiguous copies per coordinate: a
         # point's coordinates share a cache line, so each random gather of a negative misses
         # once instead of d times (83 -> 71 ms per compiled epoch, 200k points, 2 CPU cores)
         coords = list(z.unbind(1))
         consts = self._consts(z, exaggeration)
         grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
-        n_active = heads.shape[0]
-        step = CPU_CHUNK_EDGES if z.device.type == "cpu" else max(1, n_active)
-        for chunk, start in enumerate(range(0, n_active, step)):
-            h, t = heads[start : start + step], tails[start : start + step]
-            g_att, g_head = self._pair_terms(coords, h, t, consts, epoch, chunk)
-            add_pair_terms(grad, h, t, g_att, g_head)
+        if z.device.type == "cpu":
+            chunks = self.schedule.active_chunks(epoch, CPU_CHUNK_EDGES)
+        else:
+            chunks = iter([self.schedule.active(epoch)])
+        for chunk, (heads, tails) in enumerate(chunks):
+            g_att, g_head = self._pair_terms(coords, heads, tails, consts, epoch, chunk)
+            add_pair_terms(grad, heads, tails, g_att, g_head)
         return grad.T
 
     def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:
