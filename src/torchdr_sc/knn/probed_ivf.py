@@ -171,26 +171,9 @@ def probed_ivf_select(
 ) -> torch.Tensor:
     """Candidate neighbour indices ``(m, k)`` of the rows of ``Qs`` among the rows of ``Xs``.
 
-    Parameters
-    ----------
-    Xs, Qs
-        Search coordinates (centred, or normalised for cosine) of the data and the queries.
-    k
-        Neighbours per query.
-    largest
-        Rank by largest inner product (cosine) instead of smallest squared distance.
-    self_search
-        ``Qs`` is ``Xs``: a row never returns itself.
-    nlist, nprobe
-        Cells, and cells visited per query (defaults
-        :func:`~torchdr_sc.knn.torch_ivf.default_nlist` and :func:`default_nprobe`).
-    generator
-        Seeds the k-means subsample and initial centroids.
-
-    Returns
-    -------
-    torch.Tensor
-        int64 indices into ``Xs``, each row sorted by increasing distance.
+    The contract of :func:`~torchdr_sc.knn.torch_ivf.ivf_select` (same parameters), with
+    ``nprobe`` the cells visited per query (default :func:`default_nprobe`); rows come out
+    sorted by increasing distance.
     """
     n = Xs.shape[0]
     nlist = default_nlist(n) if nlist is None else max(1, min(nlist, n))
