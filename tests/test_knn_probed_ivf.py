@@ -6,14 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from test_knn import _gmm  # the clustered test data of the other IVF tests
+from test_knn_torch_ivf import _recall
 
 from torchdr_sc.knn import knn
 from torchdr_sc.knn.probed_ivf import default_nprobe, probed_ivf_select
 from torchdr_sc.knn.torch_ivf import default_nlist, ivf_select
-
-
-def _recall(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    return (approx[:, :, None] == exact[:, None, :]).any(-1).float().mean().item()
 
 
 def test_recall_above_faiss_level_and_graph_invariants():
