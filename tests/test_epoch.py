@@ -31,7 +31,11 @@ def _random_affinity(n=60, k=6, seed=0):
 
 def test_schedule_fires_each_edge_rate_times_per_epoch():
     P = _random_affinity()
+    # int32 ids: the schedule holds P's own, so its masks follow P's edges (copies are sorted
+    # by rate in blocks: tests/test_edge_schedule_sorted.py counts those per edge)
+    P = SparseAffinity(P.rows.int(), P.cols.int(), P.weights, P.n)
     schedule = EdgeSchedule(P)
+    assert schedule.sort_block is None
     n_epochs = 200
     counts = torch.zeros(P.rows.numel(), dtype=torch.int64)
     for t in range(n_epochs):

@@ -7,5 +7,7 @@
 - :mod:`~torchdr_sc.objective.pairs`: the per-pair arithmetic shared by the eager and the
   compiled epoch, with the hashed negative draws.
 - :mod:`~torchdr_sc.objective.epoch`: one negative-sampling epoch as a gradient function
-  for the loop (eager or fused with ``torch.compile``).
+  for the loop (eager, compiled into one loop, or one Triton kernel on CUDA);
+  :mod:`~torchdr_sc.objective.aot_epoch` keeps the compiled CPU loop on disk, and
+  :mod:`~torchdr_sc.objective.schedule_sorted` finds an epoch's edges without a mask.
 """

@@ -8,14 +8,22 @@ chooses how to run it (:func:`resolve_epoch_path`):
   hashed negatives, clipped terms, scatter) is one hand-written kernel launch
   (:mod:`~torchdr_sc.objective.triton_epoch`); a failure of the Triton compiler is logged
   once and the epoch runs eagerly instead;
-- ``'compiled'``: :func:`torch.compile` (TorchInductor fuses the gathers, the hashed
-  negatives, the kernel and the sum over negatives into one loop), then a scatter;
+- ``'compiled'``: one fused loop over the active edges (gathers, hashed negatives,
+  kernel, sum over negatives) compiled by TorchInductor, then a scatter. With
+  ``compile='auto'`` on CPU the loop is the package compiled ahead of time and cached on
+  disk (:mod:`~torchdr_sc.objective.aot_epoch`: loaded in milliseconds, where
+  :func:`torch.compile` re-traces it for ~3.6 s in every process); with ``compile=True``,
+  or when the package cannot be built, :func:`torch.compile`;
 - ``'eager'``: a few dozen PyTorch kernels over ``active edges x negatives`` temporaries.
 
-Measured on 2 CPU cores (synthetic 200k x 50, 4.66M edges, 1.4M active per epoch, 5
-negatives, UMAP kernel): the pair terms take ~100 ms per epoch eagerly and ~60 ms compiled
-(~35 ms for the Cauchy kernel, which has no power); the first compilation takes ~10 s and
-is cached on disk by PyTorch (~4 s in later processes). On an H100 at 1M cells the eager
+Measured on 2 CPU cores (synthetic 200k x 50, 4.67M edges, 1.4M active per epoch, 5
+negatives, UMAP kernel): the pair terms take ~100 ms per epoch eagerly and ~13 ms compiled
+into one loop (~25 ms when TorchInductor split it into three loops over ``edges x
+negatives`` buffers, before :func:`~torchdr_sc.objective.pairs.epoch_pair_terms` drew its
+negatives row by row); the whole optimisation of a 200k fit went from 12.2 s to ~4.6 s
+with the rate-sorted schedule and the ahead-of-time package. The first
+:func:`torch.compile` takes ~10 s and ~3.6 s in every later process; the ahead-of-time
+package takes ~20 s once per machine and milliseconds to load. On an H100 at 1M cells the eager
 epoch takes 4.8 ms and the compiled one 2.55 ms after 11.4 s of compilation per process,
 which is why CUDA defaults to the Triton kernel: on an H200 at 1M cells 0.65 ms per epoch
 against 4.1 ms eager and 2.0 ms compiled, and 0.57 s for its first call in a process
@@ -59,10 +67,19 @@ CPU_CHUNK_EDGES = 2**20
 _COMPILED: dict[str, Callable[..., Any]] = {}
 
 
+#: TorchInductor options of the compiled epoch: always a parallel loop, with the thread count
+#: read at run time. Without them the loop is parallel only if the call that compiled it
+#: had enough edges, and that code is cached on disk for every later process: one small
+#: fit with ``compile=True`` left every later large fit's epoch on one thread.
+COMPILE_OPTIONS = {"cpp.dynamic_threads": True}
+
+
 def compiled_pair_terms() -> Callable[..., Any]:
     """The process-wide compiled :func:`epoch_pair_terms` (shape-generic: compiled once)."""
     if "pair_terms" not in _COMPILED:
-        _COMPILED["pair_terms"] = torch.compile(epoch_pair_terms, dynamic=True)
+        _COMPILED["pair_terms"] = torch.compile(
+            epoch_pair_terms, dynamic=True, options=dict(COMPILE_OPTIONS)
+        )
     return _COMPILED["pair_terms"]
 
 
@@ -162,6 +179,10 @@ class SampledEpoch:
         path = resolve_epoch_path(compile, self.device, self.work)
         self.compiled, self.fused = path == "compiled", path == "triton"
         self._must_compile = compile is True
+        # 'auto' on CPU: the kernel compiled ahead of time, loaded from disk (torch.compile
+        # re-traces the epoch in every process); compile=True keeps torch.compile
+        self._try_ahead_of_time = compile == "auto" and self.compiled
+        self._aot_kernel: Callable[..., Any] | None = None
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def _consts(self, z: torch.Tensor, exaggeration: float) -> torch.Tensor:
@@ -169,23 +190,54 @@ class SampledEpoch:
         values = [k.a, k.b, k.repulsion, k.clip, exaggeration]
         return torch.tensor(values, dtype=z.dtype, device=z.device)
 
-    def _compiled_terms(self, coords, heads, tails, consts, epoch, chunk):
+    def _compiled_terms(self, z, heads, tails, consts, epoch, chunk):
         key = hash_key(self.seed, epoch, heads.device, chunk)
+        kernel = self._ahead_of_time_kernel(z, heads)
+        if kernel is not None:
+            return kernel(z, heads, tails, key, consts)
         options = {
             "kind": self.kind,
             "n_negatives": self.n_negatives,
             "discard_tails": self.discard_tails,
         }
-        return compiled_pair_terms()(coords, heads, tails, key, consts, **options)
+        return compiled_pair_terms()(list(z.unbind(1)), heads, tails, key, consts, **options)
 
-    def _eager_terms(self, coords, heads, tails, consts, epoch, chunk):
+    def _ahead_of_time_kernel(self, z: torch.Tensor, heads: torch.Tensor):
+        """The epoch kernel compiled ahead of time (:mod:`~torchdr_sc.objective.aot_epoch`)
+        with ``compile='auto'`` where it applies; ``None`` otherwise, or once it failed to
+        build or load (logged once; :func:`torch.compile` then runs the epoch)."""
+        if not self._try_ahead_of_time:
+            return None
+        from . import aot_epoch
+
+        if self._aot_kernel is None:
+            if not (aot_epoch.available() and aot_epoch.supported(z, heads)):
+                self._try_ahead_of_time = False
+                return None
+            try:
+                self._aot_kernel = aot_epoch.epoch_kernel(
+                    self.kind, self.n_negatives, self.discard_tails, z.shape[1]
+                )
+            except Exception as err:  # building or loading failed: torch.compile instead
+                first_line = str(err).splitlines()[0] if str(err) else ""
+                logger.warning(
+                    "the ahead-of-time epoch kernel failed (%s: %s); compiling the epoch "
+                    "with torch.compile instead.",
+                    type(err).__name__,
+                    first_line,
+                )
+                self._try_ahead_of_time = False
+                return None
+        return self._aot_kernel if aot_epoch.supported(z, heads) else None
+
+    def _eager_terms(self, z, heads, tails, consts, epoch, chunk):
         negatives = draw_negatives(
             self.n, heads.shape[0], self.n_negatives, self._generator, heads.device
         )
         if self.discard_tails:
             same = negatives == tails
             negatives = torch.where(same, (negatives + 1) % self.n, negatives)
-        return pair_terms(coords, heads, tails, negatives, consts, self.kind)
+        return pair_terms(list(z.unbind(1)), heads, tails, negatives, consts, self.kind)
 
     def _pair_terms(self, *args: Any):
         if not self.compiled:
@@ -239,10 +291,10 @@ class SampledEpoch:
     def _blockwise_gradient(self, z: torch.Tensor, epoch: int, exaggeration: float) -> torch.Tensor:
         """The epoch's gradient from its active edges, in chunks of
         :data:`CPU_CHUNK_EDGES` on CPU (all at once on other devices)."""
-        # strided views of the (n, d) embedding, not contiguous copies per coordinate: a
-        # point's coordinates share a cache line, so each random gather of a negative misses
-        # once instead of d times (83 -> 71 ms per compiled epoch, 200k points, 2 CPU cores)
-        coords = list(z.unbind(1))
+        # the paths read strided views of the (n, d) embedding, not contiguous copies per
+        # coordinate: a point's coordinates share a cache line, so each random gather of a
+        # negative misses once instead of d times (83 -> 71 ms per compiled epoch, 200k
+        # points, 2 CPU cores)
         consts = self._consts(z, exaggeration)
         grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
         if z.device.type == "cpu":
@@ -250,7 +302,7 @@ class SampledEpoch:
         else:
             chunks = iter([self.schedule.active(epoch)])
         for chunk, (heads, tails) in enumerate(chunks):
-            g_att, g_head = self._pair_terms(coords, heads, tails, consts, epoch, chunk)
+            g_att, g_head = self._pair_terms(z, heads, tails, consts, epoch, chunk)
             add_pair_terms(grad, heads, tails, g_att, g_head)
         return grad.T
 

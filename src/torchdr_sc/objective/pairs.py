@@ -89,7 +89,8 @@ def hashed_negatives(key: torch.Tensor, n_active: int, m: int, n: int) -> torch.
     """``(m, n_active)`` uniform indices in ``[0, n)``, a pure function of ``key``.
 
     Draw ``j`` of edge ``e`` is the top 32 bits of ``mix64(key + (j * n_active + e) * golden)``
-    mapped to ``[0, n)`` by a multiply-shift (no division; bias below ``n / 2**32``).
+    mapped to ``[0, n)`` by a multiply-shift (no division; bias below ``n / 2**32``). Row
+    ``j`` is :func:`hashed_draw` ``j``.
 
     Parameters
     ----------
@@ -101,11 +102,26 @@ def hashed_negatives(key: torch.Tensor, n_active: int, m: int, n: int) -> torch.
     n
         Number of points (at most ``2**31 - 1``).
     """
+    counter = torch.arange(m * n_active, device=key.device, dtype=torch.int64)
+    return _draw(key, counter.view(m, n_active), n)
+
+
+def hashed_draw(key: torch.Tensor, n_active: int, j: int, n: int) -> torch.Tensor:
+    """Row ``j`` of :func:`hashed_negatives`: the ``j``-th negative of every edge, ``(n_active,)``.
+
+    The compiled epoch draws its negatives one row at a time, so that all its tensors are
+    edge-shaped and TorchInductor fuses the whole epoch into one loop over edges.
+    """
+    counter = torch.arange(n_active, device=key.device, dtype=torch.int64)
+    return _draw(key, counter + j * n_active, n)
+
+
+def _draw(key: torch.Tensor, counter: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices in ``[0, n)`` hashed from the int64 ``counter`` (see :func:`hashed_negatives`)."""
     step: torch.Tensor | int = _signed(_GOLDEN)
     if key.ndim == 1:
         key, step = key[0], key[1]
-    counter = torch.arange(m * n_active, device=key.device, dtype=torch.int64)
-    bits = _mix64(counter.view(m, n_active) * step + key)
+    bits = _mix64(counter * step + key)
     return (_shift_right(bits, 32) * n) >> 32
 
 
@@ -156,7 +172,7 @@ def pair_terms(
     coords: list[torch.Tensor],
     heads: torch.Tensor,
     tails: torch.Tensor,
-    negatives: torch.Tensor,
+    negatives: torch.Tensor | list[torch.Tensor],
     consts: torch.Tensor,
     kind: str,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -170,7 +186,9 @@ def pair_terms(
     heads, tails
         ``(A,)`` active edges.
     negatives
-        ``(m, A)`` negatives of every head.
+        ``(m, A)`` negatives of every head (few large kernels: the eager form), or a list
+        of ``m`` such ``(A,)`` rows (every tensor edge-shaped: the form that compiles into a
+        single loop over edges). Both give the same terms up to the order of float sums.
     consts
         1-D float tensor ``[a, b, repulsion, clip, exaggeration]`` (a tensor, so that new
         values never trigger a recompilation).
@@ -186,37 +204,56 @@ def pair_terms(
         ``-g_att``) and the head's total gradient, attraction plus the sum of its negatives'
         repulsion.
     """
-    a, b, repulsion, clip, exaggeration = consts.unbind()
-    m, n_active = negatives.shape
-    flat_negatives = negatives.reshape(-1)
+    groups = [negatives] if isinstance(negatives, torch.Tensor) else list(negatives)
+    clip = consts[3]
     z_head = [c.index_select(0, heads) for c in coords]
     diff = [zh - c.index_select(0, tails) for zh, c in zip(z_head, coords, strict=True)]
-    ndiff = [  # (m, A) each
-        zh - c.index_select(0, flat_negatives).view(m, n_active)
-        for zh, c in zip(z_head, coords, strict=True)
+    ndiff = [  # per group: d tensors shaped like the group's negatives
+        [
+            zh - c.index_select(0, g.reshape(-1)).view(g.shape)
+            for zh, c in zip(z_head, coords, strict=True)
+        ]
+        for g in groups
     ]
     d2 = sum(dc.square() for dc in diff)
-    nd2 = sum(nc.square() for nc in ndiff)
+    nd2 = [sum(nc.square() for nc in group) for group in ndiff]
+    att, reps = _coefficients(d2, nd2, consts, kind)
+    g_att = [(dc * att).clamp(-clip, clip) for dc in diff]
+    g_head = list(g_att)
+    for group, rep in zip(ndiff, reps, strict=True):
+        g_head = [
+            gh + _over_negatives((nc * rep).clamp(-clip, clip))
+            for gh, nc in zip(g_head, group, strict=True)
+        ]
+    return g_att, g_head
+
+
+def _over_negatives(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the negatives of a ``(m, A)`` group; an ``(A,)`` row is one negative."""
+    return x.sum(0) if x.ndim == 2 else x
+
+
+def _coefficients(
+    d2: torch.Tensor, nd2: list[torch.Tensor], consts: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Factors of ``z_i - z_j`` (attraction, ``(A,)``) and of ``z_i - z_k`` (repulsion, one
+    per group of negatives) in the gradient of :func:`pair_terms`' loss."""
+    a, b, repulsion, _, exaggeration = consts.unbind()
     if kind == "infonce":
         # d/dz_i of -exaggeration * log q_ij + log(q_ij + sum_k q_ik)
         q_pos = (1.0 + d2).reciprocal()
-        q_neg = (1.0 + nd2).reciprocal()
-        total = q_neg.sum(0) + q_pos
+        q_neg = [(1.0 + x).reciprocal() for x in nd2]
+        total = q_pos + sum(_over_negatives(q) for q in q_neg)
         att = 2.0 * q_pos * (exaggeration - q_pos / total)
-        rep = q_neg.square() * (-2.0 / total)
-    elif kind == "cauchy":
+        return att, [q.square() * (-2.0 / total) for q in q_neg]
+    if kind == "cauchy":
         att = (2.0 * exaggeration) / (1.0 + d2)
-        rep = (-2.0 * repulsion) / ((nd2 + REPULSION_EPS) * (1.0 + nd2))
-    else:
-        d2b = _pow_b(d2, b)
-        att = (2.0 * exaggeration * a * b) * d2b / (d2.clamp_min(1e-12) * (1.0 + a * d2b))
-        att = torch.where(d2 > 0, att, torch.zeros_like(att))
-        rep = (-2.0 * repulsion * b) / ((nd2 + REPULSION_EPS) * (1.0 + a * _pow_b(nd2, b)))
-    g_att = [(dc * att).clamp(-clip, clip) for dc in diff]
-    g_head = [
-        ga + (nc * rep).clamp(-clip, clip).sum(0) for ga, nc in zip(g_att, ndiff, strict=True)
-    ]
-    return g_att, g_head
+        return att, [(-2.0 * repulsion) / ((x + REPULSION_EPS) * (1.0 + x)) for x in nd2]
+    d2b = _pow_b(d2, b)
+    att = (2.0 * exaggeration * a * b) * d2b / (d2.clamp_min(1e-12) * (1.0 + a * d2b))
+    att = torch.where(d2 > 0, att, torch.zeros_like(att))
+    reps = [(-2.0 * repulsion * b) / ((x + REPULSION_EPS) * (1.0 + a * _pow_b(x, b))) for x in nd2]
+    return att, reps
 
 
 def epoch_pair_terms(
@@ -232,6 +269,12 @@ def epoch_pair_terms(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """:func:`pair_terms` with this epoch's hashed negatives (the function that is compiled).
 
+    The negatives are drawn row by row (:func:`hashed_draw`) and passed as a list: every
+    tensor is then edge-shaped and TorchInductor emits one loop over edges with the
+    negatives unrolled in it. Drawn as one ``(m, A)`` tensor, it split the epoch into three
+    loops over ``m x A`` buffers (recomputing the hashes) and parallelised one of them over
+    the ``m`` rows: 23.4 against 14.2 ms per 2^20 edges at 1M points on 2 CPU cores.
+
     Parameters
     ----------
     coords, heads, tails, consts, kind
@@ -243,8 +286,8 @@ def epoch_pair_terms(
     discard_tails
         Replace a negative equal to the edge's tail by the next index.
     """
-    n = coords[0].shape[0]
-    negatives = hashed_negatives(key, heads.shape[0], n_negatives, n)
+    n, n_active = coords[0].shape[0], heads.shape[0]
+    negatives = [hashed_draw(key, n_active, j, n) for j in range(n_negatives)]
     if discard_tails:
-        negatives = torch.where(negatives == tails, (negatives + 1) % n, negatives)
+        negatives = [torch.where(g == tails, (g + 1) % n, g) for g in negatives]
     return pair_terms(coords, heads, tails, negatives, consts, kind)

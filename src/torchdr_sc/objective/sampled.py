@@ -34,7 +34,9 @@ from dataclasses import dataclass
 import torch
 
 from ..affinity import SparseAffinity
+from . import schedule_sorted
 from .pairs import _mix64, _shift_right, pair_terms
+from .schedule_sorted import active_ranges, range_chunks, rate_windows, sort_blocks_by_rate
 
 #: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
 #: an epoch is then ~40 small kernels whose thread fork/join costs more than it saves
@@ -107,6 +109,14 @@ class EdgeSchedule:
     equal weights get phase offsets (:func:`lockstep_phases`) so as not to fire together;
     on data without them the schedule is exactly this rule.
 
+    On CPU, without phases, and when the schedule holds its own copies of the edges (not
+    ``P``'s own tensors, such as its int32 ids: ``P`` is never modified), the edges of
+    every block of :data:`~torchdr_sc.objective.schedule_sorted.SORT_BLOCK_EDGES` are
+    sorted by rate at construction: an epoch's active edges are then a few ranges of every
+    block, found by binary search (:mod:`~torchdr_sc.objective.schedule_sorted`).
+    ``heads``, ``tails`` and ``fixed_rate`` are then in that order (consistently), and
+    ``sort_block`` is the block size (``None`` when unsorted).
+
     Parameters
     ----------
     P
@@ -140,9 +150,25 @@ class EdgeSchedule:
             for s in range(0, self.fixed_rate.shape[0], RATE_BLOCK)
         )
         self.mean_active = total / 2**RATE_BITS
+        self.sort_block: int | None = None
+        if self.phase is None and self.fixed_rate.device.type == "cpu" and _owns(self, P):
+            self.sort_block = schedule_sorted.SORT_BLOCK_EDGES
+            sort_blocks_by_rate(self.fixed_rate, self.heads, self.tails, self.sort_block)
+
+    def _sorted_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch``'s active edges are found as ranges of the rate-sorted blocks."""
+        windows = epoch % (1 << RATE_BITS) + 1
+        return self.sort_block is not None and windows <= schedule_sorted.SORT_MAX_WINDOWS
+
+    def _sorted_chunks(self, epoch: int, chunk_edges: int) -> Iterator[torch.Tensor]:
+        """Positions of the edges active at ``epoch`` in the rate-sorted blocks, in chunks."""
+        lower, upper = rate_windows(epoch, 1 << RATE_BITS)
+        starts, lengths = active_ranges(self.fixed_rate, self.sort_block, lower, upper)
+        return range_chunks(starts, lengths, chunk_edges)
 
     def active_mask(self, epoch: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Boolean mask of the edges ``start:stop`` (default: all) active at ``epoch``."""
+        """Boolean mask of the edges ``start:stop`` (default: all, in the order of
+        ``heads`` / ``tails`` / ``fixed_rate``) active at ``epoch``."""
         R = self.fixed_rate[start:stop]
         one = 1 << RATE_BITS
         phase = ((epoch % one) * R).bitwise_and_(one - 1)
@@ -157,8 +183,15 @@ class EdgeSchedule:
 
         The same edges in the same order as :meth:`active` cut into consecutive chunks (the
         last one shorter), found block by block: the active edges of an epoch are never all
-        held at once (~40M at 1M cells with 90 neighbours).
+        held at once (~40M at 1M cells with 90 neighbours). In rate-sorted blocks
+        (``sort_block``) they come block by block, then by rate, and only the ranges of the
+        epoch's active edges (small) and one chunk's positions are built; otherwise in the
+        order of the edges, from a mask of every block of :data:`MASK_BLOCK` edges.
         """
+        if self._sorted_epoch(epoch):
+            for on in self._sorted_chunks(epoch, chunk_edges):
+                yield self.heads.index_select(0, on), self.tails.index_select(0, on)
+            return
         heads, tails, held = [], [], 0
         for s in range(0, self.fixed_rate.shape[0], MASK_BLOCK):
             on = self.active_mask(epoch, s, s + MASK_BLOCK).nonzero().view(-1)
@@ -176,8 +209,16 @@ class EdgeSchedule:
         """Heads and tails of the edges active at ``epoch``.
 
         The mask is computed, and the active ids gathered, in blocks of :data:`MASK_BLOCK`
-        edges: no edge-sized temporaries, and no int64 positions of all active edges.
+        edges: no edge-sized temporaries, and no int64 positions of all active edges. In
+        rate-sorted blocks (``sort_block``), the chunks of :meth:`active_chunks` put together.
         """
+        if self._sorted_epoch(epoch):
+            chunks = list(self.active_chunks(epoch, MASK_BLOCK))
+            if len(chunks) == 1:
+                return chunks[0]
+            if not chunks:
+                return self.heads[:0], self.tails[:0]
+            return torch.cat([h for h, _ in chunks]), torch.cat([t for _, t in chunks])
         n_edges = self.fixed_rate.shape[0]
         if n_edges <= MASK_BLOCK:
             on = self.active_mask(epoch).nonzero().view(-1)
@@ -188,6 +229,13 @@ class EdgeSchedule:
             heads.append(self.heads[s : s + MASK_BLOCK][on])
             tails.append(self.tails[s : s + MASK_BLOCK][on])
         return torch.cat(heads), torch.cat(tails)
+
+
+def _owns(schedule: EdgeSchedule, P: SparseAffinity) -> bool:
+    """Whether ``schedule``'s heads and tails are its own, not views of ``P``'s tensors."""
+    theirs = {t.untyped_storage().data_ptr() for t in (P.rows, P.cols, P.weights)}
+    ours = [t.untyped_storage().data_ptr() for t in (schedule.heads, schedule.tails)]
+    return schedule.fixed_rate.numel() > 0 and not theirs.intersection(ours)
 
 
 def lockstep_phases(
