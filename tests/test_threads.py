@@ -180,3 +180,59 @@ def test_real_readers_are_sane():
     assert busy is None or busy >= 0
     assert _threads._own_running() >= 1
     assert _threads.usable_cores() >= 1
+
+
+def test_recheck_follows_a_competitor_that_comes_and_goes(two_cores, caplog):
+    two_cores(0)
+    with _threads.free_core_threads():
+        assert torch.get_num_threads() == 2
+        two_cores(1)  # a competitor starts during the fit
+        assert _threads.recheck_threads(min_interval=3600) is None  # too soon: not measured
+        assert torch.get_num_threads() == 2
+        with caplog.at_level(logging.INFO, logger="torchdr_sc"):
+            assert _threads.recheck_threads(min_interval=0) == 1
+        assert torch.get_num_threads() == 1
+        assert "2 -> 1 torch threads" in caplog.text
+        two_cores(0)  # it ends: back to the block's starting setting, never above
+        assert _threads.recheck_threads(min_interval=0) == 2
+        torch.set_num_threads(2)
+    assert torch.get_num_threads() == 2
+
+
+def test_recheck_keeps_explicit_and_pinned_counts(two_cores):
+    two_cores(1)
+    assert _threads.recheck_threads(min_interval=0) is None  # outside any policy block
+    with cpu_threads(2):  # explicit n_jobs
+        assert _threads.recheck_threads(min_interval=0) is None
+        assert torch.get_num_threads() == 2
+    two_cores(0)
+    with _threads.free_core_threads():
+        with _threads.pinned_threads(1):  # e.g. a small epoch on one thread
+            assert _threads.recheck_threads(min_interval=0) is None
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+
+
+def test_recheck_during_a_fit_lowers_the_threads(two_cores, monkeypatch):
+    """A competitor that starts after the kNN search: the optimisation runs on 1 thread."""
+    import numpy as np
+
+    import torchdr_sc as tdr
+    from torchdr_sc import optimize
+    from torchdr_sc.estimators import contrastive
+
+    monkeypatch.setattr(contrastive, "SINGLE_THREAD_WORK", 0)  # not pinned to one thread
+    two_cores(0)
+    seen = []
+    real_recheck = optimize.recheck_threads
+
+    def spy():
+        two_cores(1)
+        seen.append(real_recheck(min_interval=0))
+        return seen[-1]
+
+    monkeypatch.setattr(optimize, "recheck_threads", spy)
+    x = np.random.default_rng(0).normal(size=(200, 5)).astype("float32")
+    tdr.LargeVis(max_iter=5, random_state=0, compile=False).fit_transform(x)
+    assert seen == [1] * 5
+    assert torch.get_num_threads() == 2

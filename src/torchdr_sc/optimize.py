@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ._logging import get_logger
+from ._threads import recheck_threads
 
 logger = get_logger(__name__)
 
@@ -222,6 +223,7 @@ def optimize(
         if opt is not None and phase.momentum is not None and "momentum" in opt.param_groups[0]:
             opt.param_groups[0]["momentum"] = phase.momentum
         for _ in range(phase.n_iter):
+            recheck_threads()  # every few seconds: follow competitors that come or go
             grad = gradient(z, it_total, phase)
             if sync is not None:
                 grad = sync(grad)

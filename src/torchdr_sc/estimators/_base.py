@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator
 from .._device import as_float_tensor, resolve_device, to_output
 from .._logging import get_logger, verbosity
 from .._random import make_generator, resolve_seed
-from .._threads import thread_policy
+from .._threads import recheck_threads, thread_policy
 from .._validation import check_enough_samples, check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext, is_rank_zero, resolve_distributed
@@ -418,6 +418,7 @@ class Embedder(BaseEstimator):
             if affinity.n != n:
                 msg = f"`affinity` is for {affinity.n} samples but the data has {n} rows."
                 raise ValueError(msg)
+        recheck_threads(0.0)  # the cores free now, after the kNN search, for what follows
         t0 = time.perf_counter()
         seed = resolve_seed(self.random_state, shared=False)
         self.seed_ = seed

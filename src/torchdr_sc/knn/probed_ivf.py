@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from .._threads import recheck_threads
 from .common import drop_self
 from .torch_ivf import default_nlist, kmeans
 
@@ -185,6 +186,7 @@ def probed_ivf_select(
     scan = _Scan(Xs, Qs, data_cell, query_cells, nlist, kk, largest)
     scan.own_cells()
     for rank in range(1, nprobe):
+        recheck_threads()  # follow a competitor that starts during a long search
         scan.probe_rank(rank)
     scan.complete_short_rows()
     found = scan.members[scan.best_pos]

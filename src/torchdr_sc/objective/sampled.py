@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._threads import pinned_threads
 from ..affinity import SparseAffinity
 from . import schedule_sorted
 from .pairs import _mix64, _shift_right, pair_terms
@@ -44,18 +45,10 @@ from .schedule_sorted import active_ranges, range_chunks, rate_windows, sort_blo
 SINGLE_THREAD_WORK = 2**19
 
 
-@contextlib.contextmanager
-def single_cpu_thread(enabled: bool) -> Iterator[None]:
-    """Run the block with one torch intra-op thread, restoring the setting afterwards."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def single_cpu_thread(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """Run the block with one torch intra-op thread (kept by the thread policy's rechecks),
+    restoring the setting afterwards; a no-op when not ``enabled``."""
+    return pinned_threads(1) if enabled else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
