@@ -37,6 +37,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -83,18 +84,33 @@ def make_mixture(
 
 
 @contextmanager
-def competitor(enabled: bool) -> Iterator[None]:
-    """Run the block alongside one CPU-bound Python process (killed on exit)."""
+def competitor(enabled: bool, after: float = 0.0) -> Iterator[None]:
+    """Run the block alongside one CPU-bound Python process (killed on exit), started before
+    the block, or ``after`` seconds into it (a competitor that arrives mid-fit)."""
     if not enabled:
         yield
         return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.5)  # let it start and take a core
+    procs: list[subprocess.Popen] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+
+    timer = None
+    if after > 0:
+        timer = threading.Timer(after, start)
+        timer.start()
+    else:
+        start()
+        time.sleep(0.5)  # let it start and take a core
     try:
         yield
     finally:
-        proc.kill()
-        proc.wait()
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 @contextmanager
@@ -156,11 +172,12 @@ def fitter(tool: str, device: str, umap_jobs: int) -> Callable[[np.ndarray], np.
 
 
 def run_one(
-    tool: str, fit: Callable, x: np.ndarray, *, busy: bool
+    tool: str, fit: Callable, x: np.ndarray, *, busy: bool, after: float = 0.0
 ) -> tuple[float, np.ndarray, list]:
-    """Time one fit of ``tool`` (with a competitor if ``busy``); seconds, embedding, messages."""
+    """Time one fit of ``tool`` (with a competitor if ``busy``, from ``after`` seconds into the
+    fit); seconds, embedding, messages."""
     with policy_env(tool == "ours-policy-off"), policy_messages() as messages:
-        with competitor(busy):
+        with competitor(busy, after):
             t0 = time.perf_counter()
             z = fit(x)
             seconds = time.perf_counter() - t0
@@ -180,15 +197,18 @@ def accuracy(z: np.ndarray, labels: np.ndarray) -> float:
 
 
 def policy_summary(messages: list[str]) -> str:
-    """Torch threads the policy chose, from its log messages (``'-'`` if it did not run)."""
+    """Torch threads the policy chose, from its log messages (``'-'`` if it did not run): the
+    choice at the start of the fit, then every change by a later measurement (``-> 1``)."""
     if not messages:
         return "-"
-    last = messages[-1]
-    match = re.search(r"using (\d+) torch thread", last)
+    first, shown = messages[0], messages[0]
+    match = re.search(r"using (\d+) torch thread", first)
     if match:
-        return f"{match.group(1)} (contention)"
-    match = re.match(r"torch threads: (.*)", last)
-    return match.group(1) if match else last
+        shown = f"{match.group(1)} (contention)"
+    elif first.startswith("torch threads: "):
+        shown = first.removeprefix("torch threads: ")
+    changes = [re.search(r"-> (\d+) torch threads", m) for m in messages[1:]]
+    return " ".join([shown, *(f"-> {c.group(1)}" for c in changes if c)])
 
 
 def _loadavg() -> str | None:
@@ -206,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
     parser.add_argument("--device", default="auto", help="ours: 'auto' (default), 'cpu', 'cuda'")
     parser.add_argument("--umap-jobs", type=int, default=2, help="umap-learn n_jobs (default: 2)")
+    parser.add_argument(
+        "--competitor-after",
+        type=float,
+        default=None,
+        help="also time fits with the competitor started this many seconds into the fit",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args(argv)
     try:
@@ -239,11 +265,15 @@ def main(argv: list[str] | None = None) -> int:
             fits[tool](warm)
 
     rows, runs = [], []
+    conditions: list[bool | str] = [False, True]
+    if args.competitor_after:
+        conditions.append(f"after {args.competitor_after:g} s")
     for tool in args.tools:
-        for busy in (False, True):
+        for busy in conditions:
+            after = args.competitor_after if isinstance(busy, str) else 0.0
             cell = []
             for rep in range(args.repeats):
-                seconds, z, messages = run_one(tool, fits[tool], x, busy=busy)
+                seconds, z, messages = run_one(tool, fits[tool], x, busy=bool(busy), after=after)
                 acc = accuracy(z, labels)
                 cell.append((seconds, acc))
                 runs.append(
@@ -256,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                         "policy_log": messages,
                     }
                 )
-                print(f"  {tool:<16} competitor={'yes' if busy else 'no ':<4} {seconds:8.2f} s")
+                shown = busy if isinstance(busy, str) else ("yes" if busy else "no")
+                print(f"  {tool:<16} competitor={shown:<12} {seconds:8.2f} s")
             median = statistics.median(s for s, _ in cell)
             acc_of_median = min(cell, key=lambda c: abs(c[0] - median))[1]
             rows.append(
@@ -274,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| tool | competitor | fit (s, median) | 10-NN acc. | torch threads |")
     print("|---|---|---:|---:|---|")
     for row in rows:
-        busy = "yes" if row["competitor"] else "no"
+        busy = row["competitor"]
+        busy = busy if isinstance(busy, str) else ("yes" if busy else "no")
         print(
             f"| {row['tool']} | {busy} | {row['fit_s_median']:.2f} | "
             f"{row['knn_acc']:.4f} | {row['threads']} |"
@@ -290,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "device": args.device,
         "umap_jobs": args.umap_jobs,
+        "competitor_after_s": args.competitor_after,
         "torch_threads": torch.get_num_threads(),
         "machine": describe(),
         "rows": rows,
