@@ -224,3 +224,28 @@ def test_torch_compile_of_a_small_epoch_still_emits_a_parallel_loop(tmp_path):
     )
     assert 'extern "C"' in done.stderr  # the generated C++ was logged
     assert "#pragma omp parallel" in done.stderr
+
+
+@needs_aot
+def test_a_damaged_cached_package_is_rebuilt(kernel_dir, monkeypatch):
+    """A cached file that does not load (truncated copy, foreign build) is built again once,
+    not left to fail in every process."""
+    path = kernel_dir / f"epoch-{aot_epoch.kernel_key('umap', 5, True, 2)}.pt2"
+    good = path.read_bytes()
+    builds = []
+
+    def rebuild(target, *args):
+        builds.append(args)
+        target.write_bytes(good)  # what a real build writes (without its 20 s)
+
+    monkeypatch.setattr(aot_epoch, "build_package", rebuild)
+    monkeypatch.setattr(aot_epoch, "_LOADED", {})
+    path.write_bytes(good[: len(good) // 3])
+    try:
+        kernel = aot_epoch.epoch_kernel("umap", 5, True, 2)
+    finally:
+        path.write_bytes(good)
+    assert builds == [("umap", 5, True, 2)]
+    heads, tails = _edges(50, 30, seed=0)
+    g_att, _ = kernel(torch.randn(50, 2), heads, tails, hash_key(0, 0, "cpu"), torch.ones(5))
+    assert torch.isfinite(g_att[0]).all()

@@ -12,8 +12,10 @@ use (~20 s on 2 cores, once per machine, kernel variant and PyTorch version) int
 The loaded kernel reads the embedding as a contiguous ``(n, d)`` float32 tensor (a point's
 coordinates share a cache line, which the random gathers of negatives like) and int32 edge
 ids: :func:`supported` says when it applies; other inputs take :func:`torch.compile`.
-Anything that goes wrong while building or loading is raised to the caller, which falls
-back to :func:`torch.compile` (:class:`~torchdr_sc.objective.epoch.SampledEpoch`).
+A cached package that does not load (a damaged file, another build of PyTorch with the
+same version) is built again once; anything else that goes wrong while building or loading
+is raised to the caller, which falls back to :func:`torch.compile`
+(:class:`~torchdr_sc.objective.epoch.SampledEpoch`).
 
 The package is named after everything its code depends on (:func:`kernel_key`): PyTorch's
 version, the source of :mod:`~torchdr_sc.objective.pairs` and of this module, the CPU's
@@ -194,14 +196,22 @@ def epoch_kernel(
     name = kernel_key(kind, n_negatives, discard_tails, dim)
     if name not in _LOADED:
         path = kernel_cache_dir() / f"epoch-{name}.pt2"
-        if not path.exists():
+        built = not path.exists()
+        if built:
             logger.info(
                 "compiling the %s epoch kernel once for this machine (~20 s), cached in %s",
                 kind,
                 path.parent,
             )
             build_package(path, kind, n_negatives, discard_tails, dim)
-        _LOADED[name] = load_package(path)
+        try:
+            _LOADED[name] = load_package(path)
+        except Exception as err:  # a cached file this process cannot load: rebuilt once
+            if built:
+                raise
+            logger.info("rebuilding the cached epoch kernel %s (%s)", path, type(err).__name__)
+            build_package(path, kind, n_negatives, discard_tails, dim)
+            _LOADED[name] = load_package(path)
     run = _LOADED[name]
 
     def kernel(z, heads, tails, key, consts):
