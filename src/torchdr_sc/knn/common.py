@@ -231,12 +231,14 @@ def exact_distances(
     for s in range(0, m, step):
         q = Q[s : s + step, None, :]
         y = X[indices[s : s + step]]
+        # y - q in place of the gathered block (the same squares and absolute values as
+        # q - y, bitwise): one block-sized write less (200k x 15 x 50: 0.57 -> 0.42 s)
         if metric in ("sqeuclidean", "euclidean"):
-            d = (q - y).square_().sum(-1)
+            d = y.sub_(q).square_().sum(-1)
             if metric == "euclidean":
                 d = d.sqrt_()
         elif metric == "manhattan":
-            d = (q - y).abs_().sum(-1)
+            d = y.sub_(q).abs_().sum(-1)
         else:  # cosine: 1 - cos = ||q/|q| - y/|y|||^2 / 2 (accurate for close pairs)
             qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True)
             yn = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
