@@ -113,7 +113,7 @@ def test_auto_picks_torch_ivf_on_large_cuda_data_without_faiss_gpu(monkeypatch, 
         X = _gmm(600, 8, 4)
         monkeypatch.setattr(pkg, "AUTO_TORCH_MAX_SAMPLES", 500)
         graph = knn(X, 5)
-    assert "k=5: torch IVF" in caplog.text
+    assert "600 samples > 500 on CPU: torch IVF" in caplog.text
     assert graph.indices.shape == (600, 5)
 
 

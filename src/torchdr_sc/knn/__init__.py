@@ -13,16 +13,16 @@ Backends (:data:`BACKENDS`):
 - ``'torch'`` (also ``backend=None``, TorchDR's meaning): exact, blockwise with bounded
   memory, any device; or approximate with ``index='ivf'``: on CPU k-means cells probed per
   query and scanned list by list with a shrinking bound (``knn.probed_ivf``, faster than
-  faiss's IVF and pynndescent at 15 neighbours), on GPUs cells probed per cell (batched
+  faiss's IVF and pynndescent at 15 and at 90 neighbours), on GPUs cells probed per cell (batched
   matrix products: the fast search without faiss's GPU build).
 - ``'faiss'``: exact flat index or approximate IVF index, CPU or GPU (needs ``faiss``).
 - ``'keops'``: exact, linear memory, lazy tensors (needs ``pykeops``).
 
 ``backend='auto'`` picks: CUDA data -> faiss with a GPU index when faiss has GPU support,
 else torch (exact up to :data:`AUTO_CUDA_EXACT_MAX_SAMPLES` samples, its IVF index above);
-CPU data -> torch (exact) up to :data:`AUTO_TORCH_MAX_SAMPLES` samples; above, torch's IVF
-index for at most :data:`AUTO_PROBED_IVF_MAX_K` neighbours, else faiss with an IVF index
-when it is installed, else torch's IVF index. ``'manhattan'``, which no IVF
+CPU data -> torch (exact) up to :data:`AUTO_TORCH_MAX_SAMPLES` samples, torch's IVF index
+probed per query above (faster than faiss's IVF index and pynndescent at a recall of at
+least 0.95, for 15 neighbours and for 90). ``'manhattan'``, which no IVF
 index supports, is always searched exactly. The choice is logged at INFO level. A backend
 named explicitly is used or fails with a clear error: never a silent fallback.
 
@@ -36,7 +36,6 @@ from .common import CandidateSearch, KNNBackend, SearchFn, SearchTask, drop_self
 from .graph import METRICS, KNNGraph
 from .registry import (
     AUTO_CUDA_EXACT_MAX_SAMPLES,
-    AUTO_PROBED_IVF_MAX_K,
     AUTO_TORCH_MAX_SAMPLES,
     BACKENDS,
     INDEXES,
@@ -51,7 +50,6 @@ from .transformer import KNNTransformer
 
 __all__ = [
     "AUTO_CUDA_EXACT_MAX_SAMPLES",
-    "AUTO_PROBED_IVF_MAX_K",
     "AUTO_TORCH_MAX_SAMPLES",
     "BACKENDS",
     "INDEXES",

@@ -26,7 +26,6 @@ from .torch_search import torch_knn
 
 __all__ = [
     "AUTO_CUDA_EXACT_MAX_SAMPLES",
-    "AUTO_PROBED_IVF_MAX_K",
     "AUTO_TORCH_MAX_SAMPLES",
     "BACKENDS",
     "INDEXES",
@@ -47,12 +46,6 @@ AUTO_TORCH_MAX_SAMPLES = 20_000
 #: this many samples, torch's IVF index above (exact search costs n^2: 16.8 s at 1M on an
 #: H100).
 AUTO_CUDA_EXACT_MAX_SAMPLES = 100_000
-#: With ``backend='auto'`` on CPU above :data:`AUTO_TORCH_MAX_SAMPLES`, searches of at most
-#: this many neighbours use torch's IVF probed per query (``knn.probed_ivf``: at 15
-#: neighbours 2.1x faster than faiss's IVF at 1M cells, at a higher recall); more
-#: neighbours (the t-SNE family's 90) use faiss's IVF when installed (its buffers stay
-#: small: 2.4 GB against 5.0 GB at 1M x 90).
-AUTO_PROBED_IVF_MAX_K = 32
 #: Values of the ``index`` option (faiss and torch backends).
 INDEXES = ("auto", "flat", "ivf")
 
@@ -139,7 +132,7 @@ def auto_backend(
     metric
         The metric.
     k
-        Neighbours searched, when known (see :data:`AUTO_PROBED_IVF_MAX_K`).
+        Neighbours searched, when known (not used by the current rule).
 
     Returns
     -------
@@ -160,12 +153,10 @@ def auto_backend(
         return "torch", "flat", f"{n} samples <= {AUTO_TORCH_MAX_SAMPLES} on CPU: exact"
     if metric == "manhattan":
         return "torch", "flat", "metric='manhattan' has no approximate index"
-    if k is not None and k <= AUTO_PROBED_IVF_MAX_K:
-        why = f"{n} samples > {AUTO_TORCH_MAX_SAMPLES} on CPU, k={k}: torch IVF"
-        return "torch", "ivf", why
-    if usable("faiss"):
-        return "faiss", "ivf", f"{n} samples > {AUTO_TORCH_MAX_SAMPLES} on CPU: IVF index"
-    return "torch", "ivf", f"{n} samples on CPU and faiss not installed: torch IVF"
+    # torch's IVF probed per query (``knn.probed_ivf``): faster than faiss's IVF and
+    # pynndescent at recall >= 0.95, for UMAP's 15 neighbours and the t-SNE family's 90
+    # (benchmarks/results/knn-methods-v2.json)
+    return "torch", "ivf", f"{n} samples > {AUTO_TORCH_MAX_SAMPLES} on CPU: torch IVF"
 
 
 def _resolve(
