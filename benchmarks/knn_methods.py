@@ -6,6 +6,8 @@ Gaussian mixture of full intrinsic dimension: the hard case for approximate sear
 - ``torch-ivf``: ``torchdr_sc.knn.knn(X, k, backend='torch', index='ivf')`` (on CPU the IVF
   probed per query, ``torchdr_sc.knn.probed_ivf``), defaults;
 - ``faiss-ivf``: ``torchdr_sc.knn.knn(X, k, backend='faiss', index='ivf')``, defaults;
+  ``faiss-ivf@P`` visits ``P`` lists per query instead (``nprobe=P``: faiss's way to a
+  higher recall);
 - ``pynndescent``: ``pynndescent.NNDescent(X, n_neighbors=k + 1)`` with umap-learn's
   settings for ``n_trees`` / ``n_iters`` and ``n_jobs=-1``, its graph read back (what
   ``umap.UMAP`` searches); a 2,000-point fit first compiles numba's code, untimed;
@@ -72,11 +74,14 @@ def _search(method: str, X: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 
     from torchdr_sc.knn import knn
 
+    base, _, probes = method.partition("@")
     options = {
         "torch-ivf": {"backend": "torch", "index": "ivf"},
         "faiss-ivf": {"backend": "faiss", "index": "ivf"},
         "auto": {},
-    }[method]
+    }[base]
+    if probes:
+        options = {**options, "nprobe": int(probes)}
     Xt = torch.from_numpy(X)
     t = time.perf_counter()
     graph = knn(Xt, k, **options)
@@ -106,11 +111,13 @@ def worker(method: str, n: int, k: int) -> dict:
 
 
 def _method(name: str) -> str:
-    """A method name of :data:`METHODS`, or ``pynndescent@M`` with an integer ``M``."""
+    """A method name of :data:`METHODS`, ``pynndescent@M`` or ``faiss-ivf@P`` (integers)."""
     base, _, width = name.partition("@")
-    if name in METHODS or (base == "pynndescent" and width.isdigit()):
+    if name in METHODS or (base in ("pynndescent", "faiss-ivf") and width.isdigit()):
         return name
-    raise argparse.ArgumentTypeError(f"unknown method {name!r}: one of {METHODS} or pynndescent@M")
+    raise argparse.ArgumentTypeError(
+        f"unknown method {name!r}: one of {METHODS}, pynndescent@M or faiss-ivf@P"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.knn_methods", description=__doc__)
     p.add_argument("--n", type=int, nargs="+", default=[200_000])
     p.add_argument("--k", type=int, nargs="+", default=[15])
-    names = f"{', '.join(METHODS)} or pynndescent@M"
+    names = f"{', '.join(METHODS)}, pynndescent@M or faiss-ivf@P"
     p.add_argument("--methods", nargs="+", type=_method, default=list(METHODS), help=names)
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "N", "K"), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(RESULTS / "knn-methods.json"))

@@ -182,7 +182,7 @@ class _Scan:
         self.Y = Xs.new_zeros((total, Xs.shape[1]))
         self.Y[slot] = Xs[members]
         self.bias = Xs.new_full((total,), float("inf"))
-        self.bias[slot] = _bias(self.Y[slot], largest)
+        self.bias[slot] = _bias(Xs, largest)[members]
         self.ids = torch.zeros(total, dtype=torch.int64, device=Xs.device)  # padding -> 0
         self.ids[slot] = members
         self.Q, self.query_cells, self.k, self.largest = Qs, query_cells, k, largest
