@@ -155,7 +155,7 @@ def auto_backend(
         return "torch", "flat", "metric='manhattan' has no approximate index"
     # torch's IVF probed per query (``knn.probed_ivf``): faster than faiss's IVF and
     # pynndescent at recall >= 0.95, for UMAP's 15 neighbours and the t-SNE family's 90
-    # (benchmarks/results/knn-methods-v2.json)
+    # (benchmarks/results/knn-methods-v2-k15.json, -k90.json)
     return "torch", "ivf", f"{n} samples > {AUTO_TORCH_MAX_SAMPLES} on CPU: torch IVF"
 
 
