@@ -36,7 +36,7 @@ def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
 
     n = x.shape[0]
     k = min(est.neighbours_needed(n), n - 1)
-    backend = backend_text(est.backend, n, x.device, est.metric_in, k)
+    backend = backend_text(est.backend, n, x.device, est.metric_in)
     with stage("kNN search", f"{n:,} cells, k={k}, backend {backend}"):
         if not ctx.active:
             return knn_search(x, k, backend=est.backend, metric=est.metric_in)
@@ -82,13 +82,11 @@ def affinity_text(est: Any, n: int, source: str) -> str:
     return ", ".join([*shown, f"{n:,} cells, from the {source}"])
 
 
-def backend_text(
-    backend: str | None, n: int, device: torch.device, metric: str, k: int | None = None
-) -> str:
+def backend_text(backend: str | None, n: int, device: torch.device, metric: str) -> str:
     """The kNN backend a search will use, for progress: ``'torch'``, ``'auto: faiss IVF'``."""
     if backend != "auto":
         return "torch" if backend is None else str(backend)
-    name, index, _ = auto_backend(n, torch.device(device), metric, k)
+    name, index, _ = auto_backend(n, torch.device(device), metric)
     kind = {"flat": " exact", "ivf": " IVF"}.get(index, "")
     return f"auto: {name}{kind}"
 

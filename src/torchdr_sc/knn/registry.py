@@ -118,9 +118,7 @@ def available_backends() -> list[str]:
     return sorted(name for name, b in BACKENDS.items() if b.is_available())
 
 
-def auto_backend(
-    n: int, device: torch.device, metric: str, k: int | None = None
-) -> tuple[str, str, str]:
+def auto_backend(n: int, device: torch.device, metric: str) -> tuple[str, str, str]:
     """Backend and index chosen by ``backend='auto'``, and the reason (logged).
 
     Parameters
@@ -131,8 +129,6 @@ def auto_backend(
         Device of the data.
     metric
         The metric.
-    k
-        Neighbours searched, when known (not used by the current rule).
 
     Returns
     -------
@@ -160,14 +156,14 @@ def auto_backend(
 
 
 def _resolve(
-    backend: str | None, n: int, device: torch.device | str, metric: str, k: int | None = None
+    backend: str | None, n: int, device: torch.device | str, metric: str
 ) -> tuple[str, str | None]:
     """Backend name and, for ``'auto'``, the faiss index it implies (else None)."""
     check_backend(backend)
     check_option("metric", metric, METRICS)
     device = torch.device(device)
     if backend == "auto":
-        name, index, why = auto_backend(n, device, metric, k)
+        name, index, why = auto_backend(n, device, metric)
         logger.info("kNN backend: %r (auto: %s).", name, why)
         return name, index
     name = "torch" if backend is None else backend
@@ -309,7 +305,7 @@ def knn(
     check_option("index", index, INDEXES)
     if nprobe is not None:
         nprobe = check_number("nprobe", nprobe, kind=int, low=1, closed="left")
-    name, auto_index = _resolve(backend, n, X.device, metric, k)
+    name, auto_index = _resolve(backend, n, X.device, metric)
     if auto_index is None:
         _check_index_options(name, index, nprobe, metric)
     elif index == "auto":
