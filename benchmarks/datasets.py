@@ -1,14 +1,21 @@
 """Benchmark datasets, written once to ``benchmarks/.cache/`` as ``.npy`` files.
 
-Three families:
+Four families:
 
-- ``synthetic``: a seeded hierarchical Gaussian mixture in 50 dimensions that looks like the PCA
-  representation of single-cell data (major cell types split into subtypes of uneven sizes and
-  spreads, a decaying variance per component, and one continuous trajectory between two types);
+- ``atlas``: the simulated single-cell atlas (:mod:`benchmarks.atlas_sim`): a lineage tree with
+  trajectories, discrete types and subtypes of very unequal sizes, doublets and duplicates;
+  negative-binomial counts preprocessed the scanpy way (``normalize_total``, ``log1p``, 2,000
+  highly variable genes, ``pca(50)``) up to :data:`COUNT_LEVEL_MAX` cells, the latent-level
+  generator (:mod:`benchmarks.atlas_latent`, same geometry) above. Labels: cell type; extra
+  annotations (pseudotime, population, lineages) for the global-structure figures;
 - ``pbmc68k_reduced``: scanpy's bundled 700 cells, ``obsm['X_pca']`` with ``obs['bulk_labels']``;
-- ``digits``: scikit-learn's 1797 8x8 digit images (64 dimensions) with their labels.
+- ``digits``: scikit-learn's 1797 8x8 digit images (64 dimensions) with their labels;
+- ``synthetic``: a seeded hierarchical Gaussian mixture in 50 dimensions (well separated
+  blobs: every tool scores about 1.0 on it, so it serves speed measurements only).
 
-Workers (which may run in another environment) only ever read the cached ``.npy`` files.
+No other real dataset ships with the dependencies (scanpy's other datasets and scikit-learn's
+``fetch_*`` download at run time). Workers (which may run in another environment) only ever
+read the cached ``.npy`` files.
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ from pathlib import Path
 import numpy as np
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
-FAMILIES = ("synthetic", "pbmc68k_reduced", "digits")
+FAMILIES = ("atlas", "synthetic", "pbmc68k_reduced", "digits")
+#: Largest atlas simulated from counts; larger ones come from the latent-level generator.
+COUNT_LEVEL_MAX = 100_000
+#: Bumped whenever the atlas model changes, so that cached files are not reused.
+ATLAS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,10 @@ class Dataset:
         Path of the float32 ``(n, d)`` data, saved with :func:`numpy.save`.
     y_path : str
         Path of the int64 ``(n,)`` labels.
+    obs_path : str or None
+        Path of the ``.npz`` of extra annotations (atlas only): ``label_names``,
+        ``pseudotime``, ``population``, ``lineages`` (one row of population indices per
+        root-to-leaf path, padded with -1).
     """
 
     name: str
@@ -49,6 +64,7 @@ class Dataset:
     d: int
     x_path: str
     y_path: str
+    obs_path: str | None = None
 
     def to_dict(self) -> dict:
         """Return the fields as a JSON-serialisable dict."""
@@ -134,6 +150,57 @@ def make_synthetic(n: int, n_features: int = 50, seed: int = 0) -> tuple[np.ndar
     return X[perm], y[perm].astype(np.int64)
 
 
+def make_atlas(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The simulated atlas of ``n`` cells as ``(X_pca, cell-type codes, annotations)``.
+
+    Counts and the scanpy recipe up to :data:`COUNT_LEVEL_MAX` cells, the latent-level
+    generator above.
+
+    Parameters
+    ----------
+    n : int
+        Number of cells.
+    seed : int, default=0
+        Seed of the model and of the cells.
+
+    Returns
+    -------
+    X : numpy.ndarray of shape (n, 50), float32
+    y : numpy.ndarray of shape (n,), int64
+        Index into ``annotations['label_names']``.
+    annotations : dict of numpy.ndarray
+        ``label_names``, ``pseudotime`` (NaN off the tree), ``population`` (-1 for doublets),
+        ``lineages``.
+    """
+    from benchmarks.atlas_model import make_model
+
+    model = make_model(seed)
+    if n <= COUNT_LEVEL_MAX:
+        from benchmarks.atlas_sim import preprocess, simulate_counts
+
+        adata = preprocess(simulate_counts(n, seed))
+        X = np.ascontiguousarray(adata.obsm["X_pca"], dtype=np.float32)
+        obs = {c: adata.obs[c].to_numpy() for c in ("cell_type", "pseudotime", "population")}
+    else:
+        from benchmarks.atlas_latent import simulate_latent
+
+        X, obs = simulate_latent(n, seed)
+    names = np.array(model.cell_types)
+    codes = {name: i for i, name in enumerate(names)}
+    y = np.array([codes[c] for c in obs["cell_type"]], dtype=np.int64)
+    paths = list(model.lineages.values())
+    lineages = np.full((len(paths), max(map(len, paths))), -1, dtype=np.int64)
+    for row, path in enumerate(paths):
+        lineages[row, : len(path)] = path
+    annotations = {
+        "label_names": names,
+        "pseudotime": np.asarray(obs["pseudotime"], dtype=np.float32),
+        "population": np.asarray(obs["population"], dtype=np.int64),
+        "lineages": lineages,
+    }
+    return X, y, annotations
+
+
 def _load_family(family: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if family == "synthetic":
         if n is None:
@@ -163,9 +230,9 @@ def prepare(
     family : str
         One of :data:`FAMILIES`.
     n : int, optional
-        Size, for ``'synthetic'`` only (the others have a fixed size).
+        Size, for ``'synthetic'`` and ``'atlas'`` (the others have a fixed size).
     seed : int, default=0
-        Seed of the synthetic generator.
+        Seed of the generators.
     cache_dir : path-like, default=``benchmarks/.cache``
         Where the ``.npy`` files go.
 
@@ -175,14 +242,35 @@ def prepare(
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"synthetic-n{n}-d50-seed{seed}" if family == "synthetic" else family
+    if family in ("synthetic", "atlas") and n is None:
+        raise ValueError(f"the {family} dataset needs a size n")
+    stems = {
+        "synthetic": f"synthetic-n{n}-d50-seed{seed}",
+        "atlas": f"atlas-v{ATLAS_VERSION}-n{n}-seed{seed}",
+    }
+    stem = stems.get(family, family)
     x_path, y_path = cache_dir / f"{stem}.X.npy", cache_dir / f"{stem}.y.npy"
-    if not (x_path.exists() and y_path.exists()):
-        X, y = _load_family(family, n, seed)
+    obs_path = cache_dir / f"{stem}.obs.npz" if family == "atlas" else None
+    if not (x_path.exists() and y_path.exists() and (obs_path is None or obs_path.exists())):
+        if family == "atlas":
+            X, y, annotations = make_atlas(n, seed)
+            tmp = obs_path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **annotations)
+            tmp.replace(obs_path)
+        else:
+            X, y = _load_family(family, n, seed)
         for path, arr in ((x_path, X), (y_path, y)):
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, arr)
             tmp.replace(path)  # atomic: a concurrent reader never sees half a file
     X = np.load(x_path, mmap_mode="r")
-    name = f"synthetic-{n}" if family == "synthetic" else family
-    return Dataset(name, family, int(X.shape[0]), int(X.shape[1]), str(x_path), str(y_path))
+    name = f"{family}-{n}" if family in stems else family
+    return Dataset(
+        name,
+        family,
+        int(X.shape[0]),
+        int(X.shape[1]),
+        str(x_path),
+        str(y_path),
+        None if obs_path is None else str(obs_path),
+    )

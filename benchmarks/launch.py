@@ -79,6 +79,7 @@ def launch(
     *,
     python: str = sys.executable,
     timeout: float | None = None,
+    fit_timeout: float | None = None,
     env: dict | None = None,
 ) -> Launched:
     """Run ``python -m benchmarks.worker`` on ``spec`` and wait for it.
@@ -95,6 +96,9 @@ def launch(
         Interpreter of the worker (e.g. the TorchDR virtual environment's).
     timeout : float, optional
         Seconds after which the worker is killed.
+    fit_timeout : float, optional
+        Seconds after which the worker is killed if it has not finished a fit since it started
+        or since its last finished fit (it rewrites its result file after each fit).
     env : dict, optional
         Extra environment variables for the worker.
 
@@ -124,13 +128,16 @@ def launch(
             env=child_env,
             start_new_session=True,
         )
-        timed_out, peak_kb = False, 0.0
+        timed_out, peak_kb, last_fit = False, 0.0, time.time()
         while True:
             peak_kb = max(peak_kb, _hiwater_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if timeout is not None and time.perf_counter() - t0 > timeout:
+            if result_path.exists():
+                last_fit = max(last_fit, result_path.stat().st_mtime)
+            fit_over = fit_timeout is not None and time.time() - last_fit > fit_timeout
+            if fit_over or (timeout is not None and time.perf_counter() - t0 > timeout):
                 os.killpg(proc.pid, signal.SIGKILL)  # the worker's own process group
                 _, status, usage = os.wait4(proc.pid, 0)
                 timed_out = True

@@ -11,12 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import datasets as dsets
 from benchmarks import metrics
 from benchmarks.plan import BACKENDS, METHODS, PEERS, SCANPY_PYTHON, TORCHDR_PYTHON, configs
-from benchmarks.session import Session, cuda_available, reference_neighbors
+from benchmarks.session import Session, cuda_available, eval_context
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL_SIZES = (10_000, 50_000, 200_000, 1_000_000)
@@ -26,6 +24,20 @@ QUICK = {
     "backends": ["auto"],
     "torchdr_backends": ["faiss"],
     "budget": 180.0,
+}
+#: What users run: the real data and the simulated atlas from 5k to 1M cells, 5 seeds (2 from
+#: 500k cells on), the first fit of each run cold (new process, empty kernel caches).
+SWEEP = {
+    "datasets": ["digits", "pbmc68k_reduced", "atlas"],
+    "sizes": [5_000, 10_000, 20_000, 30_000, 50_000, 100_000, 200_000, 1_000_000],
+    "backends": ["auto"],
+    "torchdr_backends": ["faiss"],
+    "seeds": [0, 1, 2, 3, 4],
+    "large_n": 500_000,
+    "large_seeds": 2,
+    "slow_fit": 120.0,
+    "budget": 1500.0,
+    "tool_budget": ["scanpy=600", "torchdr=600"],
 }
 
 
@@ -46,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="digits, pbmc68k_reduced and synthetic 10k; backend 'auto'; 180 s budget",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="digits, pbmc68k_reduced and the atlas at 5k-1M cells; backend 'auto'; seeds "
+        "0-4 (2 from 500k cells on or where a fit takes over 120 s); cold first fits; "
+        "1500 s budget per fit (600 s for scanpy and TorchDR)",
     )
     p.add_argument("--datasets", nargs="+", choices=dsets.FAMILIES, default=None)
     p.add_argument(
@@ -107,13 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget",
         type=float,
         default=None,
-        help="wall-time budget of one run in seconds (default 1800; --quick 180)",
+        help="wall-time budget of one fit in seconds (default 1800; --quick 180; --sweep 1500)",
     )
     p.add_argument(
         "--peer-budget",
         type=float,
         default=None,
-        help="wall-time budget of one peer run (default: --budget)",
+        help="wall-time budget of one fit of a peer (default: --budget)",
     )
     p.add_argument(
         "--max-iter",
@@ -121,7 +140,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="epochs for every method (default: each tool's own); for smoke tests",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of the samples")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="seeds of the fits, all in one worker per run (default: --seed); quality is "
+        "reported as mean and sd over them, time as the first fit (cold) and the median of "
+        "the others (warm)",
+    )
+    p.add_argument(
+        "--large-n",
+        type=int,
+        default=None,
+        help="from this size on, only the first --large-seeds seeds",
+    )
+    p.add_argument(
+        "--large-seeds",
+        type=int,
+        default=2,
+        help="seeds from --large-n on and for slow fits (the first fit is cold, the second warm)",
+    )
+    p.add_argument(
+        "--slow-fit",
+        type=float,
+        default=None,
+        help="a run whose fit is estimated (from smaller sizes) to take longer than this many "
+        "seconds gets only --large-seeds seeds (default: none; 120 with --sweep)",
+    )
+    p.add_argument(
+        "--tool-budget",
+        nargs="*",
+        default=[],
+        metavar="TOOL=SECONDS",
+        help="per-fit budget of one tool (e.g. scanpy=600 torchdr=600), instead of --budget / "
+        "--peer-budget",
+    )
+    p.add_argument(
+        "--cold",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each worker with empty kernel-cache folders (default: on with --sweep)",
+    )
     p.add_argument("--eval-sample", type=int, default=metrics.SAMPLE_SIZE)
     p.add_argument(
         "--no-warmup",
@@ -139,12 +200,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, help="name of the output files (default: date-time)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = p.parse_args(argv)
-    quick = QUICK if args.quick else {}
+    quick = QUICK if args.quick else SWEEP if args.sweep else {}
     args.datasets = args.datasets or quick.get("datasets") or list(dsets.FAMILIES)
     args.sizes = sorted(args.sizes or quick.get("sizes") or FULL_SIZES)
     args.backends = args.backends or quick.get("backends") or list(BACKENDS)
     args.torchdr_backends = args.torchdr_backends or quick.get("torchdr_backends") or ["faiss"]
     args.budget = args.budget or quick.get("budget") or 1800.0
+    args.seeds = args.seeds or quick.get("seeds") or [args.seed]
+    if args.large_n is None:
+        args.large_n = quick.get("large_n")
+        args.large_seeds = quick.get("large_seeds", args.large_seeds)
+    if args.cold is None:
+        args.cold = args.sweep
+    if args.slow_fit is None:
+        args.slow_fit = quick.get("slow_fit")
+    budgets = args.tool_budget or quick.get("tool_budget") or []
+    try:
+        args.tool_budget = {k: float(v) for k, v in (b.split("=") for b in budgets)}
+    except ValueError:
+        p.error(f"--tool-budget takes TOOL=SECONDS; got {' '.join(budgets)}")
+    if args.sweep:
+        args.warmup = False  # the first fit of each worker is the cold one
     args.peer_budget = args.peer_budget or args.budget
     args.peers = [] if "none" in args.peers else args.peers
     return args
@@ -162,8 +238,9 @@ def _our_estimators_missing(methods: list[str]) -> list[str]:
 
 def _dataset_plan(args: argparse.Namespace) -> list[tuple[str, int | None]]:
     """``(family, n)`` in the order run: the small real datasets, then increasing sizes."""
-    order = [f for f in ("digits", "pbmc68k_reduced", "synthetic") if f in args.datasets]
-    return [(f, n) for f in order for n in (args.sizes if f == "synthetic" else [None])]
+    order = [f for f in ("digits", "pbmc68k_reduced", "synthetic", "atlas") if f in args.datasets]
+    sized = ("synthetic", "atlas")
+    return [(f, n) for f in order for n in (args.sizes if f in sized else [None])]
 
 
 def _datasets(args: argparse.Namespace):
@@ -225,12 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for ds in _datasets(args):
-        labels = np.load(ds.y_path)
-        queries, neighbors = reference_neighbors(
-            ds, args.eval_sample, args.seed, session.eval_device
-        )
+        ctx = eval_context(ds, args.eval_sample, args.seed, session.eval_device)
         for cfg in cfgs:
-            session.add(session.run_one(cfg, ds, labels, queries, neighbors))
+            session.add(session.run_one(cfg, ds, ctx))
     session.finish()
     return 0
 

@@ -16,6 +16,7 @@ from benchmarks import metrics, report
 from benchmarks.launch import launch
 from benchmarks.machine import describe
 from benchmarks.plan import HYPERPARAMS, Budget, Config
+from benchmarks.seeds import cold_caches, summarize_fits
 
 
 def cuda_available() -> bool:
@@ -93,6 +94,43 @@ def reference_neighbors(ds: dsets.Dataset, size: int, seed: int, device: str):
     return queries, neighbors
 
 
+def eval_context(ds: dsets.Dataset, size: int, seed: int, device: str) -> metrics.EvalContext:
+    """Everything the quality figures of ``ds`` need, computed (or read from the cache) once.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The dataset.
+    size : int
+        Size of the accuracy / NP@15 sample.
+    seed : int
+        Seed of the samples.
+    device : str
+        Torch device for the exact neighbour search.
+
+    Returns
+    -------
+    metrics.EvalContext
+    """
+    queries, neighbors = reference_neighbors(ds, size, seed, device)
+    X, labels = ds.load()
+    annotations, exclude = None, ()
+    if ds.obs_path:
+        with np.load(ds.obs_path) as z:
+            annotations = {k: z[k] for k in z.files}
+        names = list(annotations["label_names"])
+        exclude = tuple(names.index(c) for c in ("doublet",) if c in names)
+    return metrics.EvalContext(
+        data=np.asarray(X),
+        labels=np.asarray(labels),
+        queries=queries,
+        neighbors=neighbors,
+        trust_queries=metrics.sample_indices(ds.n, metrics.TRUST_SAMPLE, seed + 1),
+        exclude=exclude,
+        annotations=annotations,
+    )
+
+
 class Session:
     """State of one benchmark invocation: settings, budget, records, output files.
 
@@ -135,6 +173,12 @@ class Session:
                 "peer_budget_s": args.peer_budget,
                 "warmup": args.warmup,
                 "seed": args.seed,
+                "seeds": list(args.seeds),
+                "large_n": args.large_n,
+                "large_seeds": args.large_seeds,
+                "slow_fit_s": args.slow_fit,
+                "tool_budget_s": args.tool_budget,
+                "cold": args.cold,
                 "max_iter": args.max_iter,
                 "eval_sample": args.eval_sample,
                 "devices": self.devices,
@@ -143,22 +187,49 @@ class Session:
         }
         self.jsonl.write_text(json.dumps(self.meta) + "\n")
 
-    def _spec(self, cfg: Config, ds: dsets.Dataset, run_id: str) -> dict:
+    def _spec(self, cfg: Config, ds: dsets.Dataset, run_id: str, seeds: list[int]) -> dict:
         return {
             "tool": cfg.tool,
             "method": cfg.method,
             "backend": cfg.backend,
             "device": cfg.device,
             "x_path": ds.x_path,
-            "out_path": str(self.run_dir / f"{run_id}.emb.npy"),
-            "seed": self.args.seed,
+            "out_path": str(self.run_dir / f"{run_id}.seed{{seed}}.emb.npy"),
+            "seeds": seeds,
             "max_iter": self.args.max_iter,
             **HYPERPARAMS,
             "warmup": self.args.warmup,
+            "slow_fit": self.args.slow_fit,
+            "min_seeds": self.args.large_seeds,
         }
 
+    def seeds_for(self, n: int, estimate: float | None = None) -> list[int]:
+        """The seeds fitted at size ``n``: fewer from ``--large-n`` on, or where one fit is
+        estimated to take more than ``--slow-fit`` seconds.
+
+        Parameters
+        ----------
+        n : int
+            Dataset size.
+        estimate : float, optional
+            Estimated seconds of one fit (from the smaller sizes).
+
+        Returns
+        -------
+        list of int
+        """
+        seeds = list(self.args.seeds)
+        large = self.args.large_n is not None and n >= self.args.large_n
+        slow = estimate is not None and self.args.slow_fit is not None
+        if large or (slow and estimate > self.args.slow_fit):
+            return seeds[: self.args.large_seeds]
+        return seeds
+
     def _seconds(self, cfg: Config) -> float:
-        """Wall-time budget of a run: ``--budget`` for ours, ``--peer-budget`` for the peers."""
+        """Wall-time budget of one fit: ``--budget`` for ours, ``--peer-budget`` for the peers,
+        ``--tool-budget TOOL=S`` for a given tool."""
+        if cfg.tool in self.args.tool_budget:
+            return self.args.tool_budget[cfg.tool]
         return self.args.budget if cfg.tool.startswith("ours") else self.args.peer_budget
 
     def _precheck(self, cfg: Config, ds: dsets.Dataset) -> str | None:
@@ -169,8 +240,9 @@ class Session:
         skip, _ = self.budget.check(f"{ds.family}:{cfg.label}", ds.n, self._seconds(cfg))
         return skip
 
-    def run_one(self, cfg: Config, ds: dsets.Dataset, labels, queries, neighbors) -> dict:
-        """Run one config on one dataset, score it and return its record.
+    def run_one(self, cfg: Config, ds: dsets.Dataset, ctx: metrics.EvalContext) -> dict:
+        """Run one config on one dataset (one fit per seed, in one worker), score it, return its
+        record.
 
         Parameters
         ----------
@@ -178,8 +250,8 @@ class Session:
             What to run.
         ds : Dataset
             On what.
-        labels, queries, neighbors : numpy.ndarray
-            Labels of all points, evaluation sample, its exact input-space neighbours.
+        ctx : metrics.EvalContext
+            The dataset's evaluation context.
 
         Returns
         -------
@@ -209,28 +281,43 @@ class Session:
         python = {"torchdr": self.args.torchdr_python, "scanpy": self.args.scanpy_python}.get(
             cfg.tool, sys.executable
         )
-        out = launch(
-            self._spec(cfg, ds, run_id),
-            self.run_dir,
-            run_id,
-            python=python,
-            timeout=self._seconds(cfg),
-        )
+        spec = self._spec(cfg, ds, run_id, self.seeds_for(ds.n, estimate))
+        timeout = self._seconds(cfg) * len(spec["seeds"])
+        with cold_caches(self.run_dir / f"{run_id}.caches", self.args.cold) as env:
+            out = launch(
+                spec,
+                self.run_dir,
+                run_id,
+                python=python,
+                timeout=timeout,
+                fit_timeout=self._seconds(cfg),
+                env=env,
+            )
         rec.update(process_s=out.wall_s, returncode=out.returncode)
         res = out.result or {}
         if res.get("status") != "unavailable":
             rec["peak_rss_mb"] = out.peak_rss_mb
-        if out.timed_out:
+        if out.timed_out and not res.get("fits"):
             rec.update(
                 status="skipped (budget)",
-                reason=f"skipped (budget): killed after {self._seconds(cfg):.0f} s",
+                reason=f"skipped (budget): killed after {timeout:.0f} s",
             )
-        elif res.get("status") == "ok":
-            rec.update(_timing_fields(res), status="ok")
-            emb = np.load(self.run_dir / f"{run_id}.emb.npy")
-            rec.update(metrics.evaluate(emb, labels, neighbors, queries, device=self.eval_device))
-            if not self.args.keep_embeddings:
-                (self.run_dir / f"{run_id}.emb.npy").unlink(missing_ok=True)
+        elif res.get("status") in ("ok", "partial") and res.get("fits"):
+            if res["status"] == "partial":
+                done = len(res["fits"])
+                rec["reason"] = (
+                    f"killed after {timeout:.0f} s: {done} of {len(spec['seeds'])} seeds"
+                )
+            rec.update(
+                status="ok", warmup_s=res.get("warmup_s"), rss_data_mb=res.get("rss_data_mb")
+            )
+            rec["peak_gpu_mb"] = res.get("peak_gpu_mb")
+            for fit in res["fits"]:
+                path = self.run_dir / f"{run_id}.seed{fit['seed']}.emb.npy"
+                fit.update(metrics.evaluate(np.load(path), ctx))
+                if not self.args.keep_embeddings:
+                    path.unlink(missing_ok=True)
+            rec.update(summarize_fits(res["fits"]))
         elif res.get("status") == "unavailable":
             rec.update(status="unavailable", reason=f"unavailable: {res.get('error')}")
         else:
@@ -238,10 +325,14 @@ class Session:
             if out.returncode == -9:
                 why = "killed by SIGKILL (out of memory?)"
             rec.update(status="failed", reason=f"failed: {why}", log_tail=out.log_tail)
-        fit_s = rec.get("fit_s") or out.wall_s
+        # The budget is per fit: the slowest (cold) fit plus the process's own overhead.
+        per_fit, wall = out.wall_s, out.wall_s
+        if rec.get("total_fit_s") is not None:
+            per_fit = rec["cold_s"]
+            wall = out.wall_s - rec["total_fit_s"] + per_fit
         # After an out-of-memory kill, larger sizes of the same method are skipped.
         status = "skipped (memory)" if out.returncode == -9 and not out.timed_out else rec["status"]
-        self.budget.record(key, ds.n, fit_s, out.wall_s, out.peak_rss_mb, status)
+        self.budget.record(key, ds.n, per_fit, wall, out.peak_rss_mb, status)
         return rec
 
     def add(self, rec: dict) -> None:
@@ -257,9 +348,10 @@ class Session:
             fh.write(json.dumps(rec, default=str) + "\n")
         cells = dict(zip(report.COLUMNS, report.row_cells(rec), strict=True))
         print(
-            f"[{rec['dataset']}] {rec['label']}: {cells['status']} | fit {cells['fit total (s)']}"
-            f" s | RSS {cells['peak RSS (GB)']} GB | acc {cells['10-NN acc.']}"
-            f" | NP@15 {cells['NP@15']}",
+            f"[{rec['dataset']}] {rec['label']}: {cells['status']} | cold {cells['cold fit (s)']}"
+            f" s, warm {cells['warm fit (s)']} s | RSS {cells['peak RSS (GB)']} GB"
+            f" | acc {cells['10-NN acc.']} | NP@15 {cells['NP@15']} | trust {cells['trust@15']}"
+            f" | centroid {cells['centroid ρ']} | pseudotime {cells['pseudotime ρ']}",
             flush=True,
         )
 
@@ -274,7 +366,10 @@ class Session:
         png = self.args.out / f"{self.tag}-time-vs-n.png"
         plotted = report.plot_time_vs_n(self.records, png)
         md = self.args.out / f"{self.tag}.md"
-        md.write_text(report.markdown(self.meta, self.records, png.name if plotted else None))
+        sweep = report.sweep_plots(self.jsonl, self.records)
+        md.write_text(
+            report.markdown(self.meta, self.records, png.name if plotted else None, sweep)
+        )
         exps = report.scaling_exponents(self.records)
         if exps:
             lo, hi = report.SCALING_RANGE
@@ -284,21 +379,3 @@ class Session:
                 print(f"  {label}: {shown} [{k} sizes]")
         print(f"\nwrote {self.jsonl}\nwrote {md}" + (f"\nwrote {png}" if plotted else ""))
         return md
-
-
-def _timing_fields(res: dict) -> dict:
-    t = res.get("timings") or {}
-    n_iter, opt = res.get("n_iter"), t.get("optimize")
-    return {
-        "fit_s": res.get("fit_s"),
-        "warmup_s": res.get("warmup_s"),
-        "knn_s": t.get("knn"),
-        "affinity_s": t.get("affinity"),
-        "knn_affinity_s": t.get("knn_affinity"),
-        "optimize_s": opt,
-        "n_iter": n_iter,
-        "epoch_ms": 1000.0 * opt / n_iter if opt and n_iter else None,
-        "rss_data_mb": res.get("rss_data_mb"),
-        "peak_gpu_mb": res.get("peak_gpu_mb"),
-        "notes": res.get("notes"),
-    }

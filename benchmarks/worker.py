@@ -5,13 +5,20 @@ parent from the child's resource usage). The same module runs in our environment
 TorchDR virtual environment, so it imports only the standard library and numpy at module level.
 
 The spec is a JSON object with keys ``tool``, ``method``, ``backend``, ``device``, ``x_path``,
-``out_path`` (where the embedding goes, ``.npy``), ``result_path`` (where this worker's JSON
-result goes), ``seed``, ``max_iter``, ``n_neighbors``, ``min_dist``, ``perplexity``, ``warmup``.
+``out_path`` (where the embedding goes, ``.npy``; with several seeds, ``{seed}`` in it is
+replaced by each), ``result_path`` (where this worker's JSON result goes), ``seeds`` (the fits
+to make, in order, in this one process), ``max_iter``, ``n_neighbors``, ``min_dist``,
+``perplexity``, ``warmup``, ``slow_fit`` and ``min_seeds`` (after ``min_seeds`` fits, stop once
+a fit has taken more than ``slow_fit`` seconds).
+
+With several seeds the first fit is the process's first call (*cold*: with the harness's empty
+cache folders, every compilation and cache fill is in it) and the later ones are *warm*.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -37,8 +44,28 @@ def _cuda(device: str):
     return torch.cuda if torch.cuda.is_available() else None
 
 
+def _fit_once(run, X: np.ndarray, spec: dict, seed: int, device: str) -> dict:
+    """One timed fit; its embedding saved to the spec's ``out_path`` for this seed."""
+    sync(device)
+    t0 = time.perf_counter()
+    out: RunOutput = run(X, dict(spec, seed=seed))
+    sync(device)
+    fit_s = time.perf_counter() - t0
+    emb = np.asarray(out.embedding, dtype=np.float32)
+    if emb.shape != (X.shape[0], 2):
+        raise RuntimeError(f"embedding has shape {emb.shape}, expected {(X.shape[0], 2)}")
+    np.save(spec["out_path"].format(seed=seed), emb)
+    return {
+        "seed": seed,
+        "fit_s": fit_s,
+        "timings": out.timings,
+        "n_iter": out.n_iter,
+        "notes": out.notes,
+    }
+
+
 def execute(spec: dict) -> dict:
-    """Load the data, optionally warm up, then time one fit and save its embedding.
+    """Load the data, optionally warm up, then time one fit per seed and save the embeddings.
 
     Parameters
     ----------
@@ -48,9 +75,9 @@ def execute(spec: dict) -> dict:
     Returns
     -------
     dict
-        ``fit_s`` (wall seconds of the fit), ``timings`` (per phase), ``n_iter``,
-        ``rss_data_mb`` (peak RSS after imports, data loading and warm-up, before the fit),
-        ``peak_gpu_mb`` (CUDA only) and ``notes``.
+        ``fits`` (one dict per seed: ``seed``, ``fit_s`` wall seconds, ``timings`` per phase,
+        ``n_iter``, ``notes``), ``warmup_s``, ``rss_data_mb`` (peak RSS after imports, data
+        loading and warm-up, before the first fit), ``peak_gpu_mb`` (CUDA only).
     """
     runner = get_runner(spec["tool"])
     run = runner.run
@@ -73,26 +100,21 @@ def execute(spec: dict) -> dict:
         cuda.empty_cache()
         cuda.reset_peak_memory_stats()
     rss_data = _rss_mb()
-
-    sync(device)
-    t0 = time.perf_counter()
-    out: RunOutput = run(X, spec)
-    sync(device)
-    fit_s = time.perf_counter() - t0
-
-    emb = np.asarray(out.embedding, dtype=np.float32)
-    if emb.shape != (X.shape[0], 2):
-        raise RuntimeError(f"embedding has shape {emb.shape}, expected {(X.shape[0], 2)}")
-    np.save(spec["out_path"], emb)
+    seeds = spec.get("seeds") or [spec.get("seed", 0)]
+    fits = []
+    slow, min_seeds = spec.get("slow_fit"), spec.get("min_seeds") or 1
+    for seed in seeds:
+        fits.append(_fit_once(run, X, spec, int(seed), device))
+        if slow is not None and len(fits) >= min_seeds and fits[-1]["fit_s"] > slow:
+            break  # slow fits: the cold one and one warm are enough
+        if len(fits) < len(seeds):  # what is done survives a kill at the time limit
+            _write(spec, {"status": "partial", "fits": fits, "rss_data_mb": rss_data})
     return {
-        "fit_s": fit_s,
+        "fits": fits,
         "warmup_s": warmup_s,
-        "timings": out.timings,
-        "n_iter": out.n_iter,
         "rss_data_mb": rss_data,
         "self_peak_rss_mb": _rss_mb(),
         "peak_gpu_mb": None if cuda is None else cuda.max_memory_allocated() / 2**20,
-        "notes": out.notes,
     }
 
 
@@ -122,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         error = f"{type(exc).__name__}: {exc}"
         result, code = {"status": "failed", "error": error, "traceback": tb}, 1
         print(tb, file=sys.stderr)
-    with open(spec["result_path"], "w") as fh:
-        json.dump(result, fh, default=str)
+    _write(spec, result)
     return code
+
+
+def _write(spec: dict, result: dict) -> None:
+    """Write the result JSON atomically (a reader never sees half of it)."""
+    tmp = f"{spec['result_path']}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, default=str)
+    os.replace(tmp, spec["result_path"])
 
 
 if __name__ == "__main__":

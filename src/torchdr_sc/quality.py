@@ -1,5 +1,6 @@
-"""Embedding quality: the two figures of DESIGN.md section 5, used by the demo, the tests
-and the benchmarks alike.
+"""Embedding quality figures, used by the demo, the tests and the benchmarks alike.
+
+Local structure:
 
 - :func:`knn_label_accuracy`: mean cross-validated accuracy of a 10-nearest-neighbour
   classifier on the embedding (how well cell labels can be read off the picture);
@@ -7,7 +8,17 @@ and the benchmarks alike.
   neighbours that are among its embedding-space nearest neighbours (Lee & Verleysen,
   *Quality assessment of dimensionality reduction: rank-based criteria*, Neurocomputing
   2009; Kobak & Berens, *The art of using t-SNE for single-cell transcriptomics*, Nature
-  Communications 2019).
+  Communications 2019);
+- :func:`trustworthiness`: how far, in input-space rank, the embedding's neighbours of a point
+  are from its true neighbours (Venna & Kaski, *Neighborhood preservation in nonlinear
+  projection methods*, ICANN 2001), on a sample of query points for large data.
+
+Global structure:
+
+- :func:`centroid_distance_correlation`: Spearman correlation between the distances of the
+  label centroids in the input and in the embedding (whether clusters that are far apart in
+  the data stay far apart in the picture; as in Kobak & Berens 2019 and Wang et al., PaCMAP,
+  JMLR 2021).
 """
 
 from __future__ import annotations
@@ -99,3 +110,106 @@ def neighbourhood_preservation(input_neighbors: Any, embedding: Any, queries: An
     pairs = zip(input_neighbors, found, strict=True)
     hits = [len(np.intersect1d(a, b, assume_unique=True)) for a, b in pairs]
     return float(np.mean(hits) / k)
+
+
+def trustworthiness(
+    data: Any, embedding: Any, queries: Any = None, *, k: int = 15, block: int = 64
+) -> float:
+    """Trustworthiness of ``embedding`` at ``k`` neighbours, over ``queries`` (default: all).
+
+    For each query ``i`` and each of its ``k`` nearest embedding neighbours ``j`` that is not
+    among its ``k`` nearest input neighbours, the penalty is ``r(i, j) - k``, where ``r(i, j)``
+    is the rank of ``j`` among ``i``'s input-space neighbours (1 = nearest; points at the same
+    distance share the lowest rank). The score is
+    ``1 - 2 / (m k (2n - 3k - 1)) * sum of penalties`` over the ``m`` queries; with every point
+    a query and no tied distances it equals :func:`sklearn.manifold.trustworthiness`.
+
+    Input distances are computed exactly, in float64, against all ``n`` points (blockwise), so a
+    query costs ``O(n d)``: use a sample of queries for large data.
+
+    Parameters
+    ----------
+    data
+        ``(n, d)`` input coordinates.
+    embedding
+        ``(n, n_components)`` embedding.
+    queries
+        Row indices of the query points; all rows when None.
+    k
+        Neighbours.
+    block
+        Queries per block of input distances.
+
+    Returns
+    -------
+    The trustworthiness, in ``[0, 1]`` (1: every embedding neighbour is a true neighbour).
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(data), dtype=torch.float64)
+    n = x.shape[0]
+    queries = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
+    found = torch.as_tensor(embedding_neighbors(embedding, queries, k))
+    sq = (x * x).sum(1)
+    penalty = 0.0
+    for start in range(0, len(queries), block):
+        rows = torch.as_tensor(queries[start : start + block])
+        dist = (sq[rows, None] - 2.0 * x[rows] @ x.T + sq[None, :]).clamp_min_(0.0)
+        dist[torch.arange(len(rows)), rows] = -1.0  # the query itself: closer than everything
+        rank = _points_closer(dist, dist.gather(1, found[start : start + block]))
+        penalty += float((rank - k).clamp_min(0).sum())
+    m = len(queries)
+    return float(1.0 - 2.0 / (m * k * (2.0 * n - 3.0 * k - 1.0)) * penalty)
+
+
+def _points_closer(dist, thresholds):
+    """``out[i, j]`` = number of entries of ``dist[i]`` strictly below ``thresholds[i, j]``.
+
+    One sorted search over all rows at once: each row is shifted by its own offset so that the
+    rows' values and thresholds occupy disjoint ranges, and a sentinel above each row's values
+    closes its last bucket.
+    """
+    import torch
+
+    m, k = thresholds.shape
+    top = float(dist.max()) + 1.0
+    shift = torch.arange(m, dtype=dist.dtype)[:, None] * (2.0 * top)
+    bounds, order = torch.sort(thresholds, dim=1)
+    edges = torch.cat([bounds, torch.full((m, 1), top, dtype=dist.dtype)], 1) + shift
+    bucket = torch.bucketize((dist + shift).flatten(), edges.flatten(), right=True)
+    counts = torch.bincount(bucket, minlength=m * (k + 1) + 1)[: m * (k + 1)]
+    below = counts.view(m, k + 1)[:, :k].cumsum(1)
+    return torch.empty_like(below).scatter_(1, order, below)
+
+
+def centroid_distance_correlation(
+    data: Any, embedding: Any, labels: Any, *, exclude: tuple[str, ...] = ()
+) -> float:
+    """Spearman correlation of the pairwise distances between label centroids, input vs embedding.
+
+    Parameters
+    ----------
+    data
+        ``(n, d)`` input coordinates.
+    embedding
+        ``(n, n_components)`` embedding.
+    labels
+        ``(n,)`` labels; one centroid per label.
+    exclude
+        Labels left out (e.g. ``'doublet'``, which has no place of its own).
+
+    Returns
+    -------
+    The correlation, in ``[-1, 1]``; NaN with fewer than three labels.
+    """
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+
+    y = np.asarray(labels).astype(str)
+    kept = [c for c in np.unique(y) if c not in set(exclude)]
+    if len(kept) < 3:
+        return float("nan")
+    x, z = np.asarray(data, dtype=np.float64), np.asarray(embedding, dtype=np.float64)
+    cx = np.stack([x[y == c].mean(0) for c in kept])
+    cz = np.stack([z[y == c].mean(0) for c in kept])
+    return float(spearmanr(pdist(cx), pdist(cz))[0])
