@@ -1,4 +1,5 @@
-"""``KNNTransformer``: scikit-learn's ``KNeighborsTransformer`` contract, inside scanpy."""
+"""``KNNTransformer``: scikit-learn's transformer API with scanpy's ``n_neighbors`` (the sample
+itself counted, not stored), inside scanpy."""
 
 from __future__ import annotations
 
@@ -63,63 +64,66 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _without_self(graph: sp.csr_matrix) -> sp.csr_matrix:
+    """scikit-learn's training graph with each sample's own entry removed."""
+    coo = graph.tocoo()
+    keep = coo.row != coo.col
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=graph.shape)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("backend", list(_backends()))
 def test_matches_sklearn(backend, metric):
+    """``n_neighbors = K + 1`` (the sample counted): the K nearest other samples, as
+    scikit-learn's ``n_neighbors = K`` graph without the sample itself."""
     X, Y = _data(N, 0), _data(40, 1)
-    ours = KNNTransformer(n_neighbors=K, backend=backend, metric=metric)
+    ours = KNNTransformer(n_neighbors=K + 1, backend=backend, metric=metric)
     ref = KNeighborsTransformer(n_neighbors=K, mode="distance", metric=metric)
     graph = ours.fit_transform(X)
-    _assert_same_graph(graph, ref.fit_transform(X))
+    _assert_same_graph(graph, _without_self(ref.fit_transform(X)))
     assert graph.shape == (N, N)
-    assert graph.nnz == N * (K + 1)
-    ind, dist = _rows(graph)
-    np.testing.assert_array_equal(ind[:, 0], np.arange(N))  # self first (scanpy reads it)
-    assert (dist[:, 0] == 0).all()
+    assert graph.nnz == N * K
+    ind, _ = _rows(graph)
+    assert (ind != np.arange(N)[:, None]).all()  # never itself
     assert (ours.n_samples_fit_, ours.n_features_in_) == (N, D)
-    _assert_same_graph(ours.transform(Y), ref.transform(Y))
+    # new data: the K nearest training samples (scikit-learn stores n_neighbors + 1)
+    query_ref = KNeighborsTransformer(n_neighbors=K - 1, mode="distance", metric=metric).fit(X)
+    _assert_same_graph(ours.transform(Y), query_ref.transform(Y))
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_connectivity_mode_matches_sklearn(metric):
     X, Y = _data(N, 0), _data(40, 1)
-    ours = KNNTransformer(K, mode="connectivity", metric=metric, backend="torch")
-    ref = KNeighborsTransformer(n_neighbors=K, mode="connectivity", metric=metric)
+    ours = KNNTransformer(K + 1, mode="connectivity", metric=metric, backend="torch")
+    ref = KNeighborsTransformer(n_neighbors=K + 1, mode="connectivity", metric=metric)
     graph = ours.fit_transform(X)
-    _assert_same_graph(graph, ref.fit_transform(X))
+    _assert_same_graph(graph, _without_self(ref.fit_transform(X)))
     assert graph.nnz == N * K
     assert (graph.data == 1).all()
-    _assert_same_graph(ours.transform(Y), ref.transform(Y))
+    query_ref = KNeighborsTransformer(n_neighbors=K, mode="connectivity", metric=metric).fit(X)
+    _assert_same_graph(ours.transform(Y), query_ref.transform(Y))
 
 
-def _others(graph: sp.csr_matrix, i: int, k: int) -> set[int]:
-    """The ``k`` nearest neighbours of row ``i`` of a stored kNN graph, ``i`` itself excluded."""
-    row = graph[i]
-    keep = row.indices != i
-    cols, dist = row.indices[keep], row.data[keep]
-    return set(cols[np.argsort(dist, kind="stable")[:k]].tolist())
+def test_default_is_scanpys_fifteen():
+    assert KNNTransformer().n_neighbors == 15
+    graph = KNNTransformer(backend="torch").fit_transform(_data(100, 0))
+    assert (np.diff(graph.indptr) == 14).all()
 
 
 def test_scanpy_neighbors_leiden_umap():
+    """Inside sc.pp.neighbors: the graph scanpy's own exact search stores (14 neighbours a row
+    for n_neighbors=15, the cell itself not stored), and the same connectivities."""
     sc = pytest.importorskip("scanpy")
     adata = sc.datasets.pbmc68k_reduced()
     n = adata.n_obs
-    exact, instance = adata.copy(), adata.copy()
+    exact = adata.copy()
     # scanpy ignores its own n_neighbors for a transformer instance: it reads ours
     sc.pp.neighbors(adata, n_neighbors=99, transformer=KNNTransformer(15, backend="torch"))
     sc.pp.neighbors(exact, n_neighbors=15, transformer="sklearn")
-    sc.pp.neighbors(instance, transformer=KNeighborsTransformer(n_neighbors=15))
     assert adata.uns["neighbors"]["params"]["n_neighbors"] == 15
-    ours = adata.obsp["distances"]
-    # scanpy stores an instance's output as it is (self included, n_neighbors + 1 per row),
-    # exactly as it does for sklearn's own transformer instance
-    _assert_same_graph(ours, instance.obsp["distances"])
-    assert ours.nnz == n * 16
-    # and builds the connectivities from self + the 14 nearest: those of transformer='sklearn'
-    theirs = exact.obsp["distances"]
-    assert theirs.nnz == n * 14
-    recall = np.mean([_others(ours, i, 14) == set(theirs[i].indices.tolist()) for i in range(n)])
-    assert recall == 1.0
+    ours, theirs = adata.obsp["distances"], exact.obsp["distances"]
+    assert ours.nnz == theirs.nnz == n * 14
+    _assert_same_graph(ours, sp.csr_matrix(theirs, dtype=np.float64))
     conn, ref_conn = adata.obsp["connectivities"], exact.obsp["connectivities"]
     assert conn.nnz == ref_conn.nnz
     np.testing.assert_allclose(conn.toarray(), ref_conn.toarray(), rtol=1e-4, atol=1e-6)
@@ -137,9 +141,8 @@ def test_scanpy_neighbors_leiden_umap():
         ({"metric": "minkowski"}, r"`metric` must be one of 'cosine', 'euclidean', .*'minkowski'"),
         ({"backend": "foo"}, r"`backend` must be one of 'auto', 'faiss', 'keops', 'torch', None"),
         ({"mode": "weights"}, r"`mode` must be one of 'connectivity', 'distance'; got 'weights'"),
-        ({"n_neighbors": 0}, r"`n_neighbors` must be an int in \[1, inf\); got 0"),
-        ({"n_neighbors": 30}, r"n_neighbors \(30\) must be smaller than the number of training"),
-        ({"n_neighbors": 31, "mode": "connectivity"}, r"n_neighbors \(31\) must be at most"),
+        ({"n_neighbors": 1}, r"`n_neighbors` must be an int in \[2, inf\); got 1"),
+        ({"n_neighbors": 31}, r"n_neighbors \(31\) must be at most .* counts the sample itself"),
         ({"index": "hnsw"}, r"`index` must be one of 'auto', 'flat', 'ivf'; got 'hnsw'"),
         ({"backend": "torch", "nprobe": 4}, r"`nprobe` applies to index='ivf' only"),
     ],
@@ -158,7 +161,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"`X` has 5 features, but KNNTransformer was fitted "):
         fitted.transform(np.zeros((4, 5), dtype=np.float32))
     fitted.set_params(n_neighbors=40)
-    with pytest.raises(ValueError, match=r"n_neighbors \(40\) must be smaller"):
+    with pytest.raises(ValueError, match=r"n_neighbors \(40\) must be at most"):
         fitted.transform(_data(4, 1))
 
 

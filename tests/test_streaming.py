@@ -305,3 +305,27 @@ def test_in_memory_inputs_are_not_streamed(gauss):
     assert not is_streamed(None)
     assert is_streamed(Chunked(gauss))
     assert is_streamed(loader_of(gauss))
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+@pytest.mark.parametrize("chunk", [64, 1000])
+def test_streamed_search_spreads_duplicate_ties_like_the_in_memory_one(backend, chunk):
+    """90 % of the rows are copies of a few cells: the streamed graph has the in-memory
+    graph's in-degrees (ties spread over the copies), whatever the chunking, and so for a
+    shard of the rows."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    distinct = rng.normal(size=(100, 8)).astype(np.float32)
+    x = np.concatenate([distinct, distinct[rng.integers(0, 10, size=900)]])
+    x = x[rng.permutation(len(x))]
+    memory = knn(torch.as_tensor(x), 15, backend=backend)
+    streamed = streamed_knn(Chunked(x, chunk), 15, backend=backend)
+    degree_memory = torch.bincount(memory.indices.reshape(-1), minlength=len(x))
+    degree_streamed = torch.bincount(streamed.indices.reshape(-1), minlength=len(x))
+    assert int(degree_streamed.max()) == int(degree_memory.max())
+    assert int(degree_streamed.max()) <= 3 * 15
+    if backend == "torch":  # exact in both: the very same graph
+        assert torch.equal(streamed.indices, memory.indices)
+    shard = streamed_knn(Chunked(x, chunk), 15, backend=backend, shard=RowShard(300, 700))
+    assert torch.equal(shard.indices, streamed.indices[300:700])

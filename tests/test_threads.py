@@ -27,6 +27,7 @@ def two_cores(monkeypatch):
     monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(_threads, "_online_cores", lambda: 2)
     monkeypatch.setattr(_threads, "_own_running", lambda: 1)
+    monkeypatch.setattr(_threads, "_yielding_running", lambda: 0)
     monkeypatch.setattr(_threads.time, "sleep", lambda s: None)
     others = {"k": 0}
     monkeypatch.setattr(_threads, "_read_runnable", lambda: others["k"] + 1)
@@ -236,3 +237,36 @@ def test_recheck_during_a_fit_lowers_the_threads(two_cores, monkeypatch):
     tdr.LargeVis(max_iter=5, random_state=0, compile=False).fit_transform(x)
     assert seen == [1] * 5
     assert torch.get_num_threads() == 2
+
+
+_SPIN = "import time\nend = time.time() + 30\nwhile time.time() < end:\n    pass\n"
+
+
+def _competitor(niceness: int):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(["nice", "-n", str(niceness), sys.executable, "-c", _SPIN])
+    time.sleep(0.5)  # started and spinning
+    return proc
+
+
+@pytest.mark.parametrize(("niceness", "expected"), [(19, 2), (0, 1)])
+def test_a_niced_competitor_leaves_the_threads_alone(monkeypatch, niceness, expected):
+    """Real readings: a ``nice -n 19`` spinner yields its core to us, an ordinary one does not
+    (the control). Needs an otherwise quiet machine, as the test suite is."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    for name in (*_threads.USER_THREAD_VARS, _threads.POLICY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "_online_cores", lambda: 2)
+    proc = _competitor(niceness)
+    try:
+        choices = [_threads.choose_threads().threads for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait()
+        torch.set_num_threads(before)
+    assert max(set(choices), key=choices.count) == expected, choices

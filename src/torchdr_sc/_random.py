@@ -4,7 +4,7 @@ Every layer reads ``random_state`` through :func:`resolve_seed`: ``tl`` / ``pp``
 int it returns, the estimators seed their generators with it (and keep it as ``seed_``), the
 streamed search seeds its IVF training with it. An int, a numpy ``RandomState`` /
 ``Generator``, a ``torch.Generator`` and ``None`` are handled the same way everywhere, and
-global random number generators are never seeded (DESIGN.md section 3).
+global random number generators are never seeded (CONTRIBUTING.md, section 3).
 """
 
 from __future__ import annotations
@@ -103,3 +103,28 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed) % (2**63))
     return gen
+
+
+def seed_argument(random_state: Any, rng: Any, default: Any = 0) -> Any:
+    """The seed of a call that takes scanpy's ``random_state`` and scanpy 1.13's ``rng``.
+
+    They mean the same thing; ``rng`` is used when given and ``random_state`` was left at its
+    ``default``.
+
+    Raises
+    ------
+    ValueError
+        Both given (``random_state`` not at its default and ``rng`` not ``None``).
+    """
+    if rng is None:
+        return random_state
+    left = random_state is default or (
+        isinstance(random_state, int) and isinstance(default, int) and random_state == default
+    )
+    if not left:
+        msg = (
+            "pass one of `random_state` and `rng` (scanpy's old and new names of the same "
+            f"seed); got random_state={random_state!r} and rng={rng!r}."
+        )
+        raise ValueError(msg)
+    return rng

@@ -9,8 +9,13 @@ a run with all cores' worth of threads becomes many times slower than one with a
 The policy, applied when the user made no explicit choice:
 
 - *free cores* = usable cores (``os.sched_getaffinity``) minus the runnable tasks of other
-  processes, read from the instantaneous ``running`` count of ``/proc/loadavg`` (4th field,
-  ``running/total``), sampled a few times over ~20 ms (median), less our own running threads;
+  processes that compete with us, read from the instantaneous ``running`` count of
+  ``/proc/loadavg`` (4th field, ``running/total``), sampled a few times over ~20 ms (median),
+  less our own running threads and less the running tasks that yield to us: those at a nice
+  value :data:`YIELDING_NICE` or more above ours (the scheduler gives such a task under a tenth
+  of a core against one of our threads) or in the ``SCHED_IDLE`` class. Those are found in
+  ``/proc/<pid>/task/<tid>/stat`` only when the load shows other running tasks at all, so a
+  quiet machine costs no scan;
 - threads = ``max(1, min(torch's current setting, free cores))``: never more than before;
 - left unchanged where it cannot be measured (no ``/proc/loadavg``, i.e. not Linux), where the
   process is pinned to a subset of the machine's cores (a system-wide count cannot say which
@@ -57,6 +62,10 @@ _OWN_TASKS = "/proc/self/task"
 _DECIDED: ContextVar[bool] = ContextVar("torchdr_sc_threads_decided", default=False)
 #: Least seconds between two measurements of :func:`recheck_threads` (each one costs ~20 ms).
 RECHECK_SECONDS = 2.0
+#: A running task whose nice value is this much above ours does not take a core from us.
+YIELDING_NICE = 10
+#: Linux's ``SCHED_IDLE`` scheduling class (``policy`` field of ``/proc/<pid>/stat``).
+_SCHED_IDLE = 5
 
 
 @dataclass
@@ -148,6 +157,44 @@ def _own_running() -> int:
     return max(1, count)
 
 
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a ``/proc/.../stat`` file after the command name, or ``None``."""
+    try:
+        with open(path) as fh:
+            stat = fh.read()
+    except OSError:  # the task ended meanwhile
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _yielding_running() -> int:
+    """Running tasks of other processes that yield to ours (much nicer, or ``SCHED_IDLE``).
+
+    Fields after the command name (``man 5 proc``): state is the 1st, nice the 17th, the
+    scheduling policy the 39th.
+    """
+    own = _stat_fields("/proc/self/stat")
+    own_nice = int(own[16]) if own else 0
+    me = str(os.getpid())
+    count = 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+            if not fields or fields[0] != "R" or len(fields) < 39:
+                continue
+            nicer = int(fields[16]) >= own_nice + YIELDING_NICE
+            count += nicer or int(fields[38]) == _SCHED_IDLE
+    return count
+
+
 def busy_cores(samples: int = 5, interval: float = 0.005) -> int | None:
     """Estimate how many cores other processes keep busy right now.
 
@@ -161,8 +208,8 @@ def busy_cores(samples: int = 5, interval: float = 0.005) -> int | None:
     Returns
     -------
     int or None
-        Runnable tasks of other processes (median over the readings), ``None`` where the
-        count cannot be read.
+        Runnable tasks of other processes that compete with ours (median over the
+        readings), ``None`` where the count cannot be read.
     """
     values: list[int] = []
     for i in range(samples):
@@ -171,7 +218,10 @@ def busy_cores(samples: int = 5, interval: float = 0.005) -> int | None:
         runnable = _read_runnable()
         if runnable is None:
             return None
-        values.append(max(0, runnable - _own_running()))
+        others = max(0, runnable - _own_running())
+        if others:  # someone else runs: leave out the tasks that yield to us
+            others = max(0, others - _yielding_running())
+        values.append(others)
     return round(statistics.median(values))
 
 

@@ -122,7 +122,7 @@ def trustworthiness(
     is the rank of ``j`` among ``i``'s input-space neighbours (1 = nearest; points at the same
     distance share the lowest rank). The score is
     ``1 - 2 / (m k (2n - 3k - 1)) * sum of penalties`` over the ``m`` queries; with every point
-    a query and no tied distances it equals :func:`sklearn.manifold.trustworthiness`.
+    a query and no tied distances it equals scikit-learn's ``sklearn.manifold.trustworthiness``.
 
     Input distances are computed exactly, in float64, against all ``n`` points (blockwise), so a
     query costs ``O(n d)``: use a sample of queries for large data.

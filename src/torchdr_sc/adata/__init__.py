@@ -36,6 +36,7 @@ from .representation import (
 from .run import (
     GraphUse,
     Method,
+    in_memory_copy,
     package_version,
     results_changes,
     run_embedding,
@@ -68,6 +69,7 @@ __all__ = [
     "estimator_options",
     "fingerprint",
     "graph_keys",
+    "in_memory_copy",
     "knn_for",
     "log",
     "output_keys",

@@ -19,11 +19,13 @@ _MISSING = object()
 
 @dataclass
 class Changes:
-    """Values to write, per AnnData slot (``obs`` columns, ``obsm``, ``obsp``, ``uns``)."""
+    """Values to write, per AnnData slot (``obs`` columns, ``obsm``, ``obsp``, ``varm``,
+    ``uns``)."""
 
     obs: dict[str, Any] = field(default_factory=dict)
     obsm: dict[str, Any] = field(default_factory=dict)
     obsp: dict[str, Any] = field(default_factory=dict)
+    varm: dict[str, Any] = field(default_factory=dict)
     uns: dict[str, Any] = field(default_factory=dict)
     notes: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -36,7 +38,7 @@ class Changes:
         """``(slot, key, value)`` for every change."""
         return [
             (slot, key, value)
-            for slot in ("obs", "obsm", "obsp", "uns")
+            for slot in ("obs", "obsm", "obsp", "varm", "uns")
             for key, value in getattr(self, slot).items()
         ]
 

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from .._validation import format_options
 from .keys import output_keys
 from .options import ScanpyNames
+from .pca_projection import project_on_reference_pca
 from .representation import choose_representation
 
 if TYPE_CHECKING:
@@ -146,8 +147,7 @@ def _dense(x: Any) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _aligned_x(adata: AnnData, adata_ref: AnnData) -> np.ndarray:
-    """The query's ``X`` with the reference's variables, in the reference's order."""
+def _check_variables(adata: AnnData, adata_ref: AnnData) -> None:
     missing = adata_ref.var_names.difference(adata.var_names)
     if len(missing):
         msg = (
@@ -156,6 +156,11 @@ def _aligned_x(adata: AnnData, adata_ref: AnnData) -> np.ndarray:
             "from X, so query and reference need the same variables."
         )
         raise ValueError(msg)
+
+
+def _aligned_x(adata: AnnData, adata_ref: AnnData) -> np.ndarray:
+    """The query's ``X`` with the reference's variables, in the reference's order."""
+    _check_variables(adata, adata_ref)
     if adata.var_names.equals(adata_ref.var_names):
         return _dense(adata.X)
     return _dense(adata[:, adata_ref.var_names].X)
@@ -167,8 +172,9 @@ def query_representation(
     """The reference's representation and the query's in the same space.
 
     ``'X'``: both ``X`` on the reference's variables. ``'X_pca'`` (with ``varm['PCs']``): the
-    query's ``X`` centred by the reference's mean and projected on the reference's axes,
-    on the variables the PCA used (scanpy's ``ingest`` centres by the query's own mean).
+    query projected on the reference's axes as the reference's PCA computed them (its genes,
+    layer and centring, by the reference's mean; sparse data stay sparse:
+    :func:`~torchdr_sc.adata.pca_projection.project_on_reference_pca`).
     Any other ``obsm`` key: taken from both objects as it is (an integration that placed
     both in one space, e.g. scVI).
 
@@ -186,12 +192,8 @@ def query_representation(
     if ref.use_rep == "X":
         return ref.data, _aligned_x(adata, adata_ref), "X"
     if ref.use_rep == "X_pca" and "PCs" in adata_ref.varm:
-        axes = np.asarray(adata_ref.varm["PCs"], dtype=np.float64)[:, :columns]
-        used = np.isfinite(axes).all(axis=1)  # scanpy leaves NaN for genes left out (HVG)
-        ref_x = _dense(adata_ref.X)[:, used]
-        mean = ref_x.mean(axis=0, dtype=np.float64)
-        query = (_aligned_x(adata, adata_ref)[:, used] - mean) @ axes[used]
-        return ref.data, np.ascontiguousarray(query, dtype=np.float32), "X_pca"
+        _check_variables(adata, adata_ref)
+        return ref.data, project_on_reference_pca(adata, adata_ref, columns), "X_pca"
     if ref.use_rep not in adata.obsm:
         found = format_options(adata.obsm.keys()) or "none"
         msg = (

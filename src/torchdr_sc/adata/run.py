@@ -23,6 +23,8 @@ from .init_pos import init_from_adata
 from .keys import output_keys
 from .options import ScanpyNames
 from .representation import Representation, check_key, choose_representation
+from .stale_graph import params_only, search_like, stored_connectivities
+from .stale_graph import stale_reason as stale_graph_reason
 from .stored_graph import StoredGraph, knn_for, read_graph
 from .uns import to_uns
 
@@ -147,7 +149,9 @@ def _stored_knn(graph: StoredGraph, est: Any, method: Method, n: int, use: Graph
     return knn
 
 
-def _copy(adata: AnnData) -> AnnData:
+def in_memory_copy(adata: AnnData) -> AnnData:
+    """A copy of ``adata`` held in memory (a backed object is read in; anndata refuses to
+    ``copy()`` one without a file name), for the ``copy=True`` / ``inplace=False`` results."""
     return adata.to_memory() if adata.isbacked else adata.copy()
 
 
@@ -166,6 +170,7 @@ def run_embedding(
     call_params: dict[str, Any] | None = None,
     n_jobs: int | None = None,
     progress_bar: bool | None = False,
+    stale_graph: str = "recompute",
 ) -> AnnData | None:
     """Embed the cells of ``adata`` with ``estimator`` and write the result scanpy's way.
 
@@ -193,6 +198,11 @@ def run_embedding(
         Further values of the ``tl`` call to record in ``uns[key]['params']`` (e.g.
         ``n_jobs``); the estimator's parameters are recorded under the ``tl`` names of
         ``method.names``.
+    stale_graph
+        What to do with a stored graph that no longer fits the object (cells subset away,
+        :mod:`~torchdr_sc.adata.stale_graph`): ``'recompute'`` searches afresh with its
+        recorded parameters (warned, recorded as ``neighbors_recomputed``); ``'use'`` takes
+        its stored connectivities as the input affinity, as scanpy's ``tl.umap`` does.
 
     Returns
     -------
@@ -206,11 +216,27 @@ def run_embedding(
     resolve_device(estimator.device)  # an unusable device fails before any work
     start = log.info(f"computing {method.label}")
     use = GraphUse(neighbors_key, graph_by_default and neighbors_key is not None)
-    graph, knn = None, None
+    graph, knn, stale, stored_p = None, None, None, None
     if neighbors_key is not None:
         _check_graph_use(estimator, method, neighbors_key)
-        graph = read_graph(adata, neighbors_key, use.fresh_search_hint())
+        stale = stale_graph_reason(adata, neighbors_key)
+        if stale is None:
+            graph = read_graph(adata, neighbors_key, use.fresh_search_hint())
+        elif stale_graph == "use":
+            stored_p = stored_connectivities(adata, neighbors_key)
+            log.warning(f"the kNN graph adata.uns[{neighbors_key!r}]: {stale}; used as it is")
+        else:
+            graph = params_only(adata, neighbors_key)
     rep = _representation(adata, use_rep, n_pcs, graph, use)
+    if graph is not None and graph.knn is None:  # recorded parameters, searched afresh
+        quiet = "pass recompute_neighbors=True" if use.by_default else "leave neighbors_key unset"
+        log.warning(
+            f"the kNN graph adata.uns[{neighbors_key!r}] does not fit this object: {stale}. "
+            f"Searching the neighbours afresh with its parameters ({quiet} to search afresh "
+            "without this warning)."
+        )
+        graph = search_like(graph, rep, estimator.device)
+        call_params = {**(call_params or {}), "neighbors_recomputed": stale}
     _check_output_keys(method, key_added, rep, neighbors_key)
     if not isinstance(estimator.init, str):  # named as the tl function names it
         name = method.names.scanpy_name("init") or "init"
@@ -223,11 +249,16 @@ def run_embedding(
     estimator.set_params(progress_bar=bool(progress_bar))
     if graph is not None:
         knn = _stored_knn(graph, estimator, method, rep.data.shape[0], use)
-    slot = _slot(estimator, rep, graph) if cache else None
-    cached = affinity_cache.lookup(adata, slot) if slot is not None else None
-    if cached is not None:
+    slot = _slot(estimator, rep, graph) if cache and stored_p is None else None
+    cached = affinity_cache.lookup(adata, slot) if slot is not None else stored_p
+    if cached is not None and slot is not None:
         log.info(f"    using the cached input affinity .obsp[{slot.key!r}]")
     with cpu_threads(n_jobs):
+        import torch
+
+        # recorded as n_jobs: the torch threads the fit started with (the policy's choice
+        # when n_jobs is None), as scanpy records the n_jobs it used
+        call_params = {**(call_params or {}), "n_jobs": torch.get_num_threads()}
         embedding = _fit_array(estimator, rep, cached, knn, method)
     changes = results_changes(
         adata,
@@ -240,10 +271,10 @@ def run_embedding(
         neighbors_key=neighbors_key,
         init_key=init_key,
         slot=slot,
-        reused=cached is not None,
+        reused=cached is not None and slot is not None,
         call_params=call_params,
     )
-    target = _copy(adata) if copy else adata
+    target = in_memory_copy(adata) if copy else adata
     commit(target, changes)
     log.info("    finished", time=start, deep=changes.summary())
     return target if copy else None

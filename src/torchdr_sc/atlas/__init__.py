@@ -11,6 +11,9 @@ each torchrun worker runs ``python -m torchdr_sc.atlas.worker``.
 - :func:`launch`: the job on several torchrun processes (no orphaned worker, output moved
   into place only when every process succeeded); :func:`raise_on_signals`,
   :class:`Interrupted`: SIGTERM / SIGINT as an exception, for the job in one process.
+- :func:`check_free_space`, :func:`estimated_output_bytes`, :func:`reporting_write_errors`,
+  :class:`OutputError`: room for the output checked before the work, write failures in one
+  line (exit status 1).
 - :data:`METHODS`, :data:`SHARDED`: the methods and those that shard across processes
   (:mod:`~torchdr_sc.atlas.methods`, plain data).
 
@@ -28,16 +31,29 @@ from .methods import METHODS, SHARDED
 
 if TYPE_CHECKING:
     from ._io import InputError, InputInfo, file_format, inspect_input
-    from ._job import JobSpec, check_spec, fail, resolve_use_rep, run_job
+    from ._job import JobSpec, check_neighbors_key, check_spec, fail, resolve_use_rep, run_job
     from ._launch import launch
     from ._signals import Interrupted, raise_on_signals
+    from ._space import (
+        OutputError,
+        check_free_space,
+        estimated_output_bytes,
+        reporting_write_errors,
+    )
 
 #: Name -> the module of this package that defines it (imported on first access).
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("InputError", "InputInfo", "file_format", "inspect_input"), "._io"),
-    **dict.fromkeys(("JobSpec", "check_spec", "fail", "resolve_use_rep", "run_job"), "._job"),
+    **dict.fromkeys(
+        ("JobSpec", "check_neighbors_key", "check_spec", "fail", "resolve_use_rep", "run_job"),
+        "._job",
+    ),
     "launch": "._launch",
     **dict.fromkeys(("Interrupted", "raise_on_signals"), "._signals"),
+    **dict.fromkeys(
+        ("OutputError", "check_free_space", "estimated_output_bytes", "reporting_write_errors"),
+        "._space",
+    ),
 }
 
 __all__ = [
@@ -47,12 +63,17 @@ __all__ = [
     "InputInfo",
     "Interrupted",
     "JobSpec",
+    "OutputError",
+    "check_free_space",
+    "check_neighbors_key",
     "check_spec",
+    "estimated_output_bytes",
     "fail",
     "file_format",
     "inspect_input",
     "launch",
     "raise_on_signals",
+    "reporting_write_errors",
     "resolve_use_rep",
     "run_job",
 ]

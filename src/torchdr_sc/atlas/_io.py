@@ -41,12 +41,13 @@ def file_format(path: str | os.PathLike, what: str) -> str:
 
 
 @contextmanager
-def open_store(path: str | os.PathLike) -> Iterator[Any]:
-    """The root group of an .h5ad (h5py) or .zarr store, opened read-only."""
-    fmt = file_format(path, "INPUT")
+def open_store(path: str | os.PathLike, what: str = "INPUT") -> Iterator[Any]:
+    """The root group of an .h5ad (h5py) or .zarr store, opened read-only (``what`` names the
+    file in error messages)."""
+    fmt = file_format(path, what)
     path = Path(path)
     if not path.exists():
-        msg = f"INPUT {str(path)!r} does not exist."
+        msg = f"{what} {str(path)!r} does not exist."
         raise InputError(msg)
     try:
         if fmt == "h5ad":
@@ -59,9 +60,8 @@ def open_store(path: str | os.PathLike) -> Iterator[Any]:
             store = zarr.open_group(str(path), mode="r")
     except Exception as err:
         kind = "an HDF5 (.h5ad)" if fmt == "h5ad" else "a zarr (.zarr)"
-        msg = (
-            f"cannot read INPUT {str(path)!r}: it is not {kind} file ({type(err).__name__}: {err})."
-        )
+        why = f"{type(err).__name__}: {err}"
+        msg = f"cannot read {what} {str(path)!r}: it is not {kind} file ({why})."
         raise InputError(msg) from err
     try:
         yield store
@@ -70,9 +70,9 @@ def open_store(path: str | os.PathLike) -> Iterator[Any]:
             store.close()
 
 
-def _damaged(path: str | os.PathLike, err: BaseException) -> str:
+def _damaged(path: str | os.PathLike, err: BaseException, what: str = "INPUT") -> str:
     why = f"{type(err).__name__}: {err}"
-    return f"cannot read INPUT {str(path)!r}: the file is damaged ({why})."
+    return f"cannot read {what} {str(path)!r}: the file is damaged ({why})."
 
 
 def _is_group(node: Any) -> bool:
@@ -110,6 +110,8 @@ class InputInfo:
         ``obsm`` keys and their shapes.
     has_x
         Whether ``X`` is stored.
+    uns
+        The top-level ``uns`` keys.
     """
 
     path: str
@@ -118,16 +120,18 @@ class InputInfo:
     n_vars: int
     obsm: dict[str, tuple[int, ...]]
     has_x: bool
+    uns: tuple[str, ...] = ()
 
 
-def inspect_input(path: str | os.PathLike) -> InputInfo:
-    """Open the input read-only and describe it; a corrupt or foreign file is an InputError."""
-    with open_store(path) as store:
+def inspect_input(path: str | os.PathLike, what: str = "INPUT") -> InputInfo:
+    """Open the input read-only and describe it; a corrupt or foreign file is an InputError
+    (``what`` names the file in its message)."""
+    with open_store(path, what) as store:
         try:
             keys = set(store.keys())
             if "obs" not in keys or "var" not in keys:
                 msg = (
-                    f"INPUT {str(path)!r} is not an AnnData file (it has no 'obs' and 'var'); "
+                    f"{what} {str(path)!r} is not an AnnData file (it has no 'obs' and 'var'); "
                     "write it with anndata's write_h5ad / write_zarr."
                 )
                 raise InputError(msg)
@@ -136,11 +140,13 @@ def inspect_input(path: str | os.PathLike) -> InputInfo:
             obsm = {}
             if "obsm" in keys:
                 obsm = {str(k): _shape(store["obsm"][k]) for k in store["obsm"].keys()}
+            uns = tuple(str(k) for k in store["uns"].keys()) if "uns" in keys else ()
         except InputError:
             raise
         except Exception as err:
-            raise InputError(_damaged(path, err)) from err
-        return InputInfo(str(path), file_format(path, "INPUT"), n_obs, n_vars, obsm, "X" in keys)
+            raise InputError(_damaged(path, err, what)) from err
+        fmt = file_format(path, what)
+        return InputInfo(str(path), fmt, n_obs, n_vars, obsm, "X" in keys, uns)
 
 
 def _elem_io() -> tuple[Any, Any, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import InputError, InputInfo, open_skeleton, write_output
+from ._space import reporting_write_errors
 from .methods import METHODS, SHARDED
 
 
@@ -48,6 +49,7 @@ class JobSpec:
     timeout: float = 1800.0
     error_dir: str | None = None
     staging: str | None = None
+    recompute_neighbors: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -126,6 +128,7 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     under the key and fingerprint ``tl`` would use for ``use_rep='X'``.
     """
     import numpy as np
+    import torch
 
     from ..adata import cache, results_changes, streamed_fingerprint
     from ..distributed import is_rank_zero
@@ -134,6 +137,7 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
     est = build_estimator(spec.method, spec.params, spec.device)
     est.set_params(progress_bar=spec.progress and is_rank_zero(), verbose=spec.verbose)
     chunked = Chunked(x)
+    threads = torch.get_num_threads()  # recorded as n_jobs, as tl records the fit's threads
     embedding = np.ascontiguousarray(est.fit_transform(chunked), dtype=np.float32)
     slot = None
     if spec.save_affinity:
@@ -149,6 +153,7 @@ def _streamed_changes(adata: Any, x: Any, spec: JobSpec) -> list[tuple[str, str,
         n_pcs=None,
         neighbors_key=None,
         slot=slot,
+        call_params={"n_jobs": threads},
     )
     return changes.items()
 
@@ -159,11 +164,18 @@ def _in_memory_changes(adata: Any, spec: JobSpec) -> list:
     The parameters are the estimator's (``--param``, TorchDR's names); what is written is
     what ``tl.<method>`` writes (scanpy's names in ``uns``).
     """
-    from ..adata import run_embedding
+    from ..adata import choose_graph, run_embedding
     from ..distributed import is_rank_zero
 
     before = _snapshot(adata)
-    est = build_estimator(spec.method, spec.params, spec.device)
+    params, neighbors_key, by_default = dict(spec.params), spec.neighbors_key, False
+    if neighbors_key is None and spec.method == "umap" and not spec.recompute_neighbors:
+        # as tl.umap: the stored uns['neighbors'] graph when there is one, and its k
+        choice = choose_graph(adata, None, default_key="neighbors", recompute=False)
+        neighbors_key, by_default = choice.key, choice.by_default
+        if choice.key is not None and choice.n_neighbors and "n_neighbors" not in params:
+            params["n_neighbors"] = choice.n_neighbors
+    est = build_estimator(spec.method, params, spec.device)
     est.set_params(verbose=spec.verbose or est.verbose)
     run_embedding(
         adata,
@@ -172,10 +184,11 @@ def _in_memory_changes(adata: Any, spec: JobSpec) -> list:
         key_added=spec.key_added,
         use_rep=spec.use_rep,
         n_pcs=spec.n_pcs,
-        neighbors_key=spec.neighbors_key,
+        neighbors_key=neighbors_key,
         copy=False,
         cache=spec.save_affinity,
         progress_bar=spec.progress and is_rank_zero(),
+        graph_by_default=by_default,
     )
     return _changes_since(adata, before)
 
@@ -226,7 +239,8 @@ def run_job(spec: JobSpec) -> int:
             return 0
         say(f"embedding done ({t_embed:.1f}s); writing {spec.output}")
         target = spec.staging or spec.output
-        write_output(spec.input, target, changes, overwrite=spec.overwrite)
+        with reporting_write_errors(spec.output):
+            write_output(spec.input, target, changes, overwrite=spec.overwrite)
         text = summary(spec, adata, changes, time.perf_counter() - t0)
     if spec.staging and spec.error_dir:
         Path(spec.error_dir, SUMMARY_FILE).write_text(text)
@@ -273,12 +287,32 @@ def check_spec(spec: JobSpec, info: InputInfo) -> None:
     if spec.use_rep == "X" and not info.has_x:
         msg = f"INPUT {info.path!r} stores no X; pass --use-rep with an obsm key."
         raise InputError(msg)
+    check_neighbors_key(spec.neighbors_key, info)
+    if spec.neighbors_key is not None and spec.recompute_neighbors:
+        msg = "pass one of --neighbors-key (a stored graph) and --recompute-neighbors."
+        raise InputError(msg)
     check_key_added(spec)
     est = build_estimator(spec.method, spec.params, spec.device)
     try:
         est.check_n_samples(info.n_obs)
     except ValueError as err:
         raise InputError(str(err)) from err
+
+
+def check_neighbors_key(key: str | None, info: InputInfo, flag: str = "--neighbors-key") -> None:
+    """A ``--neighbors-key`` must name a ``uns`` entry of the input (scanpy's kNN graph).
+
+    Raises
+    ------
+    InputError
+    """
+    if key is None or key in info.uns:
+        return
+    from .._validation import format_options
+
+    shown = format_options(info.uns) or "nothing"
+    msg = f"{flag} {key!r} is not in the uns of {info.path!r} (it holds {shown})."
+    raise InputError(msg)
 
 
 def check_key_added(spec: JobSpec) -> None:

@@ -63,7 +63,15 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--n-pcs", type=int, default=None, help="leading columns of --use-rep")
     parser.add_argument(
-        "--neighbors-key", default=None, help="reuse a scanpy kNN graph stored under this key"
+        "--neighbors-key",
+        default=None,
+        help="reuse a scanpy kNN graph stored under this key (umap: uns['neighbors'] is used "
+        "when present, as tl.umap does)",
+    )
+    parser.add_argument(
+        "--recompute-neighbors",
+        action="store_true",
+        help="search the neighbours afresh even when the input stores a kNN graph",
     )
     parser.add_argument("--key-added", default=None, help="obsm / uns key of the result")
     parser.add_argument(
@@ -168,7 +176,9 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     from ..atlas import (
         InputError,
         JobSpec,
+        check_free_space,
         check_spec,
+        estimated_output_bytes,
         file_format,
         inspect_input,
         resolve_use_rep,
@@ -213,24 +223,37 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
         verbose=args.verbose,
         nproc=args.nproc,
         timeout=args.timeout,
+        recompute_neighbors=args.recompute_neighbors,
     )
     check_spec(spec, info)
+    check_free_space(target, estimated_output_bytes(source, _new_bytes(spec, info.n_obs)))
     return spec
+
+
+def _new_bytes(spec: JobSpec, n_obs: int) -> int:
+    """What the job adds to the input: the float32 embedding and, with --save-affinity, the
+    affinity in CSR (12 bytes an edge, up to 90 edges a cell, both directions)."""
+    dims = int(spec.params.get("n_components", 2))
+    affinity = 12 * 2 * 90 * n_obs if spec.save_affinity else 0
+    return 4 * dims * n_obs + affinity
 
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``torchdr-sc embed`` with parsed ``args``; returns the exit status.
 
-    0 on success, 2 for bad input or options (nothing started), 1 when the job fails,
+    0 on success, 2 for bad input or options (nothing started), 1 when the job fails (the
+    output cannot be written included: too little free space is found before any work),
     ``128 + signal`` (130 for SIGINT, 143 for SIGTERM) when it is interrupted: one line
     says so, and no output nor partial file is left.
     """
-    from ..atlas import InputError, fail, launch
+    from ..atlas import InputError, OutputError, fail, launch
 
     try:
         spec = build_spec(args)
     except InputError as err:
         return fail(str(err), 2)
+    except OutputError as err:
+        return fail(str(err), 1)
     if spec.nproc > 1:
         return launch(spec)
     return _run_here(spec)
@@ -238,7 +261,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def _run_here(spec: JobSpec) -> int:
     """Run the job in this process (``--nproc 1``); SIGTERM and SIGINT end it cleanly."""
-    from ..atlas import InputError, Interrupted, fail, raise_on_signals, run_job
+    from ..atlas import InputError, Interrupted, OutputError, fail, raise_on_signals, run_job
 
     try:
         with raise_on_signals():
@@ -247,5 +270,7 @@ def _run_here(spec: JobSpec) -> int:
         return fail(f"interrupted by {stop.name}; nothing was written.", stop.exit_code)
     except InputError as err:
         return fail(str(err), 2)
+    except OutputError as err:
+        return fail(str(err), 1)
     except Exception as err:
         return fail(f"{type(err).__name__}: {err}", 1)

@@ -15,21 +15,63 @@ from pathlib import Path
 USAGE_ERROR = 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _say(message: str) -> None:
+    print(f"torchdr-sc ingest: {message}", file=sys.stderr, flush=True)
+
+
+def _check(args: argparse.Namespace) -> tuple[Path, int]:
+    """Everything checked before any work: the output path, the two inputs (readable AnnData
+    ``.h5ad`` files), the reference's kNN graph key, the free space. Returns the output path
+    and the query's number of cells.
+
+    Raises
+    ------
+    InputError
+        Bad options or inputs (exit status 2).
+    OutputError
+        Too little free space for the output (exit status 1).
+    """
+    from ..atlas import (
+        InputError,
+        check_free_space,
+        check_neighbors_key,
+        estimated_output_bytes,
+        inspect_input,
+    )
+
     out = Path(args.out)
     for path, flag in ((args.query, "QUERY"), (args.reference, "--reference")):
         if not Path(path).is_file():
-            print(f"torchdr-sc ingest: {flag} {path!r} is not a file.", file=sys.stderr)
-            return USAGE_ERROR
+            msg = f"{flag} {path!r} is not a file."
+            raise InputError(msg)
     if out.suffix != ".h5ad":
-        print(f"torchdr-sc ingest: --out must end in .h5ad; got {str(out)!r}.", file=sys.stderr)
-        return USAGE_ERROR
+        msg = f"--out must end in .h5ad; got {str(out)!r}."
+        raise InputError(msg)
     if out.exists() and not args.overwrite:
-        print(
-            f"torchdr-sc ingest: {str(out)!r} exists: pass --overwrite to replace it.",
-            file=sys.stderr,
-        )
+        msg = f"{str(out)!r} exists: pass --overwrite to replace it."
+        raise InputError(msg)
+    if not out.resolve().parent.is_dir():
+        msg = f"the folder of --out {str(out.parent)!r} does not exist."
+        raise InputError(msg)
+    query = inspect_input(args.query, "QUERY")
+    reference = inspect_input(args.reference, "--reference")
+    check_neighbors_key(args.neighbors_key, reference)
+    new = query.n_obs * (4 * 2 * (len(args.embedding_method) + 25) + 64 * len(args.obs))
+    check_free_space(out, estimated_output_bytes(args.query, new), "--out")
+    return out, query.n_obs
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..atlas import InputError, OutputError, reporting_write_errors
+
+    try:
+        out, _ = _check(args)
+    except InputError as err:
+        _say(str(err))
         return USAGE_ERROR
+    except OutputError as err:
+        _say(str(err))
+        return 1
     import anndata as ad
 
     from .. import tl
@@ -47,11 +89,18 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
         )
     except ValueError as err:
-        print(f"torchdr-sc ingest: {err}", file=sys.stderr)
+        _say(str(err))
         return USAGE_ERROR
     tmp = out.with_name(f".{out.name}.tmp")
-    query.write_h5ad(tmp)
-    tmp.replace(out)  # the output appears whole or not at all
+    try:
+        with reporting_write_errors(out, "--out"):
+            query.write_h5ad(tmp)
+            tmp.replace(out)  # the output appears whole or not at all
+    except OutputError as err:
+        _say(str(err))
+        return 1
+    finally:
+        tmp.unlink(missing_ok=True)
     added = ", ".join([f"obsm[{m!r}]" for m in query.obsm] + [f"obs[{c!r}]" for c in args.obs])
     print(f"torchdr-sc ingest: wrote {out} ({query.n_obs} cells; {added})")
     return 0

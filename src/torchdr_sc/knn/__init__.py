@@ -30,6 +30,8 @@ Every backend returns a :class:`~torchdr_sc.knn.KNNGraph` with distances recompu
 exactly from the coordinates in the data's dtype, rows sorted by increasing distance.
 :class:`SearchTask` states what a backend's search function (:data:`SearchFn`) receives;
 :class:`CandidateSearch` builds one from a candidate selection, as the built-in ones are.
+Ties between exact duplicate rows are broken at random in every result, in memory and
+streamed (:func:`row_hashes`, :func:`groups_from_hashes`, :func:`spread_ties`).
 """
 
 from .common import CandidateSearch, KNNBackend, SearchFn, SearchTask, drop_self
@@ -45,6 +47,13 @@ from .registry import (
     knn,
     register_backend,
     resolve_backend,
+)
+from .ties import (
+    duplicate_groups,
+    groups_from_hashes,
+    row_hashes,
+    spread_duplicate_ties,
+    spread_ties,
 )
 from .transformer import KNNTransformer
 
@@ -64,7 +73,12 @@ __all__ = [
     "available_backends",
     "check_backend",
     "drop_self",
+    "duplicate_groups",
+    "groups_from_hashes",
     "knn",
     "register_backend",
     "resolve_backend",
+    "row_hashes",
+    "spread_duplicate_ties",
+    "spread_ties",
 ]

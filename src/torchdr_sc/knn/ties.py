@@ -6,7 +6,9 @@ to the index order, all copies of a duplicated row choose the same few cells, wh
 hubs linked to most of the data; the negative-sampling epochs then sum hundreds of steps
 into those cells and throw them far off (UMAP and LargeVis on data with 90 % duplicated
 rows reached coordinates of 250 instead of 5). Applied to the result of every backend that
-builds on :class:`~torchdr_sc.knn.common.CandidateSearch` (torch, faiss, keops).
+builds on :class:`~torchdr_sc.knn.common.CandidateSearch` (torch, faiss, keops), and to the
+streamed search, which hashes the rows chunk by chunk (:func:`row_hashes`) and groups them
+from the hashes alone (:func:`groups_from_hashes`) before the same step (:func:`spread_ties`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import torch
 
 from .common import block_bytes, rows_per_block
 
-__all__ = ["duplicate_groups", "mix64", "spread_duplicate_ties"]
+__all__ = [
+    "duplicate_groups",
+    "groups_from_hashes",
+    "mix64",
+    "row_hashes",
+    "spread_duplicate_ties",
+    "spread_ties",
+]
 
 
 #: Odd 64-bit constants of splitmix64 (Steele, Lea & Flood 2014), written as int64.
@@ -51,8 +60,11 @@ def mix64(h: torch.Tensor) -> torch.Tensor:
     return h ^ _shift_right(h, 31)
 
 
-def _row_hashes(X: torch.Tensor) -> torch.Tensor:
-    """int64 hash of the bits of every row of ``X``: equal rows (bitwise) hash equally."""
+def row_hashes(X: torch.Tensor) -> torch.Tensor:
+    """int64 hash of the bits of every row of ``X``: equal rows (bitwise) hash equally.
+
+    Row by row, so a matrix read in chunks hashes to the concatenation of its chunks' hashes.
+    """
     n, d = X.shape
     as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]
     salt = torch.arange(d, dtype=torch.int64, device=X.device) + _SALT_ROWS
@@ -68,7 +80,7 @@ def _row_hashes(X: torch.Tensor) -> torch.Tensor:
 def duplicate_groups(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Groups of rows of ``X`` that are exactly equal, or ``None`` when all rows differ.
 
-    Rows are grouped by a hash of their bits (:func:`mix64`, one pass over ``X``); rows of
+    Rows are grouped by a hash of their bits (splitmix64, one pass over ``X``); rows of
     a group are then compared with the group's first row, and a hash collision between
     different rows (not expected to ever happen) falls back to an exact
     ``torch.unique(X, dim=0)``.
@@ -86,9 +98,10 @@ def duplicate_groups(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
         equal.
     """
     n = X.shape[0]
-    _, group, counts = torch.unique(_row_hashes(X), return_inverse=True, return_counts=True)
-    if counts.numel() == n:
+    grouped = groups_from_hashes(row_hashes(X))
+    if grouped is None:
         return None
+    group, counts = grouped
     ids = torch.arange(n, device=X.device)
     first = torch.full_like(counts, n).scatter_reduce_(0, group, ids, "amin")
     rows = (counts[group] > 1).nonzero().view(-1)
@@ -96,6 +109,19 @@ def duplicate_groups(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
         _, group, counts = torch.unique(X, dim=0, return_inverse=True, return_counts=True)
         if counts.numel() == n:
             return None
+    return group, counts
+
+
+def groups_from_hashes(hashes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Groups of rows with equal :func:`row_hashes` (``(group, counts)`` as
+    :func:`duplicate_groups`), or ``None`` when all hashes differ.
+
+    Without the rows to compare, a group is trusted to hold equal rows: two different rows
+    share a 64-bit hash with probability about ``n^2 / 2^65`` (3e-6 for 10 million rows).
+    """
+    _, group, counts = torch.unique(hashes, return_inverse=True, return_counts=True)
+    if counts.numel() == hashes.numel():
+        return None
     return group, counts
 
 
@@ -147,20 +173,56 @@ def spread_duplicate_ties(
     groups = duplicate_groups(X)
     if groups is None:
         return indices
-    group, counts = groups
+    return spread_ties(indices, *groups, self_search)
+
+
+def spread_ties(
+    indices: torch.Tensor,
+    group: torch.Tensor,
+    counts: torch.Tensor,
+    self_search: bool,
+    query_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`spread_duplicate_ties` from the groups of the data (``(group, counts)`` of
+    :func:`duplicate_groups` or :func:`groups_from_hashes`).
+
+    Parameters
+    ----------
+    indices
+        ``(m, k)`` distinct candidates of every query row, the query itself excluded.
+    group, counts
+        Group id of every data row, size of every group.
+    self_search
+        Whether the queries are rows of the data (``query_ids``) and never their own
+        neighbours.
+    query_ids
+        Data row of every query row in a self search (default ``0 .. m - 1``; a shard of
+        rows passes its own). The pseudo-random choices depend on these ids, so a search in
+        shards gives the graph of one search of all rows.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(m, k)`` indices, each one equal to the input or to a row equal to it.
+    """
+    device = indices.device
+    group, counts = group.to(device), counts.to(device)
+    if query_ids is None:
+        query_ids = torch.arange(indices.shape[0], device=device)
     g = group[indices]
     rows, cols = (counts[g] > 1).nonzero(as_tuple=True)
     if rows.numel() == 0:
         return indices
     g = g[rows, cols]
+    queries = query_ids.to(device)[rows]
     # a query's entries in one group: their rank, and how many there are
-    key = rows * counts.numel() + g
+    key = queries * counts.numel() + g
     rank, taken = _rank_in_runs(key)
-    own = (group[rows] == g) if self_search else torch.zeros_like(g, dtype=torch.bool)
+    own = (group[queries] == g) if self_search else torch.zeros_like(g, dtype=torch.bool)
     size = counts[g] - own.long()
     # members of every group, consecutive, in a pseudo-random order
-    n = X.shape[0]
-    ids = torch.arange(n, device=X.device)
+    n = group.shape[0]
+    ids = torch.arange(n, device=device)
     shuffled = torch.argsort(mix64((ids + _SALT_MEMBERS) * _GOLDEN))
     members = shuffled[torch.argsort(group[shuffled], stable=True)]
     first = torch.cumsum(counts, 0) - counts
@@ -168,7 +230,8 @@ def spread_duplicate_ties(
     place[members] = ids - first[group[members]]
     offset = torch.remainder(mix64(key * _GOLDEN + _SALT_OFFSETS), size.clamp_min(1))
     slot = torch.remainder(offset + rank, size.clamp_min(1))
-    slot += (own & (slot >= place[rows])).long()  # skip the query itself
+    if self_search:
+        slot += (own & (slot >= place[queries])).long()  # skip the query itself
     keep = taken <= size  # always, for distinct candidates; guards repeated ones
     out = indices.clone()
     out[rows[keep], cols[keep]] = members[first[g] + slot][keep]

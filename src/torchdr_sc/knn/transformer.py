@@ -41,18 +41,21 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     scanpy does not set ``n_neighbors`` on a transformer instance: it reads it with
     ``get_params()`` and ignores its own ``n_neighbors``, ``metric`` and ``random_state``
-    arguments (they only configure the transformers it builds itself). Give them here:
-    ``KNNTransformer(n_neighbors=15)`` yields scanpy's ``n_neighbors=15`` graph (the cell
-    itself counted, 14 other cells). scanpy still records its own ``metric`` argument
+    arguments (they only configure the transformers it builds itself), and it stores the
+    transformer's output as ``obsp['distances']`` as it is. So ``n_neighbors`` here has
+    scanpy's meaning and default: the size of the neighbourhood *counting the cell
+    itself*, 15. ``KNNTransformer()`` gives exactly scanpy's own ``n_neighbors=15`` graph:
+    14 other cells in every row, the cell itself not stored. (scikit-learn's
+    ``KNeighborsTransformer(n_neighbors=k)`` counts the others only, and stores the sample
+    too: ``k + 1`` entries.) scanpy still records its own ``metric`` argument
     (``'euclidean'`` unless given) in ``uns['neighbors']['params']``.
 
     Parameters
     ----------
     n_neighbors
-        Neighbours per sample. As in scikit-learn, with ``mode='distance'`` every row holds
-        ``n_neighbors + 1`` entries, the sample itself (at distance 0) being its own first
-        neighbour when the training data is transformed; ``mode='connectivity'`` holds
-        ``n_neighbors`` entries, the sample itself included.
+        Size of the neighbourhood, counting the sample itself (scanpy's convention): every
+        row of the output holds the ``n_neighbors - 1`` nearest *other* training samples
+        (for new data, the ``n_neighbors - 1`` nearest training samples), in both modes.
     mode
         ``'distance'`` (the distances, in ``metric`` units) or ``'connectivity'`` (ones).
     metric
@@ -89,16 +92,15 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     Notes
     -----
     The output is a ``scipy.sparse.csr_matrix`` of float64 (scikit-learn's dtype) with the
-    same number of entries in every row, each row in increasing distance as scikit-learn
-    stores it (column indices are not sorted): scanpy reads the rows in this order and
-    expects the sample itself first. No index is kept between calls: every
-    :meth:`transform` searches the training data anew (an IVF index is trained again,
-    from the same seed).
+    same number of entries in every row, each row in increasing distance (column indices
+    are not sorted): scanpy reads the rows in this order and, the sample itself being
+    absent, puts it first. No index is kept between calls: every :meth:`transform` searches
+    the training data anew (an IVF index is trained again, from the same seed).
     """
 
     def __init__(
         self,
-        n_neighbors: int = 5,
+        n_neighbors: int = 15,
         *,
         mode: str = "distance",
         metric: str = "euclidean",
@@ -119,7 +121,7 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _check_params(self) -> None:
         """Validate the parameters that do not depend on the data."""
-        check_number("n_neighbors", self.n_neighbors, kind=int, low=1, closed="left")
+        check_number("n_neighbors", self.n_neighbors, kind=int, low=2, closed="left")
         check_option("mode", self.mode, MODES)
         check_option("metric", self.metric, METRICS)
         check_backend(self.backend)
@@ -128,21 +130,15 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             check_number("nprobe", self.nprobe, kind=int, low=1, closed="left")
 
     def _row_size(self) -> int:
-        """Entries per row of the output (the sample itself included)."""
-        return int(self.n_neighbors) + (self.mode == "distance")
+        """Entries per row of the output (the sample itself not counted, not stored)."""
+        return int(self.n_neighbors) - 1
 
     def _check_n_samples(self, n: int) -> None:
         k = int(self.n_neighbors)
-        if self.mode == "distance" and k >= n:
-            msg = (
-                f"n_neighbors ({k}) must be smaller than the number of training samples ({n}): "
-                "with mode='distance' every row also holds the sample itself; lower n_neighbors."
-            )
-            raise ValueError(msg)
         if k > n:
             msg = (
-                f"n_neighbors ({k}) must be at most the number of training samples ({n}); "
-                "lower n_neighbors."
+                f"n_neighbors ({k}) must be at most the number of training samples ({n}): "
+                "it counts the sample itself; lower n_neighbors."
             )
             raise ValueError(msg)
 
@@ -216,9 +212,8 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         -------
         scipy.sparse.csr_matrix
             ``(n_queries, n_samples_fit_)`` float64: row ``i`` holds the distances to (or,
-            with ``mode='connectivity'``, ones at) the ``n_neighbors + 1`` (``mode='distance'``)
-            or ``n_neighbors`` (``'connectivity'``) nearest training samples of ``X[i]``, in
-            increasing distance.
+            with ``mode='connectivity'``, ones at) the ``n_neighbors - 1`` nearest training
+            samples of ``X[i]``, in increasing distance.
         """
         check_is_fitted(self)
         self._check_params()
@@ -233,10 +228,10 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self._to_csr(*self._search(self._row_size(), q))
 
     def fit_transform(self, X: Any, y: Any = None) -> sp.csr_matrix:
-        """Fit on ``X`` and return the graph of ``X`` itself (``fit(X).transform(X)``).
+        """Fit on ``X`` and return the graph of ``X`` itself.
 
-        Every sample is its own first neighbour, at distance 0, followed by its nearest
-        other samples: the row layout scanpy expects.
+        Row ``i`` holds the ``n_neighbors - 1`` nearest samples other than ``i`` (``i``
+        itself is not stored): scanpy's ``obsp['distances']`` layout.
 
         Parameters
         ----------
@@ -251,10 +246,4 @@ class KNNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             ``(n_samples, n_samples)`` float64 graph (see :meth:`transform`).
         """
         self.fit(X)
-        n = self.n_samples_fit_
-        own = torch.arange(n, device=self._fit_X.device)[:, None]
-        indices, distances = own, torch.zeros((n, 1), dtype=self._fit_X.dtype, device=own.device)
-        if self._row_size() > 1:  # the others, self excluded by the search
-            idx, dist = self._search(self._row_size() - 1, None)
-            indices, distances = torch.cat([indices, idx], 1), torch.cat([distances, dist], 1)
-        return self._to_csr(indices, distances)
+        return self._to_csr(*self._search(self._row_size(), None))

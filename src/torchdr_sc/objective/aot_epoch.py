@@ -17,10 +17,12 @@ same version) is built again once; anything else that goes wrong while building 
 is raised to the caller, which falls back to :func:`torch.compile`
 (:class:`~torchdr_sc.objective.epoch.SampledEpoch`).
 
-The package is named after everything its code depends on (:func:`kernel_key`): PyTorch's
-version, the source of :mod:`~torchdr_sc.objective.pairs` and of this module, the CPU's
-vector instruction set (a cache shared by machines of different generations never loads
-an AVX-512 kernel on an AVX2 machine), and the kernel's options.
+The package is named after everything its code depends on (:func:`build_key`): PyTorch's
+version, the source of :mod:`~torchdr_sc.objective.pairs` and of this module, the exact CPU
+(model and instruction-set flags: the code is compiled for this CPU, and a cache shared by
+machines of different generations never loads it on another), and the kernel's options. The
+cache itself (who may have written a package, its digest, the build lock) is
+:mod:`~torchdr_sc.objective.kernel_cache`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import os
-import platform
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,13 +38,13 @@ from typing import Any
 import torch
 
 from .._logging import get_logger
-from . import pairs
+from . import kernel_cache, pairs
 
 logger = get_logger(__name__)
 
 #: Environment variable naming the directory of compiled kernels (default:
 #: ``$XDG_CACHE_HOME/torchdr_sc/kernels``, i.e. ``~/.cache/torchdr_sc/kernels``).
-CACHE_DIR_ENV = "TORCHDR_SC_CACHE_DIR"
+CACHE_DIR_ENV = kernel_cache.CACHE_DIR_ENV
 #: Inductor options of the package: a parallel loop whatever the example's size, with the
 #: thread count read at run time (the thread policy changes it between fits).
 INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
@@ -56,13 +55,9 @@ _LOADED: dict[str, Callable[..., Any]] = {}
 
 
 def kernel_cache_dir() -> Path:
-    """Where compiled epoch kernels are kept: ``$TORCHDR_SC_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/torchdr_sc/kernels`` (``~/.cache/torchdr_sc/kernels``)."""
-    explicit = os.environ.get(CACHE_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "torchdr_sc" / "kernels"
+    """Where compiled epoch kernels are kept
+    (:func:`~torchdr_sc.objective.kernel_cache.cache_dir`)."""
+    return kernel_cache.cache_dir()
 
 
 def available() -> bool:
@@ -78,21 +73,26 @@ def supported(z: torch.Tensor, heads: torch.Tensor) -> bool:
     return cpu and z.dtype == torch.float32 and heads.dtype == torch.int32 and z.ndim == 2
 
 
-def kernel_key(kind: str, n_negatives: int, discard_tails: bool, dim: int) -> str:
-    """Name of the package of one kernel variant on this machine and PyTorch (hex digest)."""
+def build_key(kind: str, n_negatives: int, discard_tails: bool, dim: int) -> dict:
+    """Everything the machine code of one kernel variant depends on (recorded with the package
+    and checked before it is loaded)."""
     sources = inspect.getsource(pairs) + inspect.getsource(_EpochModule)
-    parts = [
-        torch.__version__,
-        hashlib.sha256(sources.encode()).hexdigest(),
-        torch.backends.cpu.get_cpu_capability(),
-        platform.machine(),
-        repr(sorted(INDUCTOR_OPTIONS.items())),
-        kind,
-        str(int(n_negatives)),
-        str(bool(discard_tails)),
-        str(int(dim)),
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+    return {
+        "torch": torch.__version__,
+        "source": hashlib.sha256(sources.encode()).hexdigest(),
+        "cpu": kernel_cache.cpu_signature(),
+        "options": repr(sorted(INDUCTOR_OPTIONS.items())),
+        "kind": kind,
+        "n_negatives": int(n_negatives),
+        "discard_tails": bool(discard_tails),
+        "dim": int(dim),
+    }
+
+
+def kernel_key(kind: str, n_negatives: int, discard_tails: bool, dim: int) -> str:
+    """Name of the package of one kernel variant on this machine and PyTorch (hex digest of
+    :func:`build_key`)."""
+    return kernel_cache.describe_key(build_key(kind, n_negatives, discard_tails, dim))
 
 
 class _EpochModule(torch.nn.Module):
@@ -121,12 +121,8 @@ class _EpochModule(torch.nn.Module):
 
 
 def build_package(path: Path, kind: str, n_negatives: int, discard_tails: bool, dim: int) -> None:
-    """Export and compile one kernel variant into the package ``path``.
-
-    Written to a temporary file in the same directory, then renamed: processes building the
-    same package at once (``torchrun``) each write a whole file, and readers never see a
-    partial one.
-    """
+    """Export and compile one kernel variant into the package ``path`` (a temporary name that
+    :func:`~torchdr_sc.objective.kernel_cache.cached_kernel` renames into place)."""
     inductor = importlib.import_module("torch._inductor")  # ~1 s: only when building
 
     n, edges = 64, EXAMPLE_EDGES
@@ -140,21 +136,12 @@ def build_package(path: Path, kind: str, n_negatives: int, discard_tails: bool, 
     points, active = torch.export.Dim("points", min=2), torch.export.Dim("edges", min=2)
     shapes = ({0: points}, {0: active}, {0: active}, None, None)
     module = _EpochModule(kind, n_negatives, discard_tails)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():  # PyTorch's own deprecations inside export
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
-            inductor.aoti_compile_and_package(
-                program, package_path=tmp, inductor_configs=dict(INDUCTOR_OPTIONS)
-            )
-        os.chmod(tmp, 0o644)  # readable like any cache file (mkstemp makes it private)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with warnings.catch_warnings():  # PyTorch's own deprecations inside export
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
+        inductor.aoti_compile_and_package(
+            program, package_path=str(path), inductor_configs=dict(INDUCTOR_OPTIONS)
+        )
 
 
 def load_package(path: Path) -> Callable[..., Any]:
@@ -193,25 +180,16 @@ def epoch_kernel(
     Exception
         Whatever building or loading raised (the caller falls back to ``torch.compile``).
     """
-    name = kernel_key(kind, n_negatives, discard_tails, dim)
+    key = build_key(kind, n_negatives, discard_tails, dim)
+    name = kernel_cache.describe_key(key)
     if name not in _LOADED:
-        path = kernel_cache_dir() / f"epoch-{name}.pt2"
-        built = not path.exists()
-        if built:
-            logger.info(
-                "compiling the %s epoch kernel once for this machine (~20 s), cached in %s",
-                kind,
-                path.parent,
-            )
-            build_package(path, kind, n_negatives, discard_tails, dim)
-        try:
-            _LOADED[name] = load_package(path)
-        except Exception as err:  # a cached file this process cannot load: rebuilt once
-            if built:
-                raise
-            logger.info("rebuilding the cached epoch kernel %s (%s)", path, type(err).__name__)
-            build_package(path, kind, n_negatives, discard_tails, dim)
-            _LOADED[name] = load_package(path)
+        _LOADED[name] = kernel_cache.cached_kernel(
+            f"epoch-{name}",
+            key,
+            lambda path: build_package(path, kind, n_negatives, discard_tails, dim),
+            load_package,
+            what=f"{kind} epoch kernel (~20-30 s on 2 cores)",
+        )
     run = _LOADED[name]
 
     def kernel(z, heads, tails, key, consts):

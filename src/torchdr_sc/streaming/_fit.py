@@ -88,6 +88,8 @@ def streamed_knn(
         idx, dist, proj = search.faiss_pass(pca)
     elif name == "torch":
         idx, dist, proj = search.torch_passes(pca)
+    if name is not None:
+        idx = search.spread_ties(idx)
     else:
         idx = dist = None
         proj = torch.cat([pca.transform(x) for _, x in search.read_shard()]) if pca else None

@@ -11,7 +11,7 @@ import torch
 
 from .._logging import get_logger
 from ..distributed import RowShard
-from ..knn import drop_self
+from ..knn import drop_self, groups_from_hashes, row_hashes, spread_ties
 from . import _constants as limits
 from ._pca import _PCAHolder
 from ._sources import _Source
@@ -278,6 +278,7 @@ class _Search:
         self.filled = 0
         self.q_lo = 0
         self.faiss = _FaissSearch(metric, src.n, seed) if name == "faiss" else None
+        self.hashes: list[torch.Tensor] = []
         if src.n is not None:
             self._settle(src.n)
 
@@ -304,6 +305,8 @@ class _Search:
             rows = start + x.shape[0]
             if bad:
                 continue
+            if self.name is not None:  # for the ties between duplicate rows (spread_ties)
+                self.hashes.append(row_hashes(x.to(torch.float32)).cpu())
             if pca is not None:
                 pca.add(x)
             if self.name == "faiss":
@@ -320,6 +323,15 @@ class _Search:
             self._settle(rows)
         if pca is not None:
             pca.pca.finalize()
+
+    def spread_ties(self, indices: torch.Tensor) -> torch.Tensor:
+        """The shard's neighbours with ties between exact duplicate rows broken at random, as
+        the in-memory search does (:func:`~torchdr_sc.knn.spread_ties`)."""
+        groups = groups_from_hashes(torch.cat(self.hashes)) if self.hashes else None
+        if groups is None:
+            return indices
+        ids = torch.arange(self.shard.start, self.shard.stop)
+        return spread_ties(indices, *groups, self_search=True, query_ids=ids)
 
     def read_shard(self) -> Iterator[tuple[int, torch.Tensor]]:
         """The shard's rows (a random-access source reads only them)."""

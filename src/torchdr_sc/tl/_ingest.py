@@ -9,7 +9,7 @@ import numpy as np
 
 from .._random import resolve_seed
 from .._validation import check_finite_rows, check_option, format_options
-from ..adata import Changes, commit, log
+from ..adata import Changes, commit, in_memory_copy, log
 from ..adata.reference import query_representation, read_reference
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def ingest(
             changes.add("obs", col, values, f"labels from {k} reference neighbours")
             if f"{col}_colors" in adata_ref.uns:
                 changes.add("uns", f"{col}_colors", np.array(adata_ref.uns[f"{col}_colors"]))
-    target = adata if inplace else adata.copy()
+    target = adata if inplace else in_memory_copy(adata)
     commit(target, changes)
     log.info("    finished", time=start, deep=changes.summary())
     return None if inplace else target

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._random import resolve_seed
+from .._random import resolve_seed, seed_argument
 from ..adata import Method, estimator_options, log, run_embedding
 from ._docs import RAISES, common, doc_params, returns
 from ._names import TSNE_NAMES
@@ -42,9 +42,10 @@ learning_rate
     Step size, in scikit-learn's units (scanpy's). ``'auto'``: ``max(n / (4 *
     early_exaggeration), 50)`` (Belkina et al. 2019, scikit-learn's 'auto'); scanpy's fixed
     1000 is too small above about 50,000 cells. ``None``: the method's default.
-random_state
+random_state, rng
     Seed (int) or a numpy ``RandomState`` / ``Generator`` to draw one from; ``None`` draws
     a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
+    ``rng`` is scanpy 1.13's name for it (pass one of the two).
 use_fast_tsne
     Accepted for scanpy compatibility and ignored: the FFT-interpolated repulsion of
     FIt-SNE (Linderman et al. 2019) is used anyway above 2,500 cells.
@@ -78,7 +79,7 @@ def _run(
     estimator = estimator_cls(
         perplexity=params.pop("perplexity"),
         n_components=params.pop("n_components"),
-        random_state=resolve_seed(params.pop("random_state")),
+        random_state=resolve_seed(seed_argument(params.pop("random_state"), params.pop("rng"))),
         device=params.pop("device"),
         backend=params.pop("backend"),
         **TSNE_NAMES.estimator_params(scanpy_params),
@@ -105,6 +106,7 @@ def tsne(
     early_exaggeration: float | None = 12.0,
     learning_rate: float | str | None = "auto",
     random_state: Any = 0,
+    rng: Any = None,
     use_fast_tsne: bool = False,
     n_jobs: int | None = None,
     key_added: str | None = None,
@@ -163,6 +165,7 @@ def infotsne(
     early_exaggeration: float | None = None,
     learning_rate: float | str | None = None,
     random_state: Any = 0,
+    rng: Any = None,
     use_fast_tsne: bool = False,
     n_jobs: int | None = None,
     key_added: str | None = None,
@@ -219,6 +222,7 @@ def largevis(
     early_exaggeration: float | None = None,
     learning_rate: float | str | None = None,
     random_state: Any = 0,
+    rng: Any = None,
     use_fast_tsne: bool = False,
     n_jobs: int | None = None,
     key_added: str | None = None,
@@ -273,6 +277,7 @@ def tsnekhorn(
     early_exaggeration: float | None = 12.0,
     learning_rate: float | str | None = "auto",
     random_state: Any = 0,
+    rng: Any = None,
     use_fast_tsne: bool = False,
     n_jobs: int | None = None,
     key_added: str | None = None,

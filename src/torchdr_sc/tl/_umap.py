@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._random import resolve_seed
+from .._random import resolve_seed, seed_argument
 from .._validation import check_option
 from ..adata import Method, choose_graph, estimator_options, run_embedding
 from ._docs import RAISES, common, doc_params, returns
@@ -41,6 +41,7 @@ def umap(
     negative_sample_rate: int = 5,
     init_pos: str | np.ndarray | None = "spectral",
     random_state: Any = 0,
+    rng: Any = None,
     a: float | None = None,
     b: float | None = None,
     method: Literal["umap", "rapids"] = "umap",
@@ -48,7 +49,7 @@ def umap(
     neighbors_key: str | None = None,
     copy: bool = False,
     n_neighbors: int | None = None,
-    recompute_neighbors: bool = False,
+    recompute_neighbors: bool | None = None,
     use_rep: str | None = None,
     n_pcs: int | None = None,
     n_jobs: int | None = None,
@@ -91,9 +92,10 @@ def umap(
         ``'spectral'`` (``None`` is the same), ``'random'``, ``'pca'``, ``'paga'`` (each cell
         at its group's position in ``uns['paga']['pos']``, written by ``sc.pl.paga``), a key
         of ``adata.obsm``, or an array ``(n_obs, n_components)``.
-    random_state
+    random_state, rng
         Seed (int) or a numpy ``RandomState`` / ``Generator`` to draw one from; ``None`` draws
         a fresh seed. The int seed is recorded in ``uns[key]['params']['random_state']``.
+        ``rng`` is scanpy 1.13's name for it (pass one of the two).
     a, b
         Parameters of the embedding kernel ``1 / (1 + a d^(2b))``, fitted from
         ``min_dist`` and ``spread`` unless given.
@@ -106,14 +108,22 @@ def umap(
         ``'neighbors'`` when there is one, else a fresh search. A graph that cannot serve
         the call (fewer neighbours than ``n_neighbors``, another representation than
         ``use_rep`` / ``n_pcs``, a metric the method cannot use) is an error that says how
-        to fix it, never a silent new search.
+        to fix it, never a silent new search. A graph that no longer fits the object (cells
+        that lost neighbours to a subset) is searched afresh, see ``recompute_neighbors``.
     copy
         Return a new AnnData instead of writing into ``adata``.
     n_neighbors
         Size of the neighbourhood, counting the cell itself (as in scanpy). ``None``: the
         stored graph's, else 15. Smaller than the stored graph's: the graph is truncated.
     recompute_neighbors
-        Search the neighbours afresh even when ``adata.uns['neighbors']`` holds a graph.
+        ``True``: search the neighbours afresh even when ``adata.uns['neighbors']`` holds a
+        graph. ``None`` (default): use the stored graph, unless it no longer fits the object
+        (after ``adata[mask]`` or ``adata[:100]``, cells keep fewer neighbours than the graph
+        records): then search afresh with the graph's recorded ``n_neighbors``, ``metric``
+        and representation, as ``pp.neighbors`` would, with a warning, recorded in
+        ``uns['umap']['params']['neighbors_recomputed']``. ``False``: use the stored graph
+        even then, as ``sc.tl.umap`` does (its connectivities are the input affinity; a cell
+        left without neighbours is only repelled).
     {common}
 
     {returns}
@@ -132,7 +142,7 @@ def umap(
 
     _check_method(method)
     graph = choose_graph(
-        adata, neighbors_key, default_key="neighbors", recompute=recompute_neighbors
+        adata, neighbors_key, default_key="neighbors", recompute=recompute_neighbors is True
     )
     if n_neighbors is None:
         n_neighbors = graph.n_neighbors or DEFAULT_N_NEIGHBORS
@@ -153,7 +163,7 @@ def umap(
         n_components=n_components,
         a=a,
         b=b,
-        random_state=resolve_seed(random_state),
+        random_state=resolve_seed(seed_argument(random_state, rng)),
         device=device,
         backend=backend,
         **UMAP_NAMES.estimator_params(scanpy_params),
@@ -173,6 +183,7 @@ def umap(
         call_params={"n_jobs": n_jobs},
         n_jobs=n_jobs,
         progress_bar=progress_bar,
+        stale_graph="use" if recompute_neighbors is False else "recompute",
     )
 
 
