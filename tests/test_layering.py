@@ -1,9 +1,9 @@
 """The package's layering, checked on its source: every import of a torchdr_sc module.
 
-Two rules (DESIGN.md section 1 and its Layout paragraph):
+Two rules (CONTRIBUTING.md, section 1):
 
 - no module imports an underscore module or name of *another* package (the top-level
-  shared internals ``_validation``, ``_device``, ``_logging``, ``_random``, ``_threads``
+  shared internals ``_validation``, ``_device``, ``_logging``, ``_random``, ``_threads``, ``_reduce``
   and ``_version`` excepted);
 - imports only point down the layers: ``cli`` -> ``atlas`` -> ``tl`` / ``pp`` -> ``adata``
   -> ``estimators`` -> core, and inside the core along the pipeline.
@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "_logging": 0,
     "_random": 0,
     "_threads": 0,
+    "_reduce": 0,
     "_version": 0,
     # core, in pipeline order
     "quality": 1,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._logging import get_logger
+from ._reduce import fixed_order_std
 from ._validation import check_finite_rows
 from .affinity import SparseAffinity
 from .knn.ties import duplicate_groups
@@ -274,7 +275,7 @@ def rescale(z: torch.Tensor, scaling: float) -> torch.Tensor:
 
     Left as is when that deviation is zero or not finite.
     """
-    std = z[:, 0].std()
+    std = fixed_order_std(z[:, 0])  # the same bits whatever the thread count
     if not torch.isfinite(std) or std <= 0:
         return z
     return z * (scaling / std)

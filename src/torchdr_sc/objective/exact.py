@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .._logging import get_logger
+from .._reduce import fixed_order_sum
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
 
@@ -117,32 +118,86 @@ def _attraction_coefficients(
     return (factor * weights) / (1.0 + (diff * diff).sum(0))
 
 
+def _attraction_coefficients_eager(
+    coords: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor,
+    factor: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`_attraction_coefficients` without a compiler: per-coordinate gathers of
+    contiguous vectors (``index_select``) and in-place updates, so that the only edge-sized
+    temporaries are one difference and the result."""
+    denom = torch.ones_like(weights)
+    for c in coords:
+        diff = c.index_select(0, rows).sub_(c.index_select(0, cols))
+        denom.addcmul_(diff, diff)
+    return (weights * factor).div_(denom)
+
+
 _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+#: ``compile='auto'`` compiles the t-SNE attraction on CPU when the fit evaluates at least
+#: this many edges in all (P's edges x iterations). Measured on 2 cores
+#: (``benchmarks/results/attraction-paths.md``): the compiled loop saves 2.1-2.7 ns per edge
+#: and iteration over the eager CSR path from 10,000 cells on, and its first call costs
+#: 7.6 s in a process that finds TorchInductor's disk cache empty, 2.0 s once it is filled;
+#: the threshold lies between the two break-even points (0.9e9 and 3.5e9).
+ATTRACTION_COMPILE_MIN_WORK = 1.5e9
+
+
+def attraction_compiles(
+    compile: bool | str, device: torch.device, edges: int, iterations: int | None
+) -> bool:
+    """Whether :class:`StudentAttraction` compiles: ``True`` / ``False`` as given; ``'auto'``:
+    on CPU when the whole fit's edge evaluations (``edges x iterations``) reach
+    :data:`ATTRACTION_COMPILE_MIN_WORK`, so that the one-time compilation pays for itself
+    (decided once per fit, from its total work). Without ``iterations``, the epoch rule
+    (:func:`~torchdr_sc.objective.epoch.resolve_compile`, per iteration) applies.
+    """
+    from .epoch import resolve_compile
+
+    if compile != "auto" or iterations is None:
+        return resolve_compile(compile, device, float(edges))
+    return device.type == "cpu" and edges * iterations >= ATTRACTION_COMPILE_MIN_WORK
 
 
 class StudentAttraction:
     """The t-SNE attraction over P's edges (of the shard's rows), eager or compiled.
 
+    Both paths compute one coefficient per edge and sum each row's edges with one CSR
+    product ``W @ [z, 1]`` (rows in order, no atomics: the result does not depend on the
+    thread count). Compiled, the coefficients come from one fused loop; eagerly, from a few
+    edge-sized passes: 2-2.5x the compiled time from 10,000 cells on, and 2.3-4.2x faster
+    than the scatter with ``index_add_`` it replaces, which made t-SNE at 10k-30k cells
+    slower than openTSNE (``benchmarks/results/attraction-paths.md``).
+
     Parameters
     ----------
     P
-        The input affinity (its weights in the embedding's dtype).
+        The input affinity (its weights in the embedding's dtype; edges sorted by row).
     shard
         Rows this process owns: only their edges are summed.
     scale
         Factor on P's weights (e.g. ``1 / sum P``), applied in the kernel instead of a
         scaled copy of P.
     compile
-        ``True``, ``False`` or ``'auto'`` (compiled on CPU from
-        :data:`~torchdr_sc.objective.epoch.COMPILE_MIN_WORK` edges). If the compiler fails,
-        ``'auto'`` runs eagerly (logged) and ``True`` raises.
+        ``True``, ``False`` or ``'auto'`` (see :func:`attraction_compiles`). If the compiler
+        fails, ``'auto'`` runs eagerly (logged) and ``True`` raises.
+    iterations
+        Iterations the fit plans (for ``'auto'``).
     """
 
     def __init__(
-        self, P: SparseAffinity, shard: RowShard, *, compile: bool | str, scale: float = 1.0
+        self,
+        P: SparseAffinity,
+        shard: RowShard,
+        *,
+        compile: bool | str,
+        scale: float = 1.0,
+        iterations: int | None = None,
     ) -> None:
-        from .epoch import resolve_compile
-
         self.scale = float(scale)
         partial_shard = shard.start or shard.stop < P.n
         mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
@@ -150,26 +205,29 @@ class StudentAttraction:
         rows, cols, weights = P.rows, P.cols, P.weights
         if mask is not None:
             rows, cols, weights = rows[mask], cols[mask], weights[mask]
-        self.compiled = resolve_compile(compile, P.device, float(rows.numel()))
+        self.compiled = attraction_compiles(compile, P.device, int(rows.numel()), iterations)
         self._must_compile = compile is True
-        if self.compiled:  # int32 edge ids and the CSR row pointer of the (row-sorted) edges
-            self.rows = rows.to(torch.int32)  # no copy when P's ids are int32 already
-            self.cols = cols.to(torch.int32)
-            self.weights = weights
-            self.factor = torch.tensor(4.0 * self.scale, dtype=weights.dtype, device=P.device)
-            counts = torch.bincount(rows, minlength=P.n)
-            self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+        self.rows = rows.to(torch.int32)  # no copy when P's ids are int32 already
+        self.cols = cols.to(torch.int32)
+        self.weights = weights
+        self.factor = torch.tensor(4.0 * self.scale, dtype=weights.dtype, device=P.device)
+        counts = torch.bincount(rows, minlength=P.n)
+        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
 
-    def _fused(self, z: torch.Tensor) -> torch.Tensor:
-        """Edge coefficients in one compiled loop, then one CSR product ``W @ [z, 1]``.
-
-        The product sums each row's contiguous edges without atomics (2.8x faster than a
-        compiled scatter on 2 CPU cores: 81 ms for 28.8M edges).
-        """
+    def _coefficients(self, coords: torch.Tensor) -> torch.Tensor:
+        if not self.compiled:
+            return _attraction_coefficients_eager(
+                coords, self.rows, self.cols, self.weights, self.factor
+            )
         if "coefficients" not in _COMPILED:
             _COMPILED["coefficients"] = torch.compile(_attraction_coefficients, dynamic=True)
-        coords = z.T.contiguous()
-        coef = _COMPILED["coefficients"](coords, self.rows, self.cols, self.weights, self.factor)
+        return _COMPILED["coefficients"](coords, self.rows, self.cols, self.weights, self.factor)
+
+    def _row_sums(self, z: torch.Tensor) -> torch.Tensor:
+        """Edge coefficients, then one CSR product ``W @ [z, 1]`` (each row's contiguous
+        edges summed in order: 2.8x faster than a compiled scatter on 2 CPU cores, 81 ms
+        for 28.8M edges)."""
+        coef = self._coefficients(z.T.contiguous())
         n = z.shape[0]
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
@@ -179,15 +237,16 @@ class StudentAttraction:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """``4 s sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
-        if self.compiled:
-            try:
-                return self._fused(z)
-            except Exception as err:  # the compiler (not the arithmetic) failed
-                if self._must_compile:
-                    raise
-                logger.info("torch.compile of the attraction failed (%s); running it eagerly", err)
-                self.compiled = False
-        return attraction_student(z, self.P, self.mask, self.scale)
+        if z.device.type != "cpu":  # the CSR product is a CPU optimisation
+            return attraction_student(z, self.P, self.mask, self.scale)
+        try:
+            return self._row_sums(z)
+        except Exception as err:  # the compiler (not the arithmetic) failed
+            if not self.compiled or self._must_compile:
+                raise
+            logger.info("torch.compile of the attraction failed (%s); running it eagerly", err)
+            self.compiled = False
+            return self._row_sums(z)
 
 
 def student_repulsion_terms(
@@ -214,7 +273,7 @@ def student_repulsion_terms(
         # 1 + |z_i - z_j|^2 = (1 + |z_i|^2) + |z_j|^2 - 2 z_i . z_j, then w = 1 / that
         torch.addmm(sq[None, :], z[s:e], zt, beta=1.0, alpha=-2.0, out=buf)
         w = buf.add_(sq[s:e, None] + 1.0).clamp_min_(1.0).reciprocal_()
-        zsum = zsum + w.sum() - (e - s)  # remove the diagonal (w_ii = 1)
+        zsum = zsum + fixed_order_sum(w) - (e - s)  # remove the diagonal (w_ii = 1)
         w2 = w.square_()
         rep[s:e] = z[s:e] * w2.sum(1, keepdim=True) - matvec_columns(w2, coords)
     return rep, zsum

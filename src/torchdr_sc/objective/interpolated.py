@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from .._reduce import fixed_order_sum
 from ..distributed import RowShard
 
 #: Embedding dimensions the interpolation supports.
@@ -214,7 +215,7 @@ def _total_cauchy_sum(spread: dict) -> torch.Tensor:
     twice[0] = 1.0
     if size % 2 == 0:
         twice[-1] = 1.0  # the Nyquist column has no mirror
-    return (terms * twice).sum() / size**c_hat.ndim
+    return fixed_order_sum(terms * twice) / size**c_hat.ndim
 
 
 def cauchy_sums(

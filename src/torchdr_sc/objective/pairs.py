@@ -160,11 +160,14 @@ def _pow_b(d2: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     When compiled, float32 goes through :func:`_fast_log2` and :func:`_fast_exp2` (relative
     error ~2e-5; fused, it is ~2x cheaper than ``pow``); eagerly those would be ~20 separate
-    passes, so the eager path calls ``pow``.
+    passes, so the eager path takes ``exp(b log d2)``. Not ``pow``: PyTorch computes the last
+    elements of each thread's range with a scalar ``pow`` and the others with a vectorised
+    one, which differ in the last bit, and the ranges move with the thread count; ``exp``
+    and ``log`` agree in both forms, so the embedding does not depend on the threads.
     """
     d2 = d2.clamp_min(1e-12)
     if d2.dtype != torch.float32 or not torch.compiler.is_compiling():
-        return d2.pow(b)
+        return torch.exp(b * torch.log(d2))
     return _fast_exp2(_fast_log2(d2) * b)
 
 
