@@ -9,6 +9,7 @@ under ``torchrun``) sums the contributions, so every process applies the same up
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -111,29 +112,208 @@ class DeltaBarDelta(torch.optim.Optimizer):
                 param.add_(update)
 
 
-#: Optimisers of this package, by name, besides those of ``torch.optim``.
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"DeltaBarDelta": DeltaBarDelta}
+# -- what ``optimizer`` and ``scheduler`` accept, declared here only ---------------------------
+
+#: ``torch.optim`` optimisers accepted by name: those whose ``step()`` runs without a
+#: closure on a dense tensor of coordinates (names missing from the installed PyTorch are
+#: left out). The loop hands them the gradient and calls ``step()``.
+_TORCH_OPTIMIZERS = (
+    "ASGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "SGD",
+)
+#: Every optimiser accepted by name (``optimizer='Adam'``), with its class.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    **{n: getattr(torch.optim, n) for n in _TORCH_OPTIMIZERS if hasattr(torch.optim, n)},
+    "DeltaBarDelta": DeltaBarDelta,
+}
+#: ``torch.optim`` names refused, and why (the error message says so).
+_REFUSED_OPTIMIZERS = {
+    "LBFGS": (
+        "its step() needs a closure that re-evaluates the loss, and the optimisation loop "
+        "computes gradients only (phase by phase, some of them sampled)"
+    ),
+    "SparseAdam": "it takes sparse gradients only, and the embedding's are dense",
+    "Muon": "it orthogonalises the update of a weight matrix, meaningless for coordinates",
+    "Optimizer": "it is the abstract base class",
+}
+#: ``scheduler`` values handled by the loop itself: ``'constant'`` (no schedule, like
+#: ``None``) and ``'linear'`` (linear decay to 0 over the schedule, UMAP's rule).
+SCHEDULER_ALIASES = ("constant", "linear")
+#: ``torch.optim.lr_scheduler`` schedulers accepted by name: built as
+#: ``cls(optimizer, **scheduler_kwargs)`` and stepped without arguments every iteration.
+_TORCH_SCHEDULERS = (
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "ExponentialLR",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "MultiplicativeLR",
+    "OneCycleLR",
+    "PolynomialLR",
+    "StepLR",
+)
+_lr_scheduler = torch.optim.lr_scheduler
+#: Every scheduler accepted by name (``scheduler='StepLR'``), with its class.
+SCHEDULERS: dict[str, type[_lr_scheduler.LRScheduler]] = {
+    name: getattr(_lr_scheduler, name) for name in _TORCH_SCHEDULERS if hasattr(_lr_scheduler, name)
+}
+#: ``torch.optim.lr_scheduler`` names refused, and why.
+_REFUSED_SCHEDULERS = {
+    "ReduceLROnPlateau": "its step() needs the loss, and the loop computes gradients only",
+    "SequentialLR": "it is built from scheduler instances, which need the loop's optimiser",
+    "ChainedScheduler": "it is built from scheduler instances, which need the loop's optimiser",
+    "LRScheduler": "it is the abstract base class",
+    "_LRScheduler": "it is the abstract base class",
+}
 
 
-def optimizer_class(name: str | type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """The optimiser class given by name (``'SGD'``, ``'Adam'``, ``'DeltaBarDelta'`` ...) or
-    class, without instantiating it (a first instantiation imports TorchDynamo: ~1 s)."""
-    if not isinstance(name, str):
-        return name
-    cls = OPTIMIZERS.get(name) or getattr(torch.optim, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        names = sorted(
-            k
-            for k, v in vars(torch.optim).items()
-            if isinstance(v, type)
-            and issubclass(v, torch.optim.Optimizer)
-            and k[0].isupper()
-            and k != "Optimizer"
+def _required_step_arguments(cls: type) -> list[str]:
+    """Parameters of ``cls.step`` (after ``self``) that have no default."""
+    try:
+        params = list(inspect.signature(cls.step).parameters.values())[1:]
+    except (TypeError, ValueError):  # no introspectable signature: trust the class
+        return []
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind not in kinds]
+
+
+def _unknown_name(
+    param: str, value: str, accepted: Sequence[Any], refused: dict[str, str], other: str
+) -> str:
+    """The message for a name outside the declared list of ``param``.
+
+    It follows the package's convention (``must be one of ...; got ...``), says why a
+    known but refused name is refused, and suggests a name that differs only in case.
+    """
+    shown = ", ".join("None" if k is None else repr(k) for k in accepted)
+    msg = f"`{param}` must be one of {shown} or {other}; got {value!r}"
+    if value in refused:
+        return f"{msg}, which is not supported: {refused[value]}."
+    close = [k for k in accepted if isinstance(k, str) and k.lower() == value.lower()]
+    return f"{msg} (did you mean {close[0]!r}?)." if close else f"{msg}."
+
+
+def optimizer_class(optimizer: str | type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """The optimiser class of an ``optimizer`` parameter, checked against the contract.
+
+    Accepted: a name of :data:`OPTIMIZERS`, or a subclass of ``torch.optim.Optimizer``
+    whose ``step()`` runs without arguments (the loop never passes a closure). Nothing is
+    instantiated (a first instantiation imports TorchDynamo: ~1 s).
+
+    Raises
+    ------
+    ValueError
+        An unknown or refused name (``'LBFGS'``), the abstract base class, or a class whose
+        ``step()`` needs a closure.
+    TypeError
+        Neither a string nor a class (e.g. an optimiser instance), or a class that is not
+        a ``torch.optim.Optimizer``.
+    """
+    names = ", ".join(map(repr, OPTIMIZERS))
+    fix = "or pass a torch.optim.Optimizer subclass whose step() needs no closure."
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            other = "a torch.optim.Optimizer subclass whose step() needs no closure"
+            msg = _unknown_name(
+                "optimizer", optimizer, list(OPTIMIZERS), _REFUSED_OPTIMIZERS, other
+            )
+            raise ValueError(msg)
+        return OPTIMIZERS[optimizer]
+    if not isinstance(optimizer, type):
+        msg = (
+            f"`optimizer`: got an instance of {type(optimizer).__name__}; it must be a name "
+            f"({names}) or a torch.optim.Optimizer subclass: pass the class, not an "
+            "instance, and its arguments in `optimizer_kwargs`."
         )
-        shown = ", ".join(repr(k) for k in sorted([*names, *OPTIMIZERS]))
-        msg = f"`optimizer` must be one of {shown} or an Optimizer class; got {name!r}."
+        raise TypeError(msg)
+    name = optimizer.__name__
+    if not issubclass(optimizer, torch.optim.Optimizer):
+        msg = (
+            f"`optimizer`: got the class {name}, which is not a torch.optim.Optimizer "
+            f"subclass; it must be a name ({names}) or an Optimizer subclass."
+        )
+        raise TypeError(msg)
+    if optimizer is torch.optim.Optimizer or optimizer.step is torch.optim.Optimizer.step:
+        msg = f"`optimizer`={name} is abstract (it has no step()). Use one of {names}, {fix}"
         raise ValueError(msg)
-    return cls
+    needed = _required_step_arguments(optimizer)
+    if needed:
+        msg = (
+            f"`optimizer`={name} is not supported: its step() needs the argument "
+            f"{', '.join(needed)} (a closure that re-evaluates the loss), and the "
+            f"optimisation loop computes gradients only. Use one of {names}, {fix}"
+        )
+        raise ValueError(msg)
+    return optimizer
+
+
+def scheduler_class(scheduler: Any) -> type[_lr_scheduler.LRScheduler] | None:
+    """The scheduler class of a ``scheduler`` parameter, checked against the contract.
+
+    Accepted: ``None``, an alias of :data:`SCHEDULER_ALIASES` (both give ``None``: the
+    loop sets the rate itself), a name of :data:`SCHEDULERS`, or a subclass of
+    ``torch.optim.lr_scheduler.LRScheduler`` whose ``step()`` runs without arguments.
+
+    Raises
+    ------
+    ValueError
+        An unknown or refused name, the abstract base class, or a class whose ``step()``
+        needs arguments (``ReduceLROnPlateau`` needs the loss).
+    TypeError
+        Neither ``None``, a string nor a class (e.g. a factory function or an instance),
+        or a class that is not an ``LRScheduler``.
+    """
+    accepted = [*SCHEDULER_ALIASES, *SCHEDULERS]
+    fix = "or pass an LRScheduler subclass (its arguments in `scheduler_kwargs`)."
+    if scheduler is None or (isinstance(scheduler, str) and scheduler in SCHEDULER_ALIASES):
+        return None
+    if isinstance(scheduler, str):
+        if scheduler not in SCHEDULERS:
+            other = "an LRScheduler subclass (its arguments in `scheduler_kwargs`)"
+            msg = _unknown_name(
+                "scheduler", scheduler, [*accepted, None], _REFUSED_SCHEDULERS, other
+            )
+            raise ValueError(msg)
+        return SCHEDULERS[scheduler]
+    if not isinstance(scheduler, type) or not issubclass(scheduler, _lr_scheduler.LRScheduler):
+        what = f"the class {scheduler.__name__}" if isinstance(scheduler, type) else repr(scheduler)
+        msg = (
+            f"`scheduler`: got {what}, which is not a torch.optim.lr_scheduler.LRScheduler "
+            f"subclass; it must be None, a name ({', '.join(map(repr, accepted))}) or an "
+            "LRScheduler subclass. Pass the class itself and its arguments in "
+            "`scheduler_kwargs` (the loop builds it on its optimiser)."
+        )
+        raise TypeError(msg)
+    name = scheduler.__name__
+    base = _lr_scheduler.LRScheduler
+    if scheduler.get_lr is base.get_lr and scheduler.step is base.step:
+        msg = (
+            f"`scheduler`={name} is abstract (it has no get_lr()). Use one of "
+            f"{', '.join(map(repr, accepted))}, None, {fix}"
+        )
+        raise ValueError(msg)
+    needed = _required_step_arguments(scheduler)
+    if needed:
+        msg = (
+            f"`scheduler`={name} is not supported: its step() needs {', '.join(needed)}, and "
+            f"the loop steps schedulers without arguments. Use one of "
+            f"{', '.join(map(repr, accepted))}, None, {fix}"
+        )
+        raise ValueError(msg)
+    return scheduler
 
 
 def build_optimizer(

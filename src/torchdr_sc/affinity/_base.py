@@ -106,8 +106,21 @@ class Affinity:
     # -- helpers for subclasses -------------------------------------------------------------
 
     def _input(self, X: Any) -> torch.Tensor:
-        """Validate ``X``, move it to the resolved device and check the sample count."""
-        x = as_float_tensor(X, device=resolve_device(self.device, X))
+        """Validate ``X``, move it to the resolved device and check the sample count.
+
+        A tensor that requires grad keeps its autograd graph: the checks run on a
+        detached view and the returned tensor is ``X`` itself moved and cast
+        (differentiably), so that P is a differentiable function of ``X``. That is what
+        an affinity used as the output similarity of
+        :class:`~torchdr_sc.AffinityMatcher` (``affinity_out``) needs; detaching made
+        autograd fail there ("element 0 of tensors does not require grad").
+        """
+        device = resolve_device(self.device, X)
+        if isinstance(X, torch.Tensor) and X.requires_grad:
+            checked = as_float_tensor(X.detach(), device=device)
+            x = X.to(device=device, dtype=checked.dtype)
+        else:
+            x = as_float_tensor(X, device=device)
         self._check_n_samples(int(x.shape[0]))
         return x
 

@@ -19,8 +19,8 @@ whose gradient is :math:`(\log \xi + 1 - \mathrm{H}(P_{i:}),\ 1 - \sum_j P_{ij})
 (Van Assel, Vayer, Flamary & Courty, *SNEkhorn: Dimension Reduction with Symmetric
 Entropic Affinities*, NeurIPS 2023). :func:`newton_dual_ascent` maximises g by projected
 Newton steps (Bertsekas 1982) whose systems are solved by conjugate gradient with exact
-Hessian-vector products; :func:`first_order_dual_ascent` is the plain (Adam / SGD)
-dual ascent of the paper.
+Hessian-vector products; the first-order (Adam / SGD) dual ascent of the paper is in
+:mod:`._snekhorn_first_order`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ __all__ = [
     "DualProblem",
     "DualState",
     "dual_state",
-    "first_order_dual_ascent",
     "newton_dual_ascent",
     "newton_step",
 ]
@@ -176,6 +175,10 @@ class DualProblem:
         """Largest marginal error or entropy-constraint violation of a state."""
         return max(st.errors(self.target, self.floor))
 
+    def row_sum(self, w: torch.Tensor) -> torch.Tensor:
+        """``sum_j w_ij`` of an ``(n, n)`` matrix of entry values (as the sparse dual's)."""
+        return w.sum(dim=1)
+
 
 def newton_dual_ascent(
     problem: DualProblem, gamma: torch.Tensor, lam: torch.Tensor, *, lr: float = 1.0
@@ -239,38 +242,3 @@ def _line_search(
                 return trial
         alpha *= 0.5
     return None
-
-
-def first_order_dual_ascent(
-    problem: DualProblem,
-    gamma: torch.Tensor,
-    lam: torch.Tensor,
-    *,
-    lr: float,
-    optimizer: str = "Adam",
-    eps_square: bool = True,
-) -> tuple[DualState, int]:
-    """Dual ascent with a torch optimiser (the algorithm of Van Assel et al. 2023).
-
-    With ``eps_square`` the entropy multipliers are ``gamma = floor + e^2`` with ``e``
-    optimised freely; otherwise ``gamma`` is optimised and projected onto ``[floor, inf)``.
-    """
-    floor = problem.floor
-    g_var = (gamma - floor).clamp_min(0.0).sqrt() if eps_square else gamma.clone()
-    g_var.requires_grad_(True)
-    l_var = lam.clone().requires_grad_(True)
-    opt = getattr(torch.optim, optimizer)([g_var, l_var], lr=lr)
-    it = 0
-    while True:
-        g_now = floor + g_var.detach().square() if eps_square else g_var.detach()
-        st = problem.state(g_now, l_var.detach())
-        if problem.residual(st) < problem.tol or it >= problem.max_iter:
-            return st, it
-        it += 1
-        grad_g = st.entropy - problem.target  # gradient of -g
-        g_var.grad = 2.0 * g_var.detach() * grad_g if eps_square else grad_g
-        l_var.grad = st.rows - 1.0
-        opt.step()
-        if not eps_square:
-            with torch.no_grad():
-                g_var.clamp_(min=floor)

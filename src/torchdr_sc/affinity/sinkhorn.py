@@ -84,8 +84,8 @@ def log_sinkhorn_potentials(
 
 
 def sinkhorn_marginal_error(log_K: torch.Tensor, f: torch.Tensor) -> float:
-    """``max_i |sum_j Q_ij - 1|`` for the potential ``f``."""
-    rows = torch.logsumexp(log_K + f[None, :] + f[:, None], dim=1).exp()
+    """``max_i |sum_j Q_ij - 1|`` for the potential ``f`` (a number: no autograd graph)."""
+    rows = torch.logsumexp(log_K.detach() + f[None, :] + f[:, None], dim=1).exp()
     return float((rows - 1).abs().max())
 
 

@@ -12,7 +12,8 @@ from .._validation import check_number, check_option
 from ..knn import KNNGraph
 from ._base import PerplexityAffinity, check_solver_options
 from ._distances import distances_in
-from ._snekhorn import DualProblem, DualState, first_order_dual_ascent, newton_dual_ascent
+from ._snekhorn import DualProblem, DualState, newton_dual_ascent
+from ._snekhorn_first_order import DEFAULT_LR, first_order_dual_ascent
 from ._snekhorn_sparse import (
     SparseDualProblem,
     segment_logsumexp,
@@ -60,19 +61,29 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         Effective number of neighbours, a float in (0, inf), smaller than the number of
         samples.
     lr
-        Learning rate of the first-order optimisers (``'Adam'``, ``'SGD'``; default 0.1);
-        for ``'newton'``, the first step length tried by its line search, at most 1
-        (default 1, the full Newton step).
+        Step size. ``'Adam'``: a relative change of the dual variables, which are measured
+        in units of their warm start (default 0.1); ``'SGD'``: the fraction of the
+        majorised Newton step taken (default 1, stable on any data; see
+        ``affinity/_snekhorn_first_order.py``); ``'newton'``: the first step
+        length tried by its line search, at most 1 (default 1, the full Newton step).
     eps_square
-        First-order optimisers only: keep the entropy multipliers nonnegative by writing
-        them as squares (TorchDR's default) instead of projecting.
+        First-order optimisers only: keep the entropy multipliers above their floor by
+        writing them as squares (TorchDR's default) instead of projecting them onto it
+        (the default here: with squares, Adam leaves the multipliers of rows whose
+        entropy constraint is inactive oscillating around the floor instead of reaching
+        it, and stops short of ``tol`` on some data).
     tol
         Tolerance on the row sums and on the row entropies.
     max_iter
         Maximum number of dual-ascent iterations.
     optimizer
         ``'newton'`` (projected Newton with conjugate gradient, converges in tens of
-        iterations), ``'Adam'`` or ``'SGD'`` (the paper's first-order dual ascent).
+        iterations), ``'Adam'`` or ``'SGD'`` (the paper's first-order dual ascent, on
+        variables in units of the warm start, SGD along the majorised Newton direction,
+        with a step safeguard: the default ``lr`` works whatever the scale of the data;
+        SGD takes tens to hundreds of iterations, Adam hundreds, to the affinity of
+        ``'newton'`` within ``tol``; see
+        ``affinity/_snekhorn_first_order.py``).
     metric, device, verbose
         See :class:`~torchdr_sc.affinity.Affinity`.
 
@@ -92,7 +103,7 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         perplexity: float = 30.0,
         *,
         lr: float | None = None,
-        eps_square: bool = True,
+        eps_square: bool = False,
         tol: float = 1e-5,
         max_iter: int = 500,
         optimizer: str = "newton",
@@ -188,8 +199,8 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
                 problem,
                 gamma,
                 lam,
-                lr=0.1 if self.lr is None else self.lr,
                 optimizer=self.optimizer,
+                lr=DEFAULT_LR[self.optimizer] if self.lr is None else self.lr,
                 eps_square=self.eps_square,
             )
         self.n_iter_ = n_iter
@@ -222,13 +233,19 @@ class SymmetricEntropicAffinity(PerplexityAffinity):
         """Warn when the dual ascent stopped short of the tolerance, else log its count."""
         marginal, entropy = state.errors(problem.target, problem.floor)
         if max(marginal, entropy) >= self.tol:
+            hint = (
+                ""
+                if self.optimizer == "newton"
+                else " optimizer='newton' converges on duals where first-order ascent stalls."
+            )
             logger.warning(
                 "SymmetricEntropicAffinity: row sums within %.2g and entropies within %.2g "
-                "after %d iterations (tol=%.2g).",
+                "after %d iterations (tol=%.2g).%s",
                 marginal,
                 entropy,
                 n_iter,
                 self.tol,
+                hint,
             )
         else:
             logger.info("SymmetricEntropicAffinity: converged in %d iterations", n_iter)

@@ -34,6 +34,7 @@ from ..knn import METRICS, KNNGraph, check_backend
 from ..optimize import OptimizeResult
 from ..progress import Progress, reporting, stage
 from ..streaming import fit_streamed, is_streamed
+from ._schedule import check_optimization
 from ._stages import (
     KEEP_KNN_MAX_BYTES,
     affinity_text,
@@ -62,16 +63,25 @@ class Embedder(BaseEstimator):
     lr
         Learning rate, or ``'auto'`` (method-specific rule).
     optimizer
-        Name of a ``torch.optim`` optimiser, ``'DeltaBarDelta'`` (SGD with gains, see
-        :class:`~torchdr_sc.optimize.DeltaBarDelta`) or an optimiser class.
+        A name of :data:`torchdr_sc.optimize.OPTIMIZERS` (the ``torch.optim`` optimisers
+        whose ``step()`` needs no closure, and ``'DeltaBarDelta'``, SGD with gains, see
+        :class:`~torchdr_sc.optimize.DeltaBarDelta`) or a ``torch.optim.Optimizer``
+        subclass (the class; its arguments go in ``optimizer_kwargs``). ``'LBFGS'`` and
+        other closure-based optimisers are refused: the loop computes gradients only.
     optimizer_kwargs
         Arguments of the optimiser; ``'auto'`` sets SGD momentum per phase (0.5 during early
         exaggeration, then 0.8) for the t-SNE family and no momentum for UMAP-style SGD.
     scheduler
-        Name of a ``torch.optim.lr_scheduler`` class, a class, or ``None``. UMAP-style
+        ``None`` / ``'constant'`` (no schedule), ``'linear'`` (linear decay to 0), a name
+        of :data:`torchdr_sc.optimize.SCHEDULERS` or a
+        ``torch.optim.lr_scheduler.LRScheduler`` subclass whose ``step()`` takes no
+        arguments (``ReduceLROnPlateau`` needs the loss and is refused). UMAP-style
         methods decay the rate linearly by default (``scheduler='linear'``).
     scheduler_kwargs
-        Arguments of the scheduler.
+        Arguments of the scheduler. Bad values of these four parameters raise a
+        ValueError or TypeError naming the parameter when the fit starts, before any
+        computation (the optimiser and scheduler are built once on a dummy tensor to
+        check the arguments the user chose).
     init
         ``'pca'``, ``'spectral'``, ``'normal'`` (``'random'``) or an array ``(n, n_components)``.
     init_scaling
@@ -258,10 +268,7 @@ class Embedder(BaseEstimator):
         check_option("compile", self.compile, ["auto", True, False])
         if isinstance(self.init, str):
             check_option("init", self.init, INIT_NAMES)
-        if isinstance(self.optimizer, str):
-            from ..optimize import optimizer_class
-
-            optimizer_class(self.optimizer)
+        check_optimization(self)  # optimizer, scheduler and their kwargs, by contract
         self._check_method_params()
 
     def check_n_samples(self, n: int) -> None:

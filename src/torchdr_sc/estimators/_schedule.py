@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .._validation import check_option
-from ..optimize import DeltaBarDelta, GradientFn, OptimizeResult, Phase, SyncFn, optimize
+from ..optimize import (
+    DeltaBarDelta,
+    GradientFn,
+    OptimizeResult,
+    Phase,
+    SyncFn,
+    optimize,
+    optimizer_class,
+    scheduler_class,
+)
 from ..progress import iterations
-
-SCHEDULER_ALIASES = ("constant", "linear")
 
 
 def exaggeration_phases(
@@ -58,24 +65,14 @@ def scheduler_factory(
 ) -> tuple[Callable[[torch.optim.Optimizer], Any] | None, str]:
     """Return ``(factory, lr_decay)`` for a ``scheduler`` parameter.
 
-    ``None`` / ``'constant'``: no scheduler. ``'linear'``: linear decay to 0 (UMAP). Any other
-    string names a class of ``torch.optim.lr_scheduler``; a class is used as given.
+    ``None`` / ``'constant'``: no scheduler. ``'linear'``: linear decay to 0 (UMAP). A
+    name of :data:`~torchdr_sc.optimize.SCHEDULERS` or an ``LRScheduler`` subclass
+    (checked by :func:`~torchdr_sc.optimize.scheduler_class`) is built on the loop's
+    optimiser with ``kwargs``.
     """
-    if scheduler is None or scheduler == "constant":
-        return None, "none"
-    if scheduler == "linear":
-        return None, "linear"
-    if isinstance(scheduler, str):
-        cls = getattr(torch.optim.lr_scheduler, scheduler, None)
-        if not isinstance(cls, type):
-            names = [
-                k
-                for k, v in vars(torch.optim.lr_scheduler).items()
-                if isinstance(v, type) and k[0].isupper() and k != "LRScheduler"
-            ]
-            check_option("scheduler", scheduler, [*SCHEDULER_ALIASES, *names, None])
-    else:
-        cls = scheduler
+    cls = scheduler_class(scheduler)
+    if cls is None:
+        return None, "linear" if isinstance(scheduler, str) and scheduler == "linear" else "none"
     kw = dict(kwargs or {})
     return (lambda opt: cls(opt, **kw)), "none"
 
@@ -148,4 +145,79 @@ def run_schedule(
         check_interval=est.check_interval,
         sync=sync,
         progress=iterations(max_iter, unit=est._iteration_unit),
+    )
+
+
+def check_optimization(est: Any) -> None:
+    """Check an estimator's optimiser and scheduler parameters before any computation.
+
+    ``optimizer`` and ``scheduler`` are checked against their contract
+    (:func:`~torchdr_sc.optimize.optimizer_class`,
+    :func:`~torchdr_sc.optimize.scheduler_class`). When the user chose arguments
+    (a non-empty ``optimizer_kwargs`` dict) or a scheduler class, both are built once on a
+    one-element tensor, so that a missing or wrong argument (``StepLR`` without
+    ``step_size``, ``OneCycleLR`` without ``total_steps``, Adam with ``momentum``) fails
+    here, with a message naming the parameter, instead of after the kNN search and the
+    affinity. The default configurations build nothing (a first optimiser instantiation
+    imports TorchDynamo, ~1 s, which plain-SGD fits never pay).
+
+    Parameters
+    ----------
+    est
+        The estimator (its ``optimizer``, ``optimizer_kwargs``, ``scheduler``,
+        ``scheduler_kwargs`` and ``lr``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`~torchdr_sc.optimize.optimizer_class` and
+        :func:`~torchdr_sc.optimize.scheduler_class`; ValueError for arguments the classes
+        refuse, TypeError for kwargs that are not dicts.
+    """
+    opt_cls = optimizer_class(est.optimizer)
+    sched_cls = scheduler_class(est.scheduler)
+    opt_kwargs, _ = sgd_momentum_auto(est.optimizer, est.optimizer_kwargs, (0.5, 0.8))
+    if "lr" in opt_kwargs:
+        msg = "`optimizer_kwargs` must not hold 'lr'; set the estimator's `lr` instead."
+        raise ValueError(msg)
+    scheduler_kwargs = est.scheduler_kwargs
+    if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
+        msg = f"`scheduler_kwargs` must be a dict or None; got {scheduler_kwargs!r}."
+        raise TypeError(msg)
+    user_chose = isinstance(est.optimizer_kwargs, dict) and bool(est.optimizer_kwargs)
+    if not user_chose and sched_cls is None:
+        return  # the 'auto' momentum is ours and fits SGD and DeltaBarDelta
+    lr = 1.0 if isinstance(est.lr, str) else float(est.lr)
+    probe = torch.zeros(1, requires_grad=True)
+    try:
+        opt = opt_cls([probe], lr=lr, **opt_kwargs)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            f"`optimizer_kwargs`={opt_kwargs!r} do not fit {opt_cls.__name__}: {exc}. "
+            f"Its arguments: {_arguments(opt_cls)}; fix `optimizer_kwargs`."
+        )
+        raise ValueError(msg) from exc
+    if sched_cls is None:
+        return
+    sched_kwargs = dict(scheduler_kwargs or {})
+    try:
+        sched_cls(opt, **sched_kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        msg = (
+            f"`scheduler_kwargs`={sched_kwargs!r} do not fit {sched_cls.__name__}: {exc}. "
+            f"Its arguments: {_arguments(sched_cls)}; pass them in `scheduler_kwargs`."
+        )
+        raise ValueError(msg) from exc
+
+
+def _arguments(cls: type) -> str:
+    """The constructor arguments of ``cls`` after its first one, for messages."""
+    try:
+        params = list(inspect.signature(cls).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return "(not introspectable)"
+    return ", ".join(
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in params
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .._validation import check_option
-from ..affinity import SparseAffinity
+from ..affinity import Affinity, SparseAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
 from ..optimize import OptimizeResult
@@ -25,6 +25,23 @@ LOSSES = ("cross_entropy", "kl", "square_loss")
 def _sqdist(z: torch.Tensor) -> torch.Tensor:
     sq = (z * z).sum(1)
     return (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+
+
+def _callable_name(obj: Any) -> str:
+    """A short name of a callable for messages (class name of an object, else its name)."""
+    if isinstance(obj, type) or not callable(obj):
+        return repr(obj)
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _sparse_out_message(affinity: Any) -> str:
+    """The error for an output affinity computed on a kNN graph (sparse, not differentiable)."""
+    name = type(affinity).__name__
+    return (
+        f"`affinity_out` ({name}) computes a sparse affinity on a kNN graph, which is "
+        f"neither dense nor differentiable in the embedding; pass {name}(..., "
+        "sparsity=False) to compute it on all pairs."
+    )
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -72,8 +89,14 @@ class AffinityMatcher(Embedder):
         Callable on the data returning a dense tensor or a
         :class:`~torchdr_sc.affinity.SparseAffinity` (e.g. ``EntropicAffinity(perplexity=30)``).
     affinity_out
-        Differentiable callable on the embedding returning a dense ``(n, n)`` tensor
-        (e.g. :class:`StudentKernel`).
+        Differentiable callable on the embedding returning a dense ``(n, n)`` tensor:
+        an output kernel (e.g. :class:`StudentKernel`) or an affinity object computed on
+        all pairs (``sparsity=False``), e.g.
+        :class:`~torchdr_sc.affinity.NormalizedGaussianAffinity` (exact gradients) or
+        ``SinkhornAffinity(base_kernel='student')`` (its Sinkhorn potentials are held
+        constant in the gradient). Affinity objects keep the autograd graph of an input
+        that requires grad; a callable whose result is sparse or detached from the
+        embedding is refused with a TypeError.
     kwargs_affinity_out
         Extra keyword arguments of ``affinity_out``.
     loss_fn
@@ -96,7 +119,42 @@ class AffinityMatcher(Embedder):
         if not callable(self.affinity_in) or not callable(self.affinity_out):
             msg = "`affinity_in` and `affinity_out` must be callables (affinity objects)."
             raise TypeError(msg)
+        if isinstance(self.affinity_out, Affinity) and self.affinity_out.sparsity:
+            raise TypeError(_sparse_out_message(self.affinity_out))
         check_option("loss_fn", self.loss_fn, LOSSES)
+
+    def _output_affinity(self, z: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
+        """``affinity_out(z)``, checked to be a dense ``(n, n)`` tensor differentiable in z.
+
+        Raises
+        ------
+        TypeError
+            A sparse result (a kNN affinity), or one without an autograd graph (computed
+            on a detached copy of ``z`` or under ``torch.no_grad``), which autograd would
+            otherwise reject deep in the optimisation.
+        """
+        q = self.affinity_out(z, **extra)
+        name = _callable_name(self.affinity_out)
+        n = z.shape[0]
+        if not isinstance(q, torch.Tensor):
+            if isinstance(q, SparseAffinity):
+                raise TypeError(_sparse_out_message(self.affinity_out))
+            msg = f"`affinity_out` ({name}) must return a torch tensor; got {type(q).__name__}."
+            raise TypeError(msg)
+        if q.shape != (n, n):
+            msg = (
+                f"`affinity_out` ({name}) must return an (n, n) = ({n}, {n}) tensor; "
+                f"got shape {tuple(q.shape)}."
+            )
+            raise TypeError(msg)
+        if not q.requires_grad:
+            msg = (
+                f"`affinity_out` ({name}) returned a tensor that is not differentiable with "
+                "respect to the embedding: compute it with torch operations on its input "
+                "(not on a detached copy, numpy, or under torch.no_grad())."
+            )
+            raise TypeError(msg)
+        return q
 
     def check_n_samples(self, n: int) -> None:
         if n > MAX_DENSE_SAMPLES:
@@ -142,7 +200,7 @@ class AffinityMatcher(Embedder):
 
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
             zz = z.detach().requires_grad_(True)
-            loss = self._loss(p, self.affinity_out(zz, **extra), phase.exaggeration)
+            loss = self._loss(p, self._output_affinity(zz, extra), phase.exaggeration)
             return torch.autograd.grad(loss, zz)[0]
 
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
