@@ -13,7 +13,7 @@ measures what that policy buys, with public tools only:
 - each with and without a competitor: one CPU-bound process (``python -c 'while True:
   pass'``) started before the fit and killed after it;
 - ``--repeats`` fits per cell of the table (default 3); the median fit time is reported,
-  with the 10-NN label accuracy (DESIGN.md section 5: 5-fold cross-validated, on a seeded
+  with the 10-NN label accuracy (CONTRIBUTING.md, section 5: 5-fold cross-validated, on a seeded
   sample of at most 10,000 points) of the median run.
 
 A small warm-up fit of each tool (numba compilation, first torch calls) runs first, untimed.

@@ -33,6 +33,8 @@ class Launched:
         Peak resident memory of the process, in MiB.
     timed_out : bool
         Killed for passing the time limit.
+    stalled : bool
+        Killed because no fit finished within ``fit_timeout`` seconds.
     result : dict or None
         The worker's JSON result, when it wrote one.
     log_tail : str
@@ -45,6 +47,7 @@ class Launched:
     timed_out: bool
     result: dict | None
     log_tail: str
+    stalled: bool = False
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -128,7 +131,7 @@ def launch(
             env=child_env,
             start_new_session=True,
         )
-        timed_out, peak_kb, last_fit = False, 0.0, time.time()
+        timed_out, stalled, peak_kb, last_fit = False, False, 0.0, time.time()
         while True:
             peak_kb = max(peak_kb, _hiwater_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -136,8 +139,8 @@ def launch(
                 break
             if result_path.exists():
                 last_fit = max(last_fit, result_path.stat().st_mtime)
-            fit_over = fit_timeout is not None and time.time() - last_fit > fit_timeout
-            if fit_over or (timeout is not None and time.perf_counter() - t0 > timeout):
+            stalled = fit_timeout is not None and time.time() - last_fit > fit_timeout
+            if stalled or (timeout is not None and time.perf_counter() - t0 > timeout):
                 os.killpg(proc.pid, signal.SIGKILL)  # the worker's own process group
                 _, status, usage = os.wait4(proc.pid, 0)
                 timed_out = True
@@ -159,4 +162,5 @@ def launch(
         timed_out=timed_out,
         result=result,
         log_tail=_tail(log_path),
+        stalled=stalled and timed_out,
     )

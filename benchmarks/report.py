@@ -266,7 +266,6 @@ def markdown(
     swept = sweep_report.sweep_records(records)
     if len({r["n"] for r in swept}) >= 2:
         out += ["## Size sweep: the simulated atlas", ""]
-        out += [f"![{name}]({name})" for name in sweep_plots] + [""]
         found = sweep_report.shortfalls(swept)
         out += [
             "### Where torchdr-sc is behind",
@@ -277,6 +276,8 @@ def markdown(
             *([f"- {line}" for line in found] or ["- nowhere"]),
             "",
             *sweep_report.size_tables(swept),
+            "",
+            *[f"![{name}]({name})" for name in sweep_plots],
             "",
         ]
     datasets: dict[str, list[dict]] = {}

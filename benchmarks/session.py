@@ -297,11 +297,9 @@ class Session:
         res = out.result or {}
         if res.get("status") != "unavailable":
             rec["peak_rss_mb"] = out.peak_rss_mb
+        limit = f"no fit within {self._seconds(cfg):.0f} s" if out.stalled else f"{timeout:.0f} s"
         if out.timed_out and not res.get("fits"):
-            rec.update(
-                status="skipped (budget)",
-                reason=f"skipped (budget): killed after {timeout:.0f} s",
-            )
+            rec.update(status="skipped (budget)", reason=f"skipped (budget): killed ({limit})")
         elif res.get("status") in ("ok", "partial") and res.get("fits"):
             if res["status"] == "partial":
                 done = len(res["fits"])

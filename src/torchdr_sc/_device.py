@@ -1,6 +1,6 @@
 """The one place where data moves between numpy, torch and devices.
 
-Conventions (DESIGN.md section 3):
+Conventions (CONTRIBUTING.md, section 3):
 
 - ``device="auto"``: a torch input keeps its device; numpy input goes to CUDA when available.
 - Computation is float32 by default; float64 input stays float64; integer, bool and

@@ -1,4 +1,4 @@
-"""Parameter and input validation with one error style (DESIGN.md section 4).
+"""Parameter and input validation with one error style (CONTRIBUTING.md, section 4).
 
 Every check raises before any expensive work, names the parameter and, where there is
 one, the fix. Messages read like::
