@@ -169,7 +169,7 @@ def test_a_failed_build_leaves_no_temporaries(cache):
 
     with pytest.raises(RuntimeError, match="compiler died"):
         _get(broken)
-    assert [p.name for p in cache.iterdir()] == ["k.lock"]
+    assert sorted(p.name for p in cache.iterdir()) == ["k.failed.json", "k.lock"]
 
 
 def test_leftovers_of_a_killed_build_are_removed_at_the_next_build(cache):
@@ -245,3 +245,51 @@ def test_cpu_signature_names_the_instruction_set():
     if Path("/proc/cpuinfo").exists():
         assert "[" in sig  # the flags
         assert any(flag in sig for flag in ("sse2", "neon", "asimd", "fp"))
+
+
+def test_a_build_is_announced_at_default_verbosity(cache, monkeypatch, capsys):
+    """Logging unconfigured (pytest's own handlers aside): the one-time build is written to
+    stderr, with where it is cached; a load from the cache says nothing."""
+    from torchdr_sc import _logging
+
+    monkeypatch.setattr(_logging, "_shown", lambda log: False)
+    _get(Builder())
+    err = capsys.readouterr().err
+    assert "[torchdr_sc] compiling the kernel once for this machine" in err
+    assert str(cache) in err
+    _get(Builder())
+    assert capsys.readouterr().err == ""
+
+
+def test_notice_is_written_once_whether_or_not_logging_is_configured(capsys):
+    import logging
+
+    from torchdr_sc._logging import notice
+
+    bare = logging.Logger("bare")  # no parent: as an application that set up no logging
+    bare.addHandler(logging.NullHandler())
+    notice(bare, "the %s failed", "build")
+    assert capsys.readouterr().err == "[torchdr_sc] the build failed\n"
+    configured = logging.Logger("configured")
+    configured.addHandler(logging.StreamHandler())  # writes to stderr itself
+    notice(configured, "the %s failed", "build")
+    assert capsys.readouterr().err == "the build failed\n"  # once, by the user's handler
+
+
+def test_a_failed_build_is_remembered_not_retried_by_every_process(cache):
+    calls = []
+
+    def broken(path):
+        calls.append(path)
+        raise RuntimeError("no C++ compiler found\nlong traceback")
+
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        _get(broken)
+    record = cache / "k.failed.json"
+    assert json.loads(record.read_text())["reason"] == "RuntimeError: no C++ compiler found"
+    with pytest.raises(kernel_cache.KernelBuildError, match=r"did not build.*Delete .*k\.failed"):
+        _get(broken)  # as a new process would: the record, not a second attempt
+    assert len(calls) == 1
+    assert _get(Builder(), key={**KEY, "torch": "y"}) == b"kernel v1"  # another key: built
+    record.unlink()
+    assert _get(Builder()) == b"kernel v1"  # deleted: tried again, and built

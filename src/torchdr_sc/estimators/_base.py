@@ -63,7 +63,7 @@ class Embedder(BaseEstimator):
     lr
         Learning rate, or ``'auto'`` (method-specific rule).
     optimizer
-        A name of :data:`torchdr_sc.optimize.OPTIMIZERS` (the ``torch.optim`` optimisers
+        A name of ``torchdr_sc.optimize.OPTIMIZERS`` (the ``torch.optim`` optimisers
         whose ``step()`` needs no closure, and ``'DeltaBarDelta'``, SGD with gains, see
         :class:`~torchdr_sc.optimize.DeltaBarDelta`) or a ``torch.optim.Optimizer``
         subclass (the class; its arguments go in ``optimizer_kwargs``). ``'LBFGS'`` and
@@ -73,7 +73,7 @@ class Embedder(BaseEstimator):
         exaggeration, then 0.8) for the t-SNE family and no momentum for UMAP-style SGD.
     scheduler
         ``None`` / ``'constant'`` (no schedule), ``'linear'`` (linear decay to 0), a name
-        of :data:`torchdr_sc.optimize.SCHEDULERS` or a
+        of ``torchdr_sc.optimize.SCHEDULERS`` or a
         ``torch.optim.lr_scheduler.LRScheduler`` subclass whose ``step()`` takes no
         arguments (``ReduceLROnPlateau`` needs the loss and is refused). UMAP-style
         methods decay the rate linearly by default (``scheduler='linear'``).

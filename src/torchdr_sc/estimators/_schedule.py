@@ -66,7 +66,7 @@ def scheduler_factory(
     """Return ``(factory, lr_decay)`` for a ``scheduler`` parameter.
 
     ``None`` / ``'constant'``: no scheduler. ``'linear'``: linear decay to 0 (UMAP). A
-    name of :data:`~torchdr_sc.optimize.SCHEDULERS` or an ``LRScheduler`` subclass
+    name of ``torchdr_sc.optimize.SCHEDULERS`` or an ``LRScheduler`` subclass
     (checked by :func:`~torchdr_sc.optimize.scheduler_class`) is built on the loop's
     optimiser with ``kwargs``.
     """

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .._logging import get_logger
+from .._logging import get_logger, notice
 from ..affinity import SparseAffinity
 from .pairs import epoch_pair_terms, hash_key, pair_terms
 from .sampled import (
@@ -220,7 +220,8 @@ class SampledEpoch:
                 )
             except Exception as err:  # building or loading failed: torch.compile instead
                 first_line = str(err).splitlines()[0] if str(err) else ""
-                logger.warning(
+                notice(
+                    logger,
                     "the ahead-of-time epoch kernel failed (%s: %s); compiling the epoch "
                     "with torch.compile instead.",
                     type(err).__name__,
@@ -248,7 +249,8 @@ class SampledEpoch:
             if self._must_compile:
                 raise
             first_line = str(err).splitlines()[0] if str(err) else ""
-            logger.warning(
+            notice(
+                logger,
                 "torch.compile of the epoch failed (%s: %s); running it eagerly. Pass "
                 "compile=False to skip the attempt.",
                 type(err).__name__,
@@ -279,7 +281,8 @@ class SampledEpoch:
             )
         except Exception as err:  # the Triton compiler (not the arithmetic) failed
             first_line = str(err).splitlines()[0] if str(err) else ""
-            logger.warning(
+            notice(
+                logger,
                 "the Triton epoch kernel failed (%s: %s); running the epoch eagerly. Pass "
                 "compile=False to skip the attempt.",
                 type(err).__name__,

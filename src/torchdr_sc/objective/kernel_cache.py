@@ -36,11 +36,12 @@ import platform
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._logging import get_logger
+from .._logging import get_logger, notice
 
 logger = get_logger(__name__)
 
@@ -112,7 +113,8 @@ def usable_folder() -> Path:
     private = _private_folder()
     if str(folder) not in _WARNED:
         _WARNED.add(str(folder))
-        logger.warning(
+        notice(
+            logger,
             "not using the kernel cache %s: %s. Kernels are compiled for this process only, in "
             "%s; set %s to a folder of your own to keep them.",
             folder,
@@ -290,8 +292,12 @@ def cached_kernel(
 
     Raises
     ------
+    KernelBuildError
+        When the build with this key failed before on this machine (recorded in
+        ``NAME.failed.json``): a missing compiler is not retried by every process.
     Exception
-        Whatever building or loading a freshly built package raised.
+        Whatever building or loading a freshly built package raised (the failure is
+        recorded).
     """
     folder = usable_folder()
     path = folder / f"{name}.pt2"
@@ -308,9 +314,60 @@ def cached_kernel(
             except Exception as err:
                 why = f"it does not load ({type(err).__name__})"
         remove_stale_builds(folder)
-        logger.info("compiling the %s once for this machine (%s), cached in %s", what, why, folder)
-        _build_into(folder, path, key, build)
+        failed = failed_before(folder / f"{name}.failed.json", key)
+        if failed is not None:
+            msg = (
+                f"the {what} did not build on this machine before ({failed}); not trying "
+                f"again. Delete {folder / (name + '.failed.json')} to retry (e.g. after "
+                "installing a C++ compiler)."
+            )
+            raise KernelBuildError(msg)
+        notice(
+            logger,
+            "compiling the %s once for this machine (%s); this takes about a minute and is "
+            "cached in %s for later processes",
+            what,
+            why,
+            folder,
+        )
+        start = time.perf_counter()
+        try:
+            _build_into(folder, path, key, build)
+        except Exception as err:  # remembered, so that later processes do not retry
+            record_failure(folder / f"{name}.failed.json", key, err)
+            raise
+        logger.info("compiled the %s in %.0f s", what, time.perf_counter() - start)
         return load(path)
+
+
+class KernelBuildError(RuntimeError):
+    """A kernel that failed to build on this machine before, with the same build key."""
+
+
+def record_failure(path: Path, key: dict, err: BaseException) -> None:
+    """Write why the build of key ``key`` failed to ``path`` (best effort, mode 0644)."""
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    reason = f"{type(err).__name__}: {first_line}"[:300]
+    try:
+        tmp = path.with_name(f"{BUILD_PREFIX}{os.getpid()}-{path.name}")
+        tmp.write_text(json.dumps({"key": key, "reason": reason}))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def failed_before(path: Path, key: dict) -> str | None:
+    """The recorded reason when the build of key ``key`` failed before (a record that is
+    ours and not writable by others), else None. A new torch, source or CPU changes the key,
+    and with it the verdict."""
+    if not path.exists() or ownership_problem(path) is not None:
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return str(record.get("reason", "")) if record.get("key") == key else None
 
 
 def describe_key(parts: dict[str, Any]) -> str:
