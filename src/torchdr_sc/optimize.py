@@ -43,6 +43,9 @@ class Phase:
         decay to 0 over the whole schedule, as in UMAP).
     check_convergence
         Whether the gradient-norm stopping rule applies in this phase.
+    lr_scale
+        Factor on the base learning rate during this phase (t-SNE's ``lr='auto'`` takes
+        ``n / exaggeration`` in each phase, as openTSNE does).
     """
 
     n_iter: int
@@ -50,6 +53,7 @@ class Phase:
     momentum: float | None = None
     lr_decay: str = "none"
     check_convergence: bool = True
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -402,13 +406,17 @@ def optimize(
     for phase in phases:
         if opt is not None and phase.momentum is not None and "momentum" in opt.param_groups[0]:
             opt.param_groups[0]["momentum"] = phase.momentum
+        if sched is None and lr_now != lr * phase.lr_scale:  # a user's scheduler rules alone
+            lr_now = lr * phase.lr_scale
+            if opt is not None:
+                opt.param_groups[0]["lr"] = lr_now
         for _ in range(phase.n_iter):
             recheck_threads()  # every few seconds: follow competitors that come or go
             grad = gradient(z, it_total, phase)
             if sync is not None:
                 grad = sync(grad)
             if phase.lr_decay != "none":
-                lr_now = _decayed_lr(lr, it_total, n_total)
+                lr_now = _decayed_lr(lr * phase.lr_scale, it_total, n_total)
                 if opt is not None:
                     opt.param_groups[0]["lr"] = lr_now
             if opt is None:  # torch.optim.SGD's step without momentum, as it computes it

@@ -28,6 +28,7 @@ def exaggeration_phases(
     *,
     momentum: tuple[float, float] | None,
     lr_decay: str = "none",
+    main_lr_scale: float = 1.0,
 ) -> list[Phase]:
     """An early-exaggeration phase followed by the main phase.
 
@@ -41,6 +42,8 @@ def exaggeration_phases(
         SGD momentum of the two phases, or ``None`` to leave the optimiser's own.
     lr_decay
         Passed to both phases.
+    main_lr_scale
+        Factor on the learning rate in the main phase (after exaggeration).
     """
     n_early = min(n_early, max_iter) if coeff != 1.0 else 0
     m_early, m_late = momentum if momentum is not None else (None, None)
@@ -56,7 +59,14 @@ def exaggeration_phases(
             )
         )
     if max_iter - n_early:
-        phases.append(Phase(max_iter - n_early, momentum=m_late, lr_decay=lr_decay))
+        phases.append(
+            Phase(
+                max_iter - n_early,
+                momentum=m_late,
+                lr_decay=lr_decay,
+                lr_scale=main_lr_scale if n_early else 1.0,
+            )
+        )
     return phases
 
 
@@ -103,6 +113,7 @@ def run_schedule(
     momenta: tuple[float, float],
     lr: float,
     sync: SyncFn | None = None,
+    main_lr_scale: float = 1.0,
 ) -> OptimizeResult:
     """Run the loop with the estimator's optimiser, scheduler and exaggeration phases.
 
@@ -123,6 +134,8 @@ def run_schedule(
         Learning rate.
     sync
         Gradient all-reduce under ``torchrun``.
+    main_lr_scale
+        Factor on ``lr`` after the exaggeration phase (without a scheduler).
     """
     kwargs, phase_momenta = sgd_momentum_auto(est.optimizer, est.optimizer_kwargs, momenta)
     factory, decay = scheduler_factory(est.scheduler, est.scheduler_kwargs)
@@ -132,6 +145,7 @@ def run_schedule(
         est.early_exaggeration_iter or 0,
         momentum=phase_momenta,
         lr_decay=decay,
+        main_lr_scale=main_lr_scale,
     )
     return optimize(
         z0,

@@ -52,6 +52,10 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
         coeff = self.early_exaggeration_coeff or 1.0
         return max(n / (4.0 * coeff), 50.0)
 
+    def _auto_main_lr_scale(self, n: int) -> float:
+        """Factor on ``lr='auto'`` after the exaggeration phase (1: one rate throughout)."""
+        return 1.0
+
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         raise NotImplementedError
 
@@ -62,7 +66,17 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
         grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
         sync = ctx.sync if ctx.active else None
-        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr, sync=sync)
+        main_scale = self._auto_main_lr_scale(z0.shape[0]) if self.lr == "auto" else 1.0
+        return run_schedule(
+            self,
+            z0,
+            grad,
+            max_iter=max_iter,
+            momenta=(0.5, 0.8),
+            lr=lr,
+            sync=sync,
+            main_lr_scale=main_scale,
+        )
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -176,6 +190,14 @@ class TSNE(_Repulsion, _ExactEmbedder):
     def _default_max_iter(self, n: int) -> int:
         """openTSNE's schedule: 250 exaggerated iterations, then 500 (750 in all)."""
         return DEFAULT_MAX_ITER
+
+    def _auto_main_lr_scale(self, n: int) -> float:
+        """``lr='auto'`` after the exaggeration phase: ``n / 4`` (floor 50), i.e. ``n /
+        exaggeration`` in each phase with our gradient's factor 4, as openTSNE (Belkina et
+        al. 2019, Nat. Commun. 10:5415). One rate ``n / (4 coeff)`` throughout left the main
+        phase 12x slower: NP@15 fell behind openTSNE's from 20,000 cells on (0.140 against
+        0.158 at 100,000)."""
+        return max(n / 4.0, 50.0) / self._auto_lr(n)
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
         scale = 1.0 / float(fixed_order_sum(P.weights, torch.float64))  # P sums to 1 (no copy of P)
