@@ -13,6 +13,17 @@ from torchdr_sc._device import cpu_threads
 _REAL_READ_RUNNABLE = _threads._read_runnable
 
 
+def _two_core_machine(monkeypatch) -> int:
+    """2 cores, 2 torch threads, no user thread variables; returns torch's former setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    for name in (*_threads.USER_THREAD_VARS, _threads.POLICY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "_online_cores", lambda: 2)
+    return before
+
+
 @pytest.fixture
 def two_cores(monkeypatch):
     """A 2-core machine with a 2-thread torch, no user thread variables; returns a setter.
@@ -20,12 +31,7 @@ def two_cores(monkeypatch):
     ``set_others(k)`` makes the runnable-count reader report ``k`` tasks of other processes
     (plus our one running thread).
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    for name in (*_threads.USER_THREAD_VARS, _threads.POLICY_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(_threads, "_online_cores", lambda: 2)
+    before = _two_core_machine(monkeypatch)
     monkeypatch.setattr(_threads, "_own_running", lambda: 1)
     monkeypatch.setattr(_threads, "_yielding_running", lambda: 0)
     monkeypatch.setattr(_threads.time, "sleep", lambda s: None)
@@ -256,12 +262,7 @@ def _competitor(niceness: int):
 def test_a_niced_competitor_leaves_the_threads_alone(monkeypatch, niceness, expected):
     """Real readings: a ``nice -n 19`` spinner yields its core to us, an ordinary one does not
     (the control). Needs an otherwise quiet machine, as the test suite is."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    for name in (*_threads.USER_THREAD_VARS, _threads.POLICY_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(_threads, "_online_cores", lambda: 2)
+    before = _two_core_machine(monkeypatch)
     proc = _competitor(niceness)
     try:
         choices = [_threads.choose_threads().threads for _ in range(3)]
