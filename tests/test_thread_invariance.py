@@ -86,3 +86,22 @@ def test_umap_same_embedding_with_1_and_2_threads():
         return np.asarray(est.fit_transform(x))
 
     np.testing.assert_array_equal(_at_threads(1, fit), _at_threads(2, fit))
+
+
+def test_the_path_and_threads_are_recorded(blobs):
+    import anndata as ad
+
+    import torchdr_sc.tl as tl
+
+    umap = tdr.UMAP(random_state=0, max_iter=20, compile=False).fit(blobs[:500])
+    assert umap.execution_path_ == "epoch eager"
+    assert umap.n_threads_ >= 1
+    tsne = tdr.TSNE(random_state=0, max_iter=30, repulsion="fft", compile=True).fit(blobs)
+    assert tsne.execution_path_ == "attraction compiled, repulsion fft"
+    assert tsne._attraction is None  # P's edge copies are not kept past the fit
+    adata = ad.AnnData(blobs[:500])
+    with cpu_threads(1):
+        tl.tsne(adata, use_rep="X", max_iter=30, perplexity=10)
+    params = adata.uns["tsne"]["params"]
+    assert params["execution_path"] == "attraction eager, repulsion exact"
+    assert params["n_jobs"] == 1

@@ -386,6 +386,9 @@ def results_changes(
         torchdr_sc_version=package_version(),
         device_used=str(est.device_used_),
     )
+    path = getattr(est, "execution_path_", None)
+    if path:  # eager / compiled / ahead-of-time: they draw different negatives
+        params["execution_path"] = str(path)
     if slot is not None and (reused or store):
         params["affinity_key"] = slot.key
     timings = {k: float(v) for k, v in est.timings_.items()}

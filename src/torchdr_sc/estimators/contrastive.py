@@ -80,7 +80,8 @@ class _SampledEmbedder(Embedder):
         lr = 1.0 if self.lr == "auto" else float(self.lr)
         small = epoch.work < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
-            return run_schedule(
+            self.n_threads_ = torch.get_num_threads()
+            result = run_schedule(
                 self,
                 z0,
                 grad,
@@ -89,6 +90,8 @@ class _SampledEmbedder(Embedder):
                 lr=lr,
                 sync=ctx.sync if ctx.active else None,
             )
+        self.execution_path_ = f"epoch {epoch.path}"
+        return result
 
 
 @lru_cache(maxsize=64)

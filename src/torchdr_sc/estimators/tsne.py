@@ -67,7 +67,8 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
         grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
         sync = ctx.sync if ctx.active else None
         main_scale = self._auto_main_lr_scale(z0.shape[0]) if self.lr == "auto" else 1.0
-        return run_schedule(
+        self.n_threads_ = torch.get_num_threads()
+        result = run_schedule(
             self,
             z0,
             grad,
@@ -77,6 +78,21 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
             sync=sync,
             main_lr_scale=main_scale,
         )
+        self.execution_path_ = self._execution_path()
+        return result
+
+    def _execution_path(self) -> str:
+        """How the gradient ran, for ``execution_path_``: the repulsion, and the attraction's
+        path where it has two (recorded by :meth:`_gradient_fn`)."""
+        parts = []
+        attraction = getattr(self, "_attraction", None)
+        self._attraction = None  # it holds copies of P's edges: not kept past the fit
+        if attraction is not None:
+            parts.append("attraction " + ("compiled" if attraction.compiled else "eager"))
+        repulsion = getattr(self, "repulsion_used_", None)
+        if repulsion is not None:
+            parts.append(f"repulsion {repulsion}")
+        return ", ".join(parts) or "eager"
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -214,6 +230,7 @@ class TSNE(_Repulsion, _ExactEmbedder):
             scale=scale,
             iterations=self.planned_iterations(P.n),
         )
+        self._attraction = attraction  # its path is reported once the fit is done
 
         def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
             return tsne_gradient(

@@ -185,6 +185,16 @@ class SampledEpoch:
         self._aot_kernel: Callable[..., Any] | None = None
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
+    @property
+    def path(self) -> str:
+        """The path the epochs ran on (so far): ``'triton'``, ``'ahead-of-time'``,
+        ``'compiled'`` (``torch.compile``) or ``'eager'``; a failed compiler's fallback shows."""
+        if self.fused:
+            return "triton"
+        if self.compiled:
+            return "ahead-of-time" if self._aot_kernel is not None else "compiled"
+        return "eager"
+
     def _consts(self, z: torch.Tensor, exaggeration: float) -> torch.Tensor:
         k = self.kernel
         values = [k.a, k.b, k.repulsion, k.clip, exaggeration]
