@@ -155,11 +155,8 @@ class Embedder(BaseEstimator):
         The device, the seed (an int, also used by :meth:`transform`), the iterations run,
         whether the gradient norm fell below ``min_grad_norm``, seconds per stage.
     n_threads_, execution_path_
-        Torch CPU threads the optimisation ran with, and the path it took (UMAP family:
-        ``'epoch eager'``, ``'epoch compiled'``, ``'epoch ahead-of-time'``,
-        ``'epoch triton'``; t-SNE: the attraction's path and the repulsion), where the
-        method sets them. The thread count does not change the result on CPU; the path
-        does (the paths draw different negatives).
+        CPU threads and path of the optimisation (``'epoch eager'`` / ``'compiled'`` /
+        ``'ahead-of-time'`` / ``'triton'``; t-SNE: attraction and repulsion), where set.
 
     A fitted estimator pickles (``pickle``, ``joblib``) with its tensors on the CPU and loads
     them back on the fit's device, or on the CPU where that device is missing

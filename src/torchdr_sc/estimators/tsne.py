@@ -211,8 +211,8 @@ class TSNE(_Repulsion, _ExactEmbedder):
         """``lr='auto'`` after the exaggeration phase: ``n / 4`` (floor 50), i.e. ``n /
         exaggeration`` in each phase with our gradient's factor 4, as openTSNE (Belkina et
         al. 2019, Nat. Commun. 10:5415). One rate ``n / (4 coeff)`` throughout left the main
-        phase 12x slower: NP@15 fell behind openTSNE's from 20,000 cells on (0.140 against
-        0.158 at 100,000)."""
+        phase 12x slower, and neighbourhood preservation fell behind openTSNE's as n grew
+        (``benchmarks/README.md``)."""
         return max(n / 4.0, 50.0) / self._auto_lr(n)
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):

@@ -188,7 +188,7 @@ def epoch_kernel(
             key,
             lambda path: build_package(path, kind, n_negatives, discard_tails, dim),
             load_package,
-            what=f"{kind} epoch kernel (~20-30 s on 2 cores)",
+            what=f"{kind} epoch kernel",
         )
     run = _LOADED[name]
 

@@ -139,11 +139,9 @@ _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 #: ``compile='auto'`` compiles the t-SNE attraction on CPU when the fit evaluates at least
-#: this many edges in all (P's edges x iterations). Measured on 2 cores
-#: (``benchmarks/results/attraction-paths.md``): the compiled loop saves 2.1-2.7 ns per edge
-#: and iteration over the eager CSR path from 10,000 cells on, and its first call costs
-#: 7.6 s in a process that finds TorchInductor's disk cache empty, 2.0 s once it is filled;
-#: the threshold lies between the two break-even points (0.9e9 and 3.5e9).
+#: this many edges in all (P's edges x iterations): there the time the compiled loop saves
+#: over the eager CSR path repays its one-time compilation, cold cache or warm (the
+#: break-even points are measured in ``benchmarks/results/attraction-paths.md``).
 ATTRACTION_COMPILE_MIN_WORK = 1.5e9
 
 
@@ -169,9 +167,9 @@ class StudentAttraction:
     Both paths compute one coefficient per edge and sum each row's edges with one CSR
     product ``W @ [z, 1]`` (rows in order, no atomics: the result does not depend on the
     thread count). Compiled, the coefficients come from one fused loop; eagerly, from a few
-    edge-sized passes: 2-2.5x the compiled time from 10,000 cells on, and 2.3-4.2x faster
-    than the scatter with ``index_add_`` it replaces, which made t-SNE at 10k-30k cells
-    slower than openTSNE (``benchmarks/results/attraction-paths.md``).
+    edge-sized passes, still several times faster than the scatter with ``index_add_`` it
+    replaces, which made t-SNE at 10k-30k cells slower than openTSNE (the three paths are
+    timed in ``benchmarks/results/attraction-paths.md``).
 
     Parameters
     ----------
@@ -224,9 +222,9 @@ class StudentAttraction:
         return _COMPILED["coefficients"](coords, self.rows, self.cols, self.weights, self.factor)
 
     def _row_sums(self, z: torch.Tensor) -> torch.Tensor:
-        """Edge coefficients, then one CSR product ``W @ [z, 1]`` (each row's contiguous
-        edges summed in order: 2.8x faster than a compiled scatter on 2 CPU cores, 81 ms
-        for 28.8M edges)."""
+        """Edge coefficients, then one CSR product ``W @ [z, 1]``: each row's contiguous
+        edges summed in order, without the atomics a scatter needs (and faster than a
+        compiled scatter on CPU; see ``benchmarks/README.md``)."""
         coef = self._coefficients(z.T.contiguous())
         n = z.shape[0]
         with warnings.catch_warnings():  # "sparse CSR support is in beta"

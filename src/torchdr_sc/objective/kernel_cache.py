@@ -324,7 +324,7 @@ def cached_kernel(
             raise KernelBuildError(msg)
         notice(
             logger,
-            "compiling the %s once for this machine (%s); this takes about a minute and is "
+            "compiling the %s once for this machine (%s); this can take a minute and is "
             "cached in %s for later processes",
             what,
             why,
