@@ -22,6 +22,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import nbformat
+from myst_nb.core.read import read_myst_markdown_notebook
+
 import torchdr_sc
 
 try:  # sphinx-autodoc-typehints 3.6 calls an API Sphinx 9 deprecates, once per docstring
@@ -63,7 +66,13 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "**.ipynb_checkpoints",
+    "tutorials/notebooks",
+]
 nitpicky = True
 
 # -- Tutorials: tutorials/*.md -> docs/tutorials/ (copied when changed) ------------------
@@ -77,6 +86,17 @@ for _src in sorted(_TUTORIALS_SRC.glob("*.md")):
 for _stale in _TUTORIALS_DST.glob("*.md"):
     if not (_TUTORIALS_SRC / _stale.name).exists():
         _stale.unlink()
+
+# Each tutorial also as a Jupyter notebook (unexecuted), offered for download on the tutorials'
+# index page: myst-nb reads the MyST text notebook, nbformat writes the .ipynb. The folder is
+# not a source of pages.
+_NOTEBOOKS = _TUTORIALS_DST / "notebooks"
+_NOTEBOOKS.mkdir(exist_ok=True)
+for _src in sorted(_TUTORIALS_SRC.glob("[0-9]*.md")):
+    _notebook = _NOTEBOOKS / f"{_src.stem}.ipynb"
+    _text = nbformat.writes(read_myst_markdown_notebook(_src.read_text(), path=_src))
+    if not _notebook.exists() or _notebook.read_text() != _text:
+        _notebook.write_text(_text)
 
 # -- MyST / myst-nb ----------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "substitution"]
@@ -138,6 +158,8 @@ html_theme_options = {
     "home_page_in_toc": True,
 }
 html_last_updated_fmt = None
+html_static_path = ["_static"]
+html_css_files = ["tables.css"]
 
 # -- Known gaps, each narrow (see the report of the docs issue) ---------------------------
 nitpick_ignore = [

@@ -36,11 +36,11 @@ MARGINS = {
     "pseudotime_rho": 0.1,
 }
 PEER = {"UMAP": "umap-learn", "TSNE": "openTSNE", "InfoTSNE": "openTSNE", "LargeVis": "openTSNE"}
-#: Measured on 3,000 cells, seeds 0-1: InfoTSNE NP@15 0.19 and trustworthiness 0.943, LargeVis
-#: 0.19 and 0.941, against openTSNE's 0.333 and 0.968 (the fidelity issue).
+#: Measured on 3,000 cells, seeds 0-1: InfoTSNE NP@15 0.31 (its 300 negatives per iteration
+#: leave the finest neighbourhoods noisier than t-SNE's exact normaliser), LargeVis NP@15 0.19
+#: and trustworthiness 0.941, against openTSNE's 0.333 and 0.969 (the fidelity issue).
 KNOWN_SHORTFALLS = {
     ("InfoTSNE", "np15"),
-    ("InfoTSNE", "trust15"),
     ("LargeVis", "np15"),
     ("LargeVis", "trust15"),
 }

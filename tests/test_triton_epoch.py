@@ -151,7 +151,9 @@ COMPILED = textwrap.dedent(
         out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                              options={"num_warps": te.NUM_WARPS})
         ptx = out.asm["ptx"]
-        print(json.dumps({"kind": kind, "d": d, "atomics": ptx.count("atom.global"),
+        # atomic adds whose result is unused: atom.global, or red.global (newer Triton)
+        atomics = ptx.count("atom.global") + ptx.count("red.global")
+        print(json.dumps({"kind": kind, "d": d, "atomics": atomics,
                           "cubin": len(out.asm.get("cubin", b""))}))
     """
 )

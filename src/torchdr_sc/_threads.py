@@ -3,19 +3,18 @@
 torch's OpenMP intra-op threads wait on each other at the end of every parallel region. When
 another process holds one of the cores, the thread scheduled behind it stalls every region and
 a run with all cores' worth of threads becomes many times slower than one with a single thread
-(measured on a 2-core machine with one CPU-bound competitor: UMAP on 20k cells optimised in
-19.8 s with 2 threads and 2.8 s with 1).
+(the measurement is in ``benchmarks/README.md``, "Thread policy").
 
 The policy, applied when the user made no explicit choice:
 
 - *free cores* = usable cores (``os.sched_getaffinity``) minus the runnable tasks of other
   processes that compete with us, read from the instantaneous ``running`` count of
-  ``/proc/loadavg`` (4th field, ``running/total``), sampled a few times over ~20 ms (median),
-  less our own running threads and less the running tasks that yield to us: those at a nice
-  value :data:`YIELDING_NICE` or more above ours (the scheduler gives such a task under a tenth
-  of a core against one of our threads) or in the ``SCHED_IDLE`` class. Those are found in
-  ``/proc/<pid>/task/<tid>/stat`` only when the load shows other running tasks at all, so a
-  quiet machine costs no scan;
+  ``/proc/loadavg`` (4th field, ``running/total``), sampled a few times in a few
+  milliseconds (median), less our own running threads and less the running tasks that
+  yield to us: those at a nice value :data:`YIELDING_NICE` or more above ours (the
+  scheduler gives such a task under a tenth of a core against one of our threads) or in the
+  ``SCHED_IDLE`` class. Those are found in ``/proc/<pid>/task/<tid>/stat`` only when the
+  load shows other running tasks at all, so a quiet machine costs no scan;
 - threads = ``max(1, min(torch's current setting, free cores))``: never more than before;
 - left unchanged where it cannot be measured (no ``/proc/loadavg``, i.e. not Linux), where the
   process is pinned to a subset of the machine's cores (a system-wide count cannot say which
@@ -26,9 +25,8 @@ A reduction is logged at INFO level. Inside a block where the policy measured (n
 was left unchanged, nor under an explicit ``n_jobs``), :func:`recheck_threads` measures
 again, at most every :data:`RECHECK_SECONDS`, and moves the count between 1 and the setting
 the block started from: a competitor that starts (or ends) during a long fit is followed
-at the next stage or the next epochs (measured on 2 cores, UMAP of 200k cells with one
-CPU-bound process started 2 s into the fit: 29.1 s with the count fixed at the start,
-against 10.3 s alone and 16.9 s with the competitor there from the start).
+at the next stage or the next epochs (a count fixed at the start of a fit leaves it slower
+than one that follows the competitor: ``benchmarks/README.md``, "Thread policy").
 """
 
 from __future__ import annotations
@@ -60,7 +58,8 @@ _OWN_TASKS = "/proc/self/task"
 #: True inside a block whose thread count is already decided (explicit ``n_jobs`` or an outer
 #: policy block): nested blocks then leave it alone.
 _DECIDED: ContextVar[bool] = ContextVar("torchdr_sc_threads_decided", default=False)
-#: Least seconds between two measurements of :func:`recheck_threads` (each one costs ~20 ms).
+#: Least seconds between two measurements of :func:`recheck_threads` (each one samples the
+#: load a few times, so it is not free).
 RECHECK_SECONDS = 2.0
 #: A running task whose nice value is this much above ours does not take a core from us.
 YIELDING_NICE = 10

@@ -203,7 +203,7 @@ def spectral_embedding(
         ``'arpack'``: Lanczos (``scipy.sparse.linalg.eigsh``) on the CPU, as umap-learn;
         ``'lobpcg'``: :func:`torch.lobpcg` on the affinity's device (Knyazev, SIAM J. Sci.
         Comput. 2001), float64; ``'auto'``: LOBPCG for CUDA affinities (ARPACK on the host
-        took 43 s of a 1M-point UMAP whose optimisation takes 1 s on an H100), else ARPACK.
+        would take longer than the whole GPU optimisation), else ARPACK.
         Graphs too small for the chosen solver (``n_components + 1`` close to the number
         of points) are solved densely with :func:`torch.linalg.eigh`.
 

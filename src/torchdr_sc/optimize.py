@@ -215,7 +215,7 @@ def optimizer_class(optimizer: str | type[torch.optim.Optimizer]) -> type[torch.
 
     Accepted: a name of :data:`OPTIMIZERS`, or a subclass of ``torch.optim.Optimizer``
     whose ``step()`` runs without arguments (the loop never passes a closure). Nothing is
-    instantiated (a first instantiation imports TorchDynamo: ~1 s).
+    instantiated (a first instantiation imports TorchDynamo, a slow import).
 
     Raises
     ------
@@ -342,7 +342,7 @@ def is_plain_step(
 
     :func:`optimize` then takes that step itself, with the same arithmetic as SGD's, and
     never instantiates a ``torch.optim`` optimiser: the first one in a process imports
-    TorchDynamo, ~1 s on 2 CPU cores (10 % of a 200k-cell UMAP fit).
+    TorchDynamo, a noticeable part of a whole UMAP fit on a small CPU.
     """
     plain_sgd = optimizer_class(optimizer) is torch.optim.SGD and not optimizer_kwargs
     no_momentum = all(not p.momentum for p in phases)

@@ -5,13 +5,13 @@ makes it the active one for the duration of its fit (:func:`reporting`). Every s
 the pipeline then says when it starts and how long it took::
 
     UMAP: kNN search (70,000 cells, k=14, backend torch exact)...
-    UMAP: kNN search done in 4.1 s
+    UMAP: kNN search done in <time>
     UMAP: input affinity (UMAPAffinity, n_neighbors=15)...
-    UMAP: input affinity done in 0.6 s
+    UMAP: input affinity done in <time>
     UMAP: initialisation (spectral)...
-    UMAP: initialisation done in 0.9 s
+    UMAP: initialisation done in <time>
     UMAP: optimisation (200 epochs)...
-    UMAP: optimisation done in 12.3 s (200 epochs, 16.3 epochs/s)
+    UMAP: optimisation done in <time> (200 epochs, <rate> epochs/s)
 
 and loops report their steps on a ``tqdm.auto.tqdm`` bar (a widget in a notebook,
 a text bar in a terminal) that is updated every step, so its first update comes after
@@ -36,9 +36,8 @@ from contextvars import ContextVar
 from typing import Any, TextIO
 
 #: Samples from which a run in a terminal shows progress by default (:func:`default_progress`).
-#: Measured on a shared 2-core CPU: at 10,000 cells UMAP (500 epochs) takes about 4 s and
-#: TSNE about 30 s; at 5,000 UMAP takes 2-4 s. From here on a run takes more than a few
-#: seconds and silence starts to look like a hang; smaller runs keep a terminal quiet.
+#: From about this size a run on a small CPU takes more than a few seconds (the benchmarks'
+#: size sweep) and silence starts to look like a hang; smaller runs keep a terminal quiet.
 LARGE_RUN_SAMPLES = 10_000
 
 UpdateFn = Callable[[int], Any]
@@ -116,7 +115,7 @@ class Progress:
     ) -> UpdateFn:
         """A bar over ``total`` steps; returns its update function, ``update(k)``.
 
-        ``update`` costs about a microsecond (tqdm redraws at most every 0.1 s), so a loop
+        ``update`` is cheap (tqdm redraws at most ten times a second), so a loop
         may call it every step. The bar is closed when the current stage ends.
 
         Parameters

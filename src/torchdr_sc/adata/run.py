@@ -216,17 +216,10 @@ def run_embedding(
     resolve_device(estimator.device)  # an unusable device fails before any work
     start = log.info(f"computing {method.label}")
     use = GraphUse(neighbors_key, graph_by_default and neighbors_key is not None)
-    graph, knn, stale, stored_p = None, None, None, None
-    if neighbors_key is not None:
-        _check_graph_use(estimator, method, neighbors_key)
-        stale = stale_graph_reason(adata, neighbors_key)
-        if stale is None:
-            graph = read_graph(adata, neighbors_key, use.fresh_search_hint())
-        elif stale_graph == "use":
-            stored_p = stored_connectivities(adata, neighbors_key)
-            log.warning(f"the kNN graph adata.uns[{neighbors_key!r}]: {stale}; used as it is")
-        else:
-            graph = params_only(adata, neighbors_key)
+    knn = None
+    graph, stale, stored_p = _stored_graph(
+        adata, estimator, method, neighbors_key, use, stale_graph
+    )
     rep = _representation(adata, use_rep, n_pcs, graph, use)
     if graph is not None and graph.knn is None:  # recorded parameters, searched afresh
         quiet = "pass recompute_neighbors=True" if use.by_default else "leave neighbors_key unset"
@@ -278,6 +271,33 @@ def run_embedding(
     commit(target, changes)
     log.info("    finished", time=start, deep=changes.summary())
     return target if copy else None
+
+
+def _stored_graph(
+    adata: AnnData,
+    estimator: Any,
+    method: Method,
+    neighbors_key: str | None,
+    use: GraphUse,
+    stale_graph: str,
+) -> tuple[Any, str | None, Any]:
+    """The stored graph a fit reads: ``(graph, why it is stale or None, stored P or None)``.
+
+    A graph that still fits the object is read whole; a stale one is either used as it is
+    (``stale_graph='use'``: its connectivities become the input affinity, as scanpy does) or
+    kept for its recorded parameters only, to search afresh with them.
+    """
+    if neighbors_key is None:
+        return None, None, None
+    _check_graph_use(estimator, method, neighbors_key)
+    stale = stale_graph_reason(adata, neighbors_key)
+    if stale is None:
+        return read_graph(adata, neighbors_key, use.fresh_search_hint()), None, None
+    if stale_graph == "use":
+        stored_p = stored_connectivities(adata, neighbors_key)
+        log.warning(f"the kNN graph adata.uns[{neighbors_key!r}]: {stale}; used as it is")
+        return None, stale, stored_p
+    return params_only(adata, neighbors_key), stale, None
 
 
 def _check_output_keys(

@@ -123,7 +123,7 @@ class SparseAffinity:
         Notes
         -----
         P must hold each ``(row, col)`` at most once (a kNN graph does). The cost is one
-        sort of the ``2 nnz`` flat positions (about 3 s for 18M entries on 2 CPU cores).
+        sort of the ``2 nnz`` flat positions.
         """
         if mode not in ("mean", "sum", "fuzzy_union"):
             msg = f"`mode` must be one of 'fuzzy_union', 'mean', 'sum'; got {mode!r}."

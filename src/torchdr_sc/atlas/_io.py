@@ -277,7 +277,9 @@ def _copy_and_add(source: Path, tmp: Path, fmt: str, changes: list) -> None:
 
         shutil.copytree(source, tmp)
         consolidated = (tmp / ".zmetadata").exists() or (tmp / "zarr.json").exists()
-        root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
+        # zarr 2 opens a group without its consolidated metadata and has no such keyword.
+        fresh = {} if zarr.__version__.startswith("2.") else {"use_consolidated": False}
+        root = zarr.open_group(str(tmp), mode="r+", **fresh)
     try:
         for slot, key, value in changes:
             if slot not in root.keys():

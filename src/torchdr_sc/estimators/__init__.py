@@ -1,7 +1,8 @@
 """sklearn-style neighbor-embedding estimators."""
 
 from ._base import Embedder
-from .contrastive import UMAP, InfoTSNE, LargeVis, find_ab_params
+from .contrastive import UMAP, LargeVis, find_ab_params
+from .infotsne import InfoTSNE
 from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
 from .pca import PCA
 from .tsne import SNE, TSNE

@@ -114,15 +114,16 @@ class Embedder(BaseEstimator):
         Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis,
         InfoTSNE) into one compiled loop: ``'auto'`` (default) compiles on CPU when an
         epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults),
-        ahead of time: the loop is built once per machine (~20 s) into a package cached
+        ahead of time: the loop is built once per machine into a package cached
         in ``~/.cache/torchdr_sc/kernels`` (or ``$TORCHDR_SC_CACHE_DIR``) that later
-        processes load in milliseconds; it runs eagerly below that size, and falls back to
+        processes load without tracing; it runs eagerly below that size, and falls back to
         :func:`torch.compile`, then to eager, if a compiler is missing. On CUDA ``'auto'``
         runs the whole epoch as one hand-written Triton kernel when Triton is installed (no
-        per-process compilation of seconds), eagerly otherwise. ``True`` always compiles
-        with :func:`torch.compile` (and raises if it cannot; ~3.6 s of tracing in every
-        process even with PyTorch's disk cache warm); ``False`` never compiles. TSNE compiles its
-        attraction over P's edges by the same rule; SNE and TSNEkhorn ignore it.
+        per-process compilation), eagerly otherwise. ``True`` always compiles with
+        :func:`torch.compile` (and raises if it cannot; it traces the loop again in every
+        process, even with PyTorch's disk cache warm); ``False`` never compiles. TSNE
+        compiles its attraction over P's edges by the same rule; SNE and TSNEkhorn ignore
+        it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar
@@ -353,8 +354,8 @@ class Embedder(BaseEstimator):
             ``(m, n_features)`` new data in the representation of the fit: numpy (-> numpy
             float32 out) or torch (-> tensor on its device).
         max_iter
-            Iterations (epochs); ``None``: 250 for TSNE / SNE, ``max_iter // 3`` (100, or 30
-            above 10,000 new points, by default) for UMAP, LargeVis, InfoTSNE.
+            Iterations (epochs); ``None``: 250 for TSNE / SNE / InfoTSNE, ``max_iter // 3``
+            (100, or 30 above 10,000 new points, by default) for UMAP, LargeVis.
 
         Raises
         ------

@@ -173,7 +173,7 @@ def check_optimization(est: Any) -> None:
     ``step_size``, ``OneCycleLR`` without ``total_steps``, Adam with ``momentum``) fails
     here, with a message naming the parameter, instead of after the kNN search and the
     affinity. The default configurations build nothing (a first optimiser instantiation
-    imports TorchDynamo, ~1 s, which plain-SGD fits never pay).
+    imports TorchDynamo, a cost plain-SGD fits never pay).
 
     Parameters
     ----------

@@ -1,4 +1,8 @@
-"""Negative-sampling embeddings: UMAP, LargeVis and InfoTSNE."""
+"""Negative-sampling embeddings with edge sampling: UMAP and LargeVis.
+
+InfoTSNE, once a third method of this scheme, runs t-SNE's schedule with negatives shared by
+blocks of rows (:mod:`~torchdr_sc.estimators.infotsne`).
+"""
 
 from __future__ import annotations
 
@@ -232,31 +236,3 @@ class LargeVis(PerplexityMixin, _SampledEmbedder):
 
     def _kernel(self) -> SampledKernel:
         return SampledKernel("largevis", repulsion=self.repulsion_strength, clip=5.0)
-
-
-@dataclass(kw_only=True, eq=False, repr=False)
-class InfoTSNE(LargeVis):
-    """InfoNC-t-SNE (Damrich, Böhm, Hamprecht & Kobak 2023).
-
-    Input affinity: symmetrised :class:`~torchdr_sc.affinity.EntropicAffinity`; embedding
-    kernel ``q = 1 / (1 + d^2)``; per sampled edge ``(i, j)`` with negatives ``k``, loss
-    ``-log(q_ij / (q_ij + sum_k q_ik))`` - a contrastive estimate of the t-SNE loss.
-
-    Parameters
-    ----------
-    perplexity
-        Effective number of neighbours of the entropic affinity.
-    n_negatives
-        Negatives per sampled edge. Default 5, with no early exaggeration and one sampled
-        epoch schedule, unlike TorchDR's documented 300 negatives with t-SNE's
-        exaggeration schedule: measured on 2 CPU cores (10-NN accuracy, digits /
-        pbmc68k_reduced), 5 negatives reach 0.966 / 0.810 against openTSNE's 0.974 /
-        0.804 (tested: within 0.02 of openTSNE on both), 50 negatives with exaggeration
-        0.969 / 0.813 and 300 with exaggeration 0.972 / 0.811 at about 20 times the
-        time of 5. Raise it for the last fraction of a percent.
-    **kwargs
-        See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
-    """
-
-    def _kernel(self) -> SampledKernel:
-        return SampledKernel("infonce", clip=4.0)

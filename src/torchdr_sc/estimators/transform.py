@@ -17,19 +17,24 @@
 
 Schedules, written after the peers' ``transform``:
 
-- UMAP, LargeVis, InfoTSNE, as umap-learn's ``UMAP.transform`` (McInnes, Healy & Melville
+- UMAP, LargeVis, as umap-learn's ``UMAP.transform`` (McInnes, Healy & Melville
   2018): plain SGD at a quarter of the fit's learning rate, decayed linearly to 0, for
   ``max_iter // 3`` epochs, or 100 epochs (30 for more than 10,000 new points) when
   ``max_iter`` is ``None``; negatives among the reference points; the fit's clipping.
-- TSNE, SNE, as openTSNE's ``TSNEEmbedding.transform`` (Poličar, Stražar & Zupan 2023, 2024):
+- TSNE, SNE, InfoTSNE, as openTSNE's ``TSNEEmbedding.transform`` (Poličar, Stražar & Zupan
+  2023, 2024):
   250 iterations of SGD with momentum 0.8 and gains (``DeltaBarDelta``), no early
   exaggeration, exaggeration 1.5, learning rate 0.1 and every row of the gradient clipped at
   norm 0.25. openTSNE applies these to half the gradient of ``KL(p_i || q_i)``; here the
   whole gradient is computed, with the rate halved and the clip doubled (the same steps).
   ``q_i`` is normalised over the new point's pairs with every reference point; the repulsion
   is exact (``O(m n)`` per iteration) or read from a grid of reference potentials computed
-  once by FFT (:data:`AUTO_GRID_MIN_PAIRS`). openTSNE's transform calibrates the new rows to
-  perplexity 5 by default; here they use the fit's perplexity, as the reference's rows did.
+  once by FFT (:data:`AUTO_GRID_MIN_PAIRS`). InfoTSNE's is the fit's objective with the
+  reference held fixed: the repulsion of each new point normalised by its sum over
+  ``n_negatives`` reference points drawn at every iteration, shared by blocks of new points
+  (:class:`~torchdr_sc.objective.infonce.SampledStudentRepulsion`). openTSNE's transform
+  calibrates the new rows to perplexity 5 by default; here they use the fit's perplexity, as
+  the reference's rows did.
 
 Randomness (the negatives) comes from the fit's seed (``seed_``): transforming the same data
 with the same fitted estimator gives the same positions, before and after pickling, on CPU.
@@ -53,6 +58,7 @@ from ..affinity.queries import entropic_query_rows, umap_query_rows
 from ..distributed import is_rank_zero
 from ..knn import KNNGraph
 from ..knn import knn as knn_search
+from ..objective.infonce import SampledStudentRepulsion
 from ..objective.partial import (
     GridStudentRepulsion,
     SampledPartialEpoch,
@@ -66,6 +72,7 @@ from ..objective.sampled import SINGLE_THREAD_WORK, single_cpu_thread
 from ..optimize import Phase, optimize
 from ..progress import Progress, iterations, reporting, stage
 from .contrastive import UMAP, _SampledEmbedder
+from .infotsne import InfoTSNE
 from .tsne import SNE, TSNE
 from .tsnekhorn import TSNEkhorn
 
@@ -83,7 +90,8 @@ AUTO_GRID_MIN_PAIRS = 2**22
 
 
 def transform_kind(est: Any) -> str:
-    """``'sampled'``, ``'tsne'`` or ``'sne'``: which partial objective ``est`` uses.
+    """``'sampled'``, ``'tsne'``, ``'sne'`` or ``'infonce'``: which partial objective ``est``
+    uses.
 
     Raises
     ------
@@ -99,6 +107,8 @@ def transform_kind(est: Any) -> str:
         raise NotImplementedError(msg)
     if isinstance(est, _SampledEmbedder):
         return "sampled"
+    if isinstance(est, InfoTSNE):
+        return "infonce"
     if isinstance(est, SNE):
         return "sne"
     if isinstance(est, TSNE):
@@ -195,9 +205,14 @@ def _student_repulsion(est: Any, y: torch.Tensor, m: int):
 
 
 def _optimize_kl(est: Any, kind: str, z0, y, graph: KNNGraph, p, n_iter: int):
-    """openTSNE's transform schedule on the per-point KL objective (TSNE or SNE)."""
+    """openTSNE's transform schedule on the per-point KL objective (TSNE, SNE) or its
+    InfoNC-t-SNE estimate (InfoTSNE)."""
     s = OPENTSNE_TRANSFORM
-    repulsion = _student_repulsion(est, y, z0.shape[0]) if kind == "tsne" else None
+    repulsion = None
+    if kind == "tsne":
+        repulsion = _student_repulsion(est, y, z0.shape[0])
+    elif kind == "infonce":
+        repulsion = SampledStudentRepulsion(y, int(est.n_negatives), seed=int(est.seed_) + 1)
     idx, clip = graph.indices, 2.0 * s["clip"]  # openTSNE clips half the gradient
 
     def grad(z: torch.Tensor, it: int, phase: Phase) -> torch.Tensor:

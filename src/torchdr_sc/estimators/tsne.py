@@ -27,9 +27,9 @@ from .perplexity import PerplexityMixin
 logger = get_logger(__name__)
 
 #: With ``repulsion='auto'``, the exact repulsion is used up to this many samples and the
-#: FFT-interpolated one above. Measured per iteration on 2 CPU cores (2-D Gaussian layout of
-#: width ~ sqrt(n) / 5, repulsion terms only, medians of 5, machine loaded): exact 0.8 /
-#: 2.8 / 31 / 94 ms at 1,000 / 2,000 / 4,000 / 8,000 points, FFT 2.3 / 2.8 / 3.8 / 7.1 ms.
+#: FFT-interpolated one above: the exact repulsion costs n^2 per iteration, the FFT one a
+#: grid of fixed cost plus n, and they cross near this size (``benchmarks/README.md``,
+#: "t-SNE's repulsion: exact or FFT").
 AUTO_FFT_MIN_SAMPLES = 2_500
 REPULSIONS = ("auto", "exact", "fft")
 #: TSNE's iterations when ``max_iter`` is ``None``: 250 with early exaggeration, then 500
@@ -179,8 +179,8 @@ class TSNE(_Repulsion, _ExactEmbedder):
         Fuse the attraction over P's edges with :func:`torch.compile` (``'auto'``: on CPU
         when the fit's edges x iterations reach
         ``objective.exact.ATTRACTION_COMPILE_MIN_WORK``, about 15,000
-        points at perplexity 30 and 750 iterations; 2-2.5x faster per iteration than the
-        eager path, after a one-time compilation).
+        points at perplexity 30 and 750 iterations: faster per iteration than the eager
+        path, after a one-time compilation).
     repulsion
         ``'exact'``, ``'fft'`` or ``'auto'``: exact up to ``AUTO_FFT_MIN_SAMPLES``
         samples (or for ``n_components > 2``), FFT above; the choice is logged and kept in
@@ -211,8 +211,8 @@ class TSNE(_Repulsion, _ExactEmbedder):
         """``lr='auto'`` after the exaggeration phase: ``n / 4`` (floor 50), i.e. ``n /
         exaggeration`` in each phase with our gradient's factor 4, as openTSNE (Belkina et
         al. 2019, Nat. Commun. 10:5415). One rate ``n / (4 coeff)`` throughout left the main
-        phase 12x slower, and neighbourhood preservation fell behind openTSNE's as n grew
-        (``benchmarks/README.md``)."""
+        phase converging many times more slowly, and neighbourhood preservation fell behind
+        openTSNE's as n grew (``benchmarks/README.md``)."""
         return max(n / 4.0, 50.0) / self._auto_lr(n)
 
     def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):

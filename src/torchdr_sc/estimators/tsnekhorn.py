@@ -11,7 +11,7 @@ from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
-from ..objective.exact import StudentAttraction, matvec_columns
+from ..objective.tsnekhorn import dense_gradient, fft_gradient
 from ..optimize import OptimizeResult
 from ._base import MAX_DENSE_SAMPLES
 from ._schedule import run_schedule
@@ -47,8 +47,8 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
       (Linderman et al., Nature Methods 2019;
       ``torchdr_sc.objective.interpolated_weighted``), the attraction runs over P's
       edges. Memory and work per iteration are linear in n (1-D and 2-D embeddings): at
-      most ``MAX_KNN_EDGES`` kNN edges (555,000 cells at perplexity 30); 100,000 cells
-      run end to end in about 2 minutes with 2.2 GB peak memory on 2 CPU cores.
+      most ``MAX_KNN_EDGES`` kNN edges (555,000 cells at perplexity 30); the measured
+      time and memory at 100,000 cells are in ``benchmarks/README.md``.
 
     Parameters
     ----------
@@ -165,54 +165,9 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
         max_iter = self.planned_iterations(n)
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         if self._choose_repulsion(n) == "fft":
-            grad = self._fft_gradient(P.to(dtype=z0.dtype), n)
+            options = self._grid_options()
+            P = P.to(dtype=z0.dtype)
+            grad = fft_gradient(P, n, self.sinkhorn_iter, options, compile=self.compile)
         else:
-            grad = self._dense_gradient(P, z0)
+            grad = dense_gradient(P, z0, self.sinkhorn_iter)
         return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
-
-    def _dense_gradient(self, P: SparseAffinity, z0: torch.Tensor):
-        from ..affinity import log_sinkhorn_potentials
-
-        n = z0.shape[0]
-        p_dense = P.to(dtype=z0.dtype).to_dense() / n
-        state: dict[str, torch.Tensor | None] = {"f": None}
-        eye = torch.eye(n, dtype=torch.bool, device=z0.device)
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            sq = (z * z).sum(1)
-            d2 = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min_(0.0)
-            log_k = -torch.log1p(d2).masked_fill_(eye, 0.0)
-            log_k.masked_fill_(eye, float("-inf"))
-            f = log_sinkhorn_potentials(log_k, state["f"], self.sinkhorn_iter, 0.0)
-            state["f"] = f
-            q = torch.exp(f[:, None] + f[None, :] + log_k) / n
-            m = (phase.exaggeration * p_dense - q).mul_(torch.exp(log_k))
-            return 4.0 * (z * m.sum(1, keepdim=True) - matvec_columns(m, z.T.contiguous()))
-
-        return grad
-
-    def _fft_gradient(self, P: SparseAffinity, n: int):
-        """``4/n sum_j (e P_ij - Q_ij) K_ij (z_i - z_j)`` with FFT kernel sums, O(n)."""
-        from ..distributed import RowShard
-        from ..objective.interpolated_weighted import CauchyGrid, sinkhorn_potentials_fft
-
-        attraction = StudentAttraction(P.scaled(1.0 / n), RowShard.full(n), compile=self.compile)
-        state: dict[str, torch.Tensor | None] = {"f": None}
-        options = self._grid_options()
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            grid = CauchyGrid(z, **options)
-            f = sinkhorn_potentials_fft(grid, state["f"], self.sinkhorn_iter - 1)
-            shift = f.max()
-            charge = torch.exp(f - shift)[:, None]
-            # one spreading of [e^f, e^f z] gives the repulsion (w^2) and the last Sinkhorn
-            # update (w), kept as the next step's warm start
-            k_sum, sums = grid.both_sums(torch.cat([charge, charge * z], 1))
-            s = (k_sum - charge[:, 0]).clamp_min(torch.finfo(z.dtype).tiny)
-            state["f"] = 0.5 * (f - shift - torch.log(s))
-            # sum_j e^{f_j} K_ij^2 (z_i - z_j); the j = i terms cancel
-            rep = z * sums[:, :1] - sums[:, 1:]
-            rep.mul_(torch.exp(f + shift)[:, None] * (4.0 / n))
-            return phase.exaggeration * attraction(z) - rep
-
-        return grad

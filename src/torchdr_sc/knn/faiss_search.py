@@ -15,9 +15,9 @@ IVF defaults (``index='ivf'``, or ``'auto'`` with more than :data:`FLAT_MAX_SAMP
   umap-learn's own NN-descent search (pynndescent) on the same data. Recall of the exact 15
   neighbours on the benchmark's synthetic data (a 50-D Gaussian mixture, the hard case for
   kNN: its clusters have full intrinsic dimension; 2 CPU cores), n = 200k, nlist 447:
-  nprobe 8 -> 0.899 (4.6 s search), 10 -> 0.931 (5.5 s), 12 -> 0.953 (6.4 s), 15 -> 0.974
-  (8.1 s); pynndescent 0.92 (3.8 s after its JIT warm-up). n = 1M, nlist 1000: nprobe 16
-  -> 0.940, 24 -> 0.977. ``tests/test_knn.py`` asserts >= 0.95 on a 20k mixture.
+  nprobe 8 -> 0.899, 10 -> 0.931, 12 -> 0.953, 15 -> 0.974; pynndescent 0.92. n = 1M,
+  nlist 1000: nprobe 16 -> 0.940, 24 -> 0.977 (the search times are in
+  ``benchmarks/README.md``). ``tests/test_knn.py`` asserts >= 0.95 on a 20k mixture.
 - Rows for which the visited lists hold fewer than k candidates are searched again with
   4x more lists (up to all of them), so no row is ever padded with missing neighbours.
 """

@@ -20,10 +20,10 @@ Almost every entry fails the bound, so the work is the matrix products (BLAS spe
 vectorised minimum per entry, where faiss's CPU scan computes each distance on its own and
 pushes it through a heap. Measured on the benchmark's synthetic data (a 50-D Gaussian
 mixture of full intrinsic dimension, the hard case) on 2 CPU cores, default cells and probes
-(``benchmarks/results/knn-methods-v2-k15.json``, ``-k90.json``): 15 neighbours, 200k in
-2.99 s at recall 0.968 and 1M in 28.8 s at 0.957 (pynndescent, umap-learn's search, at a
-recall of 0.95 or more: 4.28 s and 41.6 s); 90 neighbours, 200k in 10.0 s at 0.973 and 1M
-in 82.0 s at 0.969 (faiss's IVF with its defaults: 9.4 s and 115.0 s at 0.92).
+(``benchmarks/results/knn-methods-v2-k15.json``, ``-k90.json``): it reaches a recall of
+0.95 or more of 15 and of 90 neighbours from 200k to 1M cells, faster than pynndescent
+(umap-learn's search) and than faiss's IVF index with its defaults (the figures are in
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def default_nlist(n: int) -> int:
     Half the ``sqrt(n)`` cells of :func:`~torchdr_sc.knn.torch_ivf.default_nlist`: cells
     twice as large make each product tile twice as large (fewer, fuller BLAS calls and less
     work per tile outside them) and reach a given recall with fewer probes. Searches of 15
-    neighbours on the benchmark's synthetic data (module doc), 2 CPU cores: 200k, 447 cells
-    and 12 probes, 3.9 s at recall 0.956; 224 cells and 8 probes, 3.0 s at 0.968.
+    neighbours on the benchmark's synthetic data (module doc), 200k: 224 cells and 8 probes
+    were both faster and more accurate than 447 cells and 12 probes.
     """
     return int(max(1, min(round(0.5 * math.sqrt(n)), n // TRAIN_PER_CELL)))
 

@@ -43,8 +43,7 @@ logger = get_logger(__name__)
 #: With ``backend='auto'`` on CPU, exact torch search is used up to this many samples.
 AUTO_TORCH_MAX_SAMPLES = 20_000
 #: With ``backend='auto'`` on CUDA without faiss GPU support, exact torch search is used up to
-#: this many samples, torch's IVF index above (exact search costs n^2: 16.8 s at 1M on an
-#: H100).
+#: this many samples, torch's IVF index above (exact search costs n^2).
 AUTO_CUDA_EXACT_MAX_SAMPLES = 100_000
 #: Values of the ``index`` option (faiss and torch backends).
 INDEXES = ("auto", "flat", "ivf")

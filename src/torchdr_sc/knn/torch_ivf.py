@@ -44,9 +44,8 @@ def default_nprobe(nlist: int) -> int:
     border, so it needs more cells than faiss's default. Recall@15 measured on the
     benchmark's synthetic data (Gaussian clusters, full 50-D intrinsic dimension, the hard
     case): 50k (224 cells): 16 probed -> 0.992; 200k (447): 16 -> 0.945, 24 -> 0.984;
-    1M (1000): 24 -> 0.916, 32 -> 0.953, 47 -> 0.983. With the default (32 at 1M) the
-    whole kNN stage of a 1M UMAP takes 0.47 s on an H100; on 2 CPU cores the search at 200k
-    (16 probed) takes 7.7 s, no faster than faiss's IVF, which ``'auto'`` prefers there.
+    1M (1000): 24 -> 0.916, 32 -> 0.953, 47 -> 0.983. On 2 CPU cores the search is no
+    faster than faiss's IVF, which ``'auto'`` prefers there.
     """
     return int(min(nlist, max(16, round(math.sqrt(nlist)))))
 

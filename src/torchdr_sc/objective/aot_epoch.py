@@ -1,12 +1,12 @@
 """The CPU epoch kernel compiled ahead of time, cached on disk and loaded in milliseconds.
 
 :func:`torch.compile` re-traces :func:`~torchdr_sc.objective.pairs.epoch_pair_terms` in
-every new process, even with its caches warm: ~3.6 s on 2 CPU cores before the first epoch
-runs, a fifth of a 200k-cell UMAP fit. Here the same function is exported once
+every new process, even with its caches warm, before the first epoch runs (a sizeable part
+of a whole fit: ``benchmarks/README.md``). Here the same function is exported once
 (:func:`torch.export.export`, shape-generic in the number of points and of edges), compiled
 by AOTInductor into a shared library packaged as a ``.pt2`` file, and later processes load
-that file (a few milliseconds) instead of tracing anything. The package is built on first
-use (~20 s on 2 cores, once per machine, kernel variant and PyTorch version) into
+that file instead of tracing anything. The package is built on first use (once per
+machine, kernel variant and PyTorch version; the build announces itself) into
 :func:`kernel_cache_dir`.
 
 The loaded kernel reads the embedding as a contiguous ``(n, d)`` float32 tensor (a point's
@@ -123,7 +123,7 @@ class _EpochModule(torch.nn.Module):
 def build_package(path: Path, kind: str, n_negatives: int, discard_tails: bool, dim: int) -> None:
     """Export and compile one kernel variant into the package ``path`` (a temporary name that
     :func:`~torchdr_sc.objective.kernel_cache.cached_kernel` renames into place)."""
-    inductor = importlib.import_module("torch._inductor")  # ~1 s: only when building
+    inductor = importlib.import_module("torch._inductor")  # slow to import: only when building
 
     n, edges = 64, EXAMPLE_EDGES
     example = (
@@ -147,9 +147,9 @@ def build_package(path: Path, kind: str, n_negatives: int, discard_tails: bool, 
 def load_package(path: Path) -> Callable[..., Any]:
     """A callable running the package ``path`` on a list of input tensors.
 
-    PyTorch's package loader directly (milliseconds) where its constructor has the
+    PyTorch's package loader directly where its constructor has the
     signature this PyTorch was tested with; otherwise :func:`torch._inductor.aoti_load_package`
-    (the documented entry point, which first imports TorchInductor: ~1 s).
+    (the documented entry point, which first imports TorchInductor, a slow import).
     """
     loader_type = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_type is not None:

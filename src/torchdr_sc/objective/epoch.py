@@ -1,6 +1,6 @@
 """One negative-sampling epoch end to end: edge schedule, pair terms, scatter.
 
-:class:`SampledEpoch` is what the UMAP, LargeVis and InfoTSNE estimators call once per
+:class:`SampledEpoch` is what the UMAP and LargeVis estimators call once per
 iteration. The per-pair arithmetic lives in :mod:`~torchdr_sc.objective.pairs`; this module
 chooses how to run it (:func:`resolve_epoch_path`):
 
@@ -11,23 +11,18 @@ chooses how to run it (:func:`resolve_epoch_path`):
 - ``'compiled'``: one fused loop over the active edges (gathers, hashed negatives,
   kernel, sum over negatives) compiled by TorchInductor, then a scatter. With
   ``compile='auto'`` on CPU the loop is the package compiled ahead of time and cached on
-  disk (:mod:`~torchdr_sc.objective.aot_epoch`: loaded in milliseconds, where
-  :func:`torch.compile` re-traces it for ~3.6 s in every process); with ``compile=True``,
-  or when the package cannot be built, :func:`torch.compile`;
+  disk (:mod:`~torchdr_sc.objective.aot_epoch`: loaded without tracing, where
+  :func:`torch.compile` re-traces it in every process); with ``compile=True``, or when the
+  package cannot be built, :func:`torch.compile`;
 - ``'eager'``: a few dozen PyTorch kernels over ``active edges x negatives`` temporaries.
 
-Measured on 2 CPU cores (synthetic 200k x 50, 4.67M edges, 1.4M active per epoch, 5
-negatives, UMAP kernel): the pair terms take ~100 ms per epoch eagerly and ~13 ms compiled
-into one loop (~25 ms when TorchInductor split it into three loops over ``edges x
-negatives`` buffers, before :func:`~torchdr_sc.objective.pairs.epoch_pair_terms` drew its
-negatives row by row); the whole optimisation of a 200k fit went from 12.2 s to ~4.6 s
-with the rate-sorted schedule and the ahead-of-time package. The first
-:func:`torch.compile` takes ~10 s and ~3.6 s in every later process; the ahead-of-time
-package takes ~20 s once per machine and milliseconds to load. On an H100 at 1M cells the eager
-epoch takes 4.8 ms and the compiled one 2.55 ms after 11.4 s of compilation per process,
-which is why CUDA defaults to the Triton kernel: on an H200 at 1M cells 0.65 ms per epoch
-against 4.1 ms eager and 2.0 ms compiled, and 0.57 s for its first call in a process
-(compiled once, cached on disk by Triton).
+The compiled loop reads each edge's data once and keeps the negatives' terms in registers,
+where the eager path writes and rereads ``edges x negatives`` temporaries, so it is several
+times faster per epoch; :func:`torch.compile` pays its tracing in every process and the
+ahead-of-time package once per machine. On CUDA the compiled loop's first compilation costs
+more than a whole eager fit, which is why CUDA defaults to the Triton kernel (compiled once,
+cached on disk by Triton). The measured figures are in ``benchmarks/README.md`` ("Why the
+defaults are what they are").
 """
 
 from __future__ import annotations
@@ -52,16 +47,14 @@ from .sampled import (
 logger = get_logger(__name__)
 
 #: ``compile='auto'`` compiles the epoch on CPU from this many pair evaluations per epoch
-#: (active edges x (1 + negatives); ~8M at 200k points with umap's defaults): below it the
-#: saving does not repay a cold compilation (~10 s on 2 cores).
+#: (active edges x (1 + negatives); about 8M at 200k points with umap's defaults): below it
+#: the saving does not repay a cold compilation.
 COMPILE_MIN_WORK = 2**22
 #: On CPU the active edges of an epoch are found and evaluated in chunks of this many
 #: (:meth:`~torchdr_sc.objective.sampled.EdgeSchedule.active_chunks`): the compiled
 #: kernel's buffers (the hashed negatives among them) then stay below glibc's mmap threshold
-#: and are reused, where edge-sized ones were faulted in afresh every epoch. Measured at 1M
-#: cells (7.1M active edges, 2 CPU cores): ~105,000 page faults and 360 ms per epoch in one
-#: block, none and 329 ms in blocks of 2^20 (2^19: 377 ms, 2^17 slower still: each block
-#: costs a pass over the embedding); 200k unchanged (44 ms).
+#: and are reused, where edge-sized ones were faulted in afresh every epoch (page faults
+#: vanish at 1M cells). Smaller chunks are slower: each costs a pass over the embedding.
 CPU_CHUNK_EDGES = 2**20
 
 _COMPILED: dict[str, Callable[..., Any]] = {}
@@ -87,9 +80,9 @@ def resolve_compile(compile: bool | str, device: torch.device, work: float) -> b
     """Whether to use :func:`torch.compile`: ``True``/``False`` as given; ``'auto'``: on
     CPU for large epochs.
 
-    ``'auto'`` never compiles on CUDA: on an H100 at 1M points the compiled epoch takes
-    2.55 ms against 5.0 ms eagerly, but its first compilation takes 11.4 s, more than a
-    whole eager fit (2.2 s); the sampled epoch runs its Triton kernel there instead
+    ``'auto'`` never compiles on CUDA: the compiled epoch is faster than the eager one
+    there, but its first compilation in a process takes longer than a whole eager fit; the
+    sampled epoch runs its Triton kernel there instead
     (:func:`resolve_epoch_path`). ``compile=True`` pays off for repeated fits in one process.
     """
     if compile == "auto":
@@ -306,8 +299,7 @@ class SampledEpoch:
         :data:`CPU_CHUNK_EDGES` on CPU (all at once on other devices)."""
         # the paths read strided views of the (n, d) embedding, not contiguous copies per
         # coordinate: a point's coordinates share a cache line, so each random gather of a
-        # negative misses once instead of d times (83 -> 71 ms per compiled epoch, 200k
-        # points, 2 CPU cores)
+        # negative misses once instead of d times
         consts = self._consts(z, exaggeration)
         grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
         if z.device.type == "cpu":

@@ -91,8 +91,8 @@ def attraction_student(
     edge_mask: torch.Tensor | None = None,
     scale: float = 1.0,
 ) -> torch.Tensor:
-    """Attractive gradient ``4 s sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` over P's
-    edges (``s = scale``)."""
+    """Attractive gradient ``4 * scale * sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)``
+    over P's edges."""
     rows, cols, w = P.rows, P.cols, P.weights
     if edge_mask is not None:
         rows, cols, w = rows[edge_mask], cols[edge_mask], w[edge_mask]
@@ -234,7 +234,7 @@ class StudentAttraction:
         return z * sums[:, -1:] - sums[:, :-1]
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """``4 s sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` for every row (``(n, d)``)."""
+        """``4 * scale * sum_j P_ij (z_i - z_j) / (1 + |z_i - z_j|^2)`` per row (``(n, d)``)."""
         if z.device.type != "cpu":  # the CSR product is a CPU optimisation
             return attraction_student(z, self.P, self.mask, self.scale)
         try:

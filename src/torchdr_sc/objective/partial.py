@@ -14,10 +14,12 @@ every new point has an objective of its own:
   the reference computed once by FFT (:class:`GridStudentRepulsion`, ``O(m)`` per iteration
   after an ``O(n + G log G)`` set-up; 1-D and 2-D), as openTSNE's ``transform`` does.
 - SNE: the same with the Gaussian kernel ``q_ij = softmax_j(-|z_i - y_j|^2)`` (exact).
-- UMAP, LargeVis, InfoTSNE (McInnes, Healy & Melville 2018, section 4.3 and umap-learn's
+- UMAP, LargeVis (McInnes, Healy & Melville 2018, section 4.3 and umap-learn's
   ``transform``): the method's negative-sampling loss on the edges ``i -> j`` of ``p_i``,
   sampled with UMAP's ``epochs_per_sample`` rule, negatives drawn among the reference points
   (:class:`SampledPartialEpoch`); only the heads (the new points) move.
+- InfoTSNE: t-SNE's per-point objective with ``Z_i`` estimated from sampled reference
+  points (:class:`~torchdr_sc.objective.infonce.SampledStudentRepulsion`).
 
 Every gradient here is the exact gradient of the summed per-point objective (checked
 against autograd in the tests); :func:`neighbour_mean` gives the starting positions.

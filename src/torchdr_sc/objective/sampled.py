@@ -41,7 +41,7 @@ from .schedule_sorted import active_ranges, range_chunks, rate_windows, sort_blo
 
 #: Below this many pair evaluations per epoch, the CPU loop runs on one intra-op thread:
 #: an epoch is then ~40 small kernels whose thread fork/join costs more than it saves
-#: (measured on digits: 1.4 ms per epoch on one thread, 6.9 ms on two busy cores).
+#: (several times slower on two busy cores than on one thread, measured on digits).
 SINGLE_THREAD_WORK = 2**19
 
 
@@ -133,8 +133,8 @@ class EdgeSchedule:
             self.fixed_rate[s : s + RATE_BLOCK] = rate.mul_(2**RATE_BITS).round_()
         self.phase = lockstep_phases(rows, cols, w, self.fixed_rate)
         # int32 ids when they fit: the per-epoch gathers of the active edges and the fused
-        # kernel's index loads move half the bytes (72.7 -> 65.5 ms per compiled epoch,
-        # 200k points, 2 CPU cores, interleaved A/B); P's own when they are int32 already
+        # kernel's index loads move half the bytes (a faster compiled epoch); P's own when
+        # they are int32 already
         small = P.n < 2**31 - 1
         self.heads, self.tails = (rows.int(), cols.int()) if small else (rows, cols)
         # summed in blocks: an int64 copy of all rates peaked 1.2 GB above P at 1M x 90

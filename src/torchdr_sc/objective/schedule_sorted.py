@@ -22,16 +22,14 @@ from itertools import pairwise
 import torch
 
 #: Edges per block sorted by rate. Blocks, not one global sort, keep an epoch's edges of one
-#: head near each other as in ``P`` (its gathers and scatters stay cache friendly). Measured
-#: on 2 CPU cores: the schedule alone went 12.8 -> 4.6 ms per epoch at 200k points (4.67M
-#: edges, 1.4M active); whole compiled epochs at 1M points 270 -> 229 ms with blocks of
-#: 2^20, against 265 ms with one global sort (lost head locality).
+#: head near each other as in ``P`` (its gathers and scatters stay cache friendly): sorted
+#: blocks made the schedule and the whole compiled epoch faster, where one global sort lost
+#: most of the gain to the lost head locality (``benchmarks/README.md``).
 SORT_BLOCK_EDGES = 2**20
 #: Most rate windows (``epoch mod 2^24``, plus one) an epoch is searched with; later
-#: epochs test every edge. The searches grow with the windows, the test does not: at 200k
-#: points on one thread, 5.1 ms (sorted) vs 12.7 ms (test) at epoch 200, 12.8 vs 15.6 at
-#: 4095, even at 8191, 25 vs 17 at 16383 (beyond ``sqrt(2^24)`` windows, most hold less
-#: than one rate value).
+#: epochs test every edge. The searches grow with the windows, the test does not: the two
+#: cost about the same near 8191 windows, and beyond ``sqrt(2^24)`` windows most hold less
+#: than one rate value.
 SORT_MAX_WINDOWS = 2**12
 
 

@@ -21,16 +21,11 @@ instance takes a block of :data:`BLOCK_EDGES` edges of the edge schedule
    :func:`~torchdr_sc.objective.sampled.scatter_pair_terms`).
 
 Why: the eager CUDA epoch is ~40 small kernels over ``active edges x negatives``
-temporaries, 4.8 ms per epoch per million cells on an H100; :func:`torch.compile` fuses
-them (2.55 ms) but compiles for 11.4 s in every new process, longer than a whole eager
-fit. The kernel here is written once, its compiled form is cached on disk by Triton, and
-its memory traffic is the edge list plus the gathered rows. Measured on an H200 (synthetic
-1M x 50, 23.9M edges, 7.1M active per epoch on average, 5 negatives, UMAP): 0.49 ms per
-launch (0.65 ms per :meth:`~torchdr_sc.objective.epoch.SampledEpoch.gradient`, 0.79 ms
-per epoch of a whole fit) against 4.1 ms eager and 2.0 ms compiled; the first call of a
-process took 0.57 s with Triton's disk cache warm, and each new kernel variant (kind,
-dimension, block) 0.3-0.7 s to compile cold. 128 edges per program was the fastest of
-64 / 128 / 256 / 512 (0.95 / 0.49 / 0.51 / 0.52 ms).
+temporaries; :func:`torch.compile` fuses them but compiles in every new process, for longer
+than a whole eager fit. The kernel here is written once, its compiled form is cached on disk
+by Triton, and its memory traffic is the edge list plus the gathered rows; 128 edges per
+program was the fastest block of 64 / 128 / 256 / 512. The measured epoch times (H100,
+H200) are in ``benchmarks/README.md``.
 
 Triton is optional: it is imported when this module is (which
 :mod:`~torchdr_sc.objective.epoch` does only on CUDA), and its absence leaves the functions

@@ -37,7 +37,7 @@ metric
     (the estimators' ``metric_in='sqeuclidean'``); also ``'cosine'``, ``'manhattan'``.
 early_exaggeration
     Multiplier of the attraction during the first 250 iterations. ``None``: the method's
-    own default (12 for t-SNE and TSNEkhorn, 1 for InfoTSNE and LargeVis).
+    own default (12 for t-SNE, InfoTSNE and TSNEkhorn, 1 for LargeVis).
 learning_rate
     Step size, in scikit-learn's units (scanpy's). ``'auto'``: ``max(n / (4 *
     early_exaggeration), 50)`` (Belkina et al. 2019, scikit-learn's 'auto'); scanpy's fixed
@@ -180,8 +180,9 @@ def infotsne(
 ) -> AnnData | None:
     """Embed the cells with InfoNC-t-SNE (Damrich, Böhm, Hamprecht & Kobak 2023).
 
-    t-SNE's input affinity with a negative-sampling (contrastive) objective: linear time
-    per epoch, so it scales to millions of cells. Plot with
+    t-SNE's input affinity, schedule and attraction, with the normaliser estimated from
+    300 negatives per cell and iteration (a contrastive objective), shared by blocks of
+    cells: linear time per iteration, so it scales to millions of cells. Plot with
     ``sc.pl.embedding(adata, basis='infotsne')``.
 
     Parameters
@@ -295,7 +296,7 @@ def tsnekhorn(
     embedding. Up to 2,500 cells (or with ``repulsion='exact'``, passed as a keyword) the
     computation is dense (at most 15,000 cells); above, the input affinity is solved on a
     fresh kNN graph of ``3 * perplexity`` neighbours and the Sinkhorn scaling uses the FFT
-    kernel sums (about 2 minutes and 2.2 GB for 100,000 cells on 2 CPU cores). No
+    kernel sums (time and memory at 100,000 cells: ``benchmarks/README.md``). No
     ``neighbors_key``. Plot with ``sc.pl.embedding(adata, basis='tsnekhorn')``.
 
     Parameters
