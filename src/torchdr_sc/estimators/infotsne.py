@@ -35,10 +35,10 @@ class InfoTSNE(PerplexityMixin, Embedder):
     iteration: t-SNE's loss with its normaliser ``Z`` estimated per row from the negatives
     (the contrastive estimate of the paper). Every iteration evaluates the attraction over
     all of P's edges, as t-SNE does
-    (:class:`~torchdr_sc.objective.exact.StudentAttraction`), and the repulsion with fresh
+    (``objective.exact.StudentAttraction``), and the repulsion with fresh
     negatives for every point: the rows are shuffled into blocks of ``n_negatives`` and each
     block takes the rows of another as its negatives
-    (:class:`~torchdr_sc.objective.infonce.InfoNCERepulsion`), ``n x n_negatives / 2``
+    (``objective.infonce.InfoNCERepulsion``), ``n x n_negatives / 2``
     kernel values per iteration computed as dense block products, linear in ``n``. The
     schedule is t-SNE's: early exaggeration, then the main phase, with SGD momentum 0.5 then
     0.8 and ``lr='auto'`` = ``max(n / (4 e), 50)`` in each phase (``e`` the phase's
