@@ -41,6 +41,7 @@ SOURCES = (
     "cpu-2core-tsne-5k",  # TSNE vs openTSNE after the learning-rate change
     "cpu-2core-tsne-attraction-v1",  # TSNE vs openTSNE, 10k-30k, attraction without a cliff
     "cpu-2core-tsne-lr-100k",  # TSNE vs openTSNE at 100k after the learning-rate change
+    "cpu-2core-infotsne-v2",  # InfoNC-t-SNE, TSNE and openTSNE, 10k-100k
 )
 #: GPU reports: our fits alone (and a peer on the machine's CPU cores where the run had one).
 GPU_SOURCES = ("gpu-h100", "gpu-h100-vs-umap-learn-200k")
