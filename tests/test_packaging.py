@@ -63,7 +63,8 @@ def _one(dist: Path, pattern: str) -> Path:
 
 def test_twine_accepts_both_artefacts(dist):
     files = [str(_one(dist, "*.tar.gz")), str(_one(dist, "*.whl"))]
-    _run([sys.executable, "-m", "twine", "check", "--strict", *files], cwd=dist)
+    out = _run([sys.executable, "-m", "twine", "check", "--strict", *files], cwd=dist)
+    assert out.count("PASSED") == 2, out
 
 
 def test_the_sdist_holds_the_tests_and_the_docs_sources(dist):

@@ -69,7 +69,7 @@ def fingerprint(x: np.ndarray | sp.spmatrix) -> str:
     BLAKE2b over the whole buffer, without a copy for C-contiguous arrays (a small
     fraction of any fit's time), so that any change,
     even in place and keeping the row sums, gets a different digest; the digests of
-    arrays up to 64 MiB are those of earlier versions (which hashed those entirely).
+    small arrays are those of earlier versions (which hashed small arrays entirely).
     Sparse matrices are hashed through their CSR arrays.
     """
     h = hashlib.blake2b(digest_size=16)

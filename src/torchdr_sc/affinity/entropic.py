@@ -167,8 +167,8 @@ class EntropicAffinity(PerplexityAffinity):
     def _calibrate_blocks(self, d: torch.Tensor, source: str) -> torch.Tensor:
         """:meth:`_calibrate` of ``(n, k)`` kNN distances (in the units of ``source``) in
         blocks of rows, with at most :data:`CALIBRATION_BLOCK_ENTRIES` entries per temporary
-        (the search holds about six): at 1M rows x 90 neighbours the one-block search
-        peaked 2.2 GB above its input.
+        (the search holds about six): in one block, the search's temporaries at 1M rows x
+        90 neighbours were several times its input.
 
         Rows are calibrated independently, so the result is the one-block result.
         """

@@ -7,8 +7,8 @@ bounded blocks). The symmetric matrix is then written straight into row order wi
 counting sort (each entry's place is its rank among its row's entries of ``P``, plus the
 number of ``P^T``-only entries of the row with a smaller column, and vice versa).
 :meth:`SparseAffinity.symmetrize` instead sorts the ``2 nnz``
-flat positions of ``P`` and ``P^T`` together: at 1M points and 15 neighbours that sort held
-2.4 GB at its peak, the largest allocation of a 1M-point UMAP on the CPU.
+flat positions of ``P`` and ``P^T`` together: at 1M points that sort was the largest
+allocation of a UMAP on the CPU.
 
 With many neighbours (the t-SNE family's ``3 * perplexity`` = 90) the ``k^2`` lookup becomes
 the slow part, and int64 indices the large part: :func:`symmetrize_knn_compact` finds the

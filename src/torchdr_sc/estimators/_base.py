@@ -140,8 +140,8 @@ class Embedder(BaseEstimator):
         ``(n, n_components)`` tensor on the fit's device: ``n x n_components x 4`` bytes.
     reference_data_
         The data of the fit, ``(n, n_features)`` float32 (float64 for float64 input), kept
-        for :meth:`transform` on the fit's device: ``n x n_features x 4`` bytes (e.g. 200 MB
-        for 1M cells x 50 PCs; a numpy float32 input on the CPU is shared, not copied).
+        for :meth:`transform` on the fit's device: ``n x n_features x 4`` bytes (a numpy
+        float32 input on the CPU is shared, not copied).
         ``None`` after a fit without ``X`` (precomputed ``affinity`` / ``knn``, streamed input).
     affinity_in_
         The input affinity P (:class:`~torchdr_sc.affinity.SparseAffinity`): 20 bytes per
@@ -149,9 +149,9 @@ class Embedder(BaseEstimator):
         family's symmetrised P), about ``1.5 n k`` edges.
     knn_
         The kNN graph (:class:`~torchdr_sc.knn.KNNGraph`, ``n x k x 12`` bytes), or ``None``:
-        a graph the fit searched itself is kept up to ``KEEP_KNN_MAX_BYTES`` (256 MiB, e.g.
-        1M cells x 15 neighbours) and freed beyond, once P is built (1M cells x 90
-        neighbours would hold 1.08 GB through the optimisation).
+        a graph the fit searched itself is kept up to ``KEEP_KNN_MAX_BYTES`` (about 1M
+        cells x 15 neighbours) and freed beyond, once P is built (a graph of 90
+        neighbours per cell would otherwise be held through the optimisation).
     device_used_, seed_, n_iter_, converged_, timings_
         The device, the seed (an int, also used by :meth:`transform`), the iterations run,
         whether the gradient norm fell below ``min_grad_norm``, seconds per stage.

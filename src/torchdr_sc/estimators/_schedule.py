@@ -122,7 +122,8 @@ def run_schedule(
     est
         The estimator (its ``optimizer``, ``optimizer_kwargs``, ``scheduler``,
         ``scheduler_kwargs``, ``early_exaggeration_*``, ``min_grad_norm`` and
-        ``check_interval`` are used). The iterations are reported on the active
+        ``check_interval`` are used; its ``n_threads_`` is set to the torch threads the loop
+        starts with). The iterations are reported on the active
         :class:`~torchdr_sc.progress.Progress`, if any (the estimator's ``progress_bar``).
     z0, gradient
         Initial embedding and gradient function of the loop.
@@ -147,6 +148,7 @@ def run_schedule(
         lr_decay=decay,
         main_lr_scale=main_lr_scale,
     )
+    est.n_threads_ = torch.get_num_threads()  # what the loop starts with, for the record
     return optimize(
         z0,
         gradient,

@@ -18,7 +18,7 @@ from ..knn import KNNGraph, auto_backend, drop_self
 from ..progress import stage
 
 #: A kNN graph searched by the fit is kept in ``knn_`` up to this many bytes and freed
-#: beyond, once the input affinity no longer needs it (1M cells x 90 neighbours: 1.08 GB).
+#: beyond, once the input affinity no longer needs it (about 1M cells x 15 neighbours).
 KEEP_KNN_MAX_BYTES = 256 * 2**20
 
 

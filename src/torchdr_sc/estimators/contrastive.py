@@ -84,7 +84,6 @@ class _SampledEmbedder(Embedder):
         lr = 1.0 if self.lr == "auto" else float(self.lr)
         small = epoch.work < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
-            self.n_threads_ = torch.get_num_threads()
             result = run_schedule(
                 self,
                 z0,

@@ -118,7 +118,6 @@ class InfoTSNE(PerplexityMixin, Embedder):
 
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         main_scale = max(n / 4.0, 50.0) / lr if self.lr == "auto" else 1.0
-        self.n_threads_ = torch.get_num_threads()
         result = run_schedule(
             self,
             z0,

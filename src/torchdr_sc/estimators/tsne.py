@@ -67,7 +67,6 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
         grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
         sync = ctx.sync if ctx.active else None
         main_scale = self._auto_main_lr_scale(z0.shape[0]) if self.lr == "auto" else 1.0
-        self.n_threads_ = torch.get_num_threads()
         result = run_schedule(
             self,
             z0,

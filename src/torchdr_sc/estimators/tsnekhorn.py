@@ -19,9 +19,9 @@ from .tsne import _ExactEmbedder, _Repulsion
 
 #: Largest ``n * neighbours`` (kNN edges, ``neighbours = 3 * perplexity``) of the kNN / FFT
 #: computation. Its peak memory is linear in the edges, dominated by the float64 dual solve
-#: of P (about 15 edge-sized float64 vectors): 2.24 GB peak RSS end to end at 100,000 cells
-#: and perplexity 30 (9M edges; benchmarks/tsnekhorn_scale.py, 2 CPU cores), so about 11 GB
-#: at this limit (extrapolated), 555,000 cells at perplexity 30.
+#: of P (about 15 edge-sized float64 vectors); the limit, 555,000 cells at perplexity 30,
+#: keeps it within a workstation's memory (the measured peak at 100,000 cells and the
+#: extrapolation are in ``benchmarks/README.md``; ``benchmarks/tsnekhorn_scale.py``).
 MAX_KNN_EDGES = 50_000_000
 
 

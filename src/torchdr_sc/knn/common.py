@@ -250,8 +250,8 @@ def exact_distances(
 
 
 #: Rows per block of the row-wise steps of :meth:`SearchTask.finish` (self removal, sort):
-#: their temporaries stay a few MiB instead of several times the graph (at 1M x 91 the
-#: whole-array forms held ~3 GB of int64 temporaries at once).
+#: their temporaries stay small instead of several times the graph (the whole-array forms
+#: held int64 temporaries many times the graph's size at once).
 FINISH_ROWS = 1 << 16
 
 

@@ -2,7 +2,8 @@
 
 Exact search (``index='flat'``, the default): query rows are processed in blocks so that
 the ``(block, n)`` distance block stays under
-:func:`~torchdr_sc.knn.common.block_bytes` (256 MiB on CPU, 1 GiB on GPU) whatever ``n``;
+:func:`~torchdr_sc.knn.common.block_bytes` (``BLOCK_BYTES`` on CPU, ``CUDA_BLOCK_BYTES`` on
+GPU) whatever ``n``;
 the block buffer is allocated once and reused. Candidates are selected with ``torch.topk``
 on a matmul-based score and their distances are then recomputed exactly from the
 coordinates (see :meth:`~torchdr_sc.knn.common.SearchTask.finish`). During a fit with

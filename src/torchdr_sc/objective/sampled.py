@@ -79,9 +79,8 @@ RATE_BITS = 24
 #: Edges per block when rates are computed in float64.
 RATE_BLOCK = 2**20
 #: Edges per block of the per-epoch activity test (:meth:`EdgeSchedule.active`): its
-#: temporaries (4 MiB) stay below glibc's mmap threshold, so they are reused from epoch to
-#: epoch instead of being faulted in afresh (32 MiB blocks cost ~14,000 page faults per
-#: epoch at 1M cells).
+#: temporaries stay below glibc's mmap threshold, so they are reused from epoch to epoch
+#: instead of being faulted in afresh (larger blocks cost page faults at every epoch).
 MASK_BLOCK = 2**20
 #: Golden-ratio step of splitmix64 (as int64) and a salt: the hash of :func:`lockstep_phases`.
 _GOLDEN_STEP = -7046029254386353131
@@ -137,7 +136,7 @@ class EdgeSchedule:
         # they are int32 already
         small = P.n < 2**31 - 1
         self.heads, self.tails = (rows.int(), cols.int()) if small else (rows, cols)
-        # summed in blocks: an int64 copy of all rates peaked 1.2 GB above P at 1M x 90
+        # summed in blocks: an int64 copy of all rates would be the size of P's indices
         total = sum(
             int(self.fixed_rate[s : s + RATE_BLOCK].sum(dtype=torch.int64))
             for s in range(0, self.fixed_rate.shape[0], RATE_BLOCK)
