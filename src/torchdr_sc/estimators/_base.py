@@ -111,8 +111,8 @@ class Embedder(BaseEstimator):
     check_interval
         Iterations between convergence checks (each one waits for the device).
     compile
-        Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis,
-        InfoTSNE) into one compiled loop: ``'auto'`` (default) compiles on CPU when an
+        Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis)
+        into one compiled loop: ``'auto'`` (default) compiles on CPU when an
         epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults),
         ahead of time: the loop is built once per machine into a package cached
         in ``~/.cache/torchdr_sc/kernels`` (or ``$TORCHDR_SC_CACHE_DIR``) that later
@@ -121,9 +121,9 @@ class Embedder(BaseEstimator):
         runs the whole epoch as one hand-written Triton kernel when Triton is installed (no
         per-process compilation), eagerly otherwise. ``True`` always compiles with
         :func:`torch.compile` (and raises if it cannot; it traces the loop again in every
-        process, even with PyTorch's disk cache warm); ``False`` never compiles. TSNE
-        compiles its attraction over P's edges by the same rule; SNE and TSNEkhorn ignore
-        it.
+        process, even with PyTorch's disk cache warm); ``False`` never compiles. For the
+        attraction over P's edges of TSNE, InfoTSNE and TSNEkhorn (FFT), ``'auto'`` is a C
+        kernel built once per machine (the same bits as ``False``); SNE ignores it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar

@@ -17,7 +17,7 @@ from .._validation import check_number
 from ..affinity import SparseAffinity, UMAPAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
-from ..objective.epoch import SampledEpoch
+from ..objective import make_objective
 from ..objective.sampled import (
     CROWDED_TERMS,
     SINGLE_THREAD_WORK,
@@ -66,34 +66,31 @@ class _SampledEmbedder(Embedder):
         n = z0.shape[0]
         max_iter = self.planned_iterations(n)
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-        epoch = SampledEpoch(
+        objective = make_objective(
+            "negative_sampling",
             P,
-            self._kernel(),
-            int(self.n_negatives),
+            kernel=self._kernel(),
+            n_negatives=int(self.n_negatives),
             seed=seed,
-            rows_of=(ctx.shard.start, ctx.shard.stop) if ctx.active else None,
+            shard=ctx.shard if ctx.active else None,
             discard_tails=self.discard_NNs,
             compile=self.compile,
             device=z0.device,
             crowded_terms=self._crowded_terms,
         )
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            return epoch.gradient(z, it, phase.exaggeration)
-
         lr = 1.0 if self.lr == "auto" else float(self.lr)
-        small = epoch.work < SINGLE_THREAD_WORK
+        small = objective.work < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
             result = run_schedule(
                 self,
                 z0,
-                grad,
+                objective,
                 max_iter=max_iter,
                 momenta=(0.0, 0.0),
                 lr=lr,
                 sync=ctx.sync if ctx.active else None,
             )
-        self.execution_path_ = f"epoch {epoch.path}"
+        self.execution_path_ = objective.path
         return result
 
 

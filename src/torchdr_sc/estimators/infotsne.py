@@ -7,13 +7,10 @@ from typing import Any
 
 import torch
 
-from .._random import make_generator
-from .._reduce import fixed_order_sum
 from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..objective.exact import StudentAttraction
-from ..objective.infonce import InfoNCERepulsion
+from ..objective import make_objective
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
@@ -35,7 +32,7 @@ class InfoTSNE(PerplexityMixin, Embedder):
     iteration: t-SNE's loss with its normaliser ``Z`` estimated per row from the negatives
     (the contrastive estimate of the paper). Every iteration evaluates the attraction over
     all of P's edges, as t-SNE does
-    (``objective.exact.StudentAttraction``), and the repulsion with fresh
+    (``objective.attraction.StudentAttraction``), and the repulsion with fresh
     negatives for every point: the rows are shuffled into blocks of ``n_negatives`` and each
     block takes the rows of another as its negatives
     (``objective.infonce.InfoNCERepulsion``), ``n x n_negatives / 2``
@@ -94,40 +91,33 @@ class InfoTSNE(PerplexityMixin, Embedder):
     ) -> OptimizeResult:
         n = z0.shape[0]
         max_iter = self.planned_iterations(n)
-        P = P.to(dtype=z0.dtype)
-        scale = 1.0 / float(fixed_order_sum(P.weights, torch.float64))  # P sums to 1
-        attraction = StudentAttraction(
-            P, ctx.shard, compile=self.compile, scale=scale, iterations=max_iter
-        )
         # the shuffles must agree between processes (they split the pairs of blocks)
         seed = torch.randint(0, 2**62, (1,), generator=gen, device=gen.device)
         if ctx.active:
             seed = ctx.broadcast(seed.to(z0.device))
-        repulsion = InfoNCERepulsion(
-            P,
-            int(self.n_negatives),
-            generator=make_generator(int(seed), z0.device),
-            scale=scale,
+        objective = make_objective(
+            "infotsne",
+            P.to(dtype=z0.dtype),
+            n_negatives=int(self.n_negatives),
+            seed=int(seed),
+            shard=ctx.shard,
+            compile=self.compile,
             exclude_neighbours=bool(self.discard_NNs),
             rank=ctx.rank,
             world_size=ctx.world_size,
         )
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            return attraction(z).mul_(phase.exaggeration).add_(repulsion(z))
 
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
         main_scale = max(n / 4.0, 50.0) / lr if self.lr == "auto" else 1.0
         result = run_schedule(
             self,
             z0,
-            grad,
+            objective,
             max_iter=max_iter,
             momenta=(0.5, 0.8),
             lr=lr,
             sync=ctx.sync if ctx.active else None,
             main_lr_scale=main_scale,
         )
-        self.execution_path_ = "attraction " + ("compiled" if attraction.compiled else "eager")
-        self.execution_path_ += ", repulsion shared negatives"
+        self.execution_path_ = objective.path
         return result

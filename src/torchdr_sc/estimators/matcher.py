@@ -15,11 +15,13 @@ from .._validation import check_option
 from ..affinity import Affinity, SparseAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
+from ..objective import MATCHING_LOSSES, make_objective
 from ..optimize import OptimizeResult
 from ._base import MAX_DENSE_SAMPLES, Embedder
 from ._schedule import run_schedule
 
-LOSSES = ("cross_entropy", "kl", "square_loss")
+#: ``loss_fn`` values of :class:`AffinityMatcher` (losses of ``objective.methods``).
+LOSSES = tuple(name for name in MATCHING_LOSSES if name != "neighbor_embedding")
 
 
 def _sqdist(z: torch.Tensor) -> torch.Tensor:
@@ -181,30 +183,26 @@ class AffinityMatcher(Embedder):
     def _auto_lr(self, n: int) -> float:
         return 0.1
 
-    def _loss(self, p: torch.Tensor, q: torch.Tensor, exaggeration: float) -> torch.Tensor:
-        if self.loss_fn == "square_loss":
-            return ((exaggeration * p - q) ** 2).sum()
-        q = q / q.sum()
-        log_q = torch.log(q.clamp_min(1e-30))
-        if self.loss_fn == "cross_entropy":
-            return -(exaggeration * p * log_q).sum()
-        return (p * (torch.log(p.clamp_min(1e-30)) - log_q)).sum() * exaggeration
+    def _loss_name(self) -> str:
+        """The key of the loss in ``objective.methods.MATCHING_LOSSES``."""
+        return self.loss_fn
 
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
         max_iter = self.planned_iterations(z0.shape[0])
-        p = P.to(dtype=z0.dtype).to_dense()
-        p = p / p.sum()
         extra = self.kwargs_affinity_out or {}
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            zz = z.detach().requires_grad_(True)
-            loss = self._loss(p, self._output_affinity(zz, extra), phase.exaggeration)
-            return torch.autograd.grad(loss, zz)[0]
-
+        objective = make_objective(
+            "autograd",
+            P,
+            output=lambda z: self._output_affinity(z, extra),
+            loss=self._loss_name(),
+            dtype=z0.dtype,
+        )
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
-        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+        result = run_schedule(self, z0, objective, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+        self.execution_path_ = objective.path
+        return result
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -230,9 +228,9 @@ class NeighborEmbedding(AffinityMatcher):
     early_exaggeration_coeff: float | None = 12.0
     early_exaggeration_iter: int | None = 250
 
-    def _loss(self, p: torch.Tensor, q: torch.Tensor, exaggeration: float) -> torch.Tensor:
-        p = (p + p.T) / 2
-        return -(exaggeration * p * torch.log(q.clamp_min(1e-30))).sum() + torch.log(q.sum())
+    def _loss_name(self) -> str:
+        """``-lambda sum P_sym log Q + log sum Q``."""
+        return "neighbor_embedding"
 
     def _auto_lr(self, n: int) -> float:
         return max(n / (4.0 * (self.early_exaggeration_coeff or 1.0)), 50.0)

@@ -58,16 +58,8 @@ from ..affinity.queries import entropic_query_rows, umap_query_rows
 from ..distributed import is_rank_zero
 from ..knn import KNNGraph
 from ..knn import knn as knn_search
-from ..objective.infonce import SampledStudentRepulsion
-from ..objective.partial import (
-    GridStudentRepulsion,
-    SampledPartialEpoch,
-    StudentRepulsion,
-    clip_rows,
-    neighbour_mean,
-    sne_partial_gradient,
-    tsne_partial_gradient,
-)
+from ..objective import ReferenceRows, make_objective
+from ..objective.partial import neighbour_mean
 from ..objective.sampled import SINGLE_THREAD_WORK, single_cpu_thread
 from ..optimize import Phase, optimize
 from ..progress import Progress, iterations, reporting, stage
@@ -90,8 +82,8 @@ AUTO_GRID_MIN_PAIRS = 2**22
 
 
 def transform_kind(est: Any) -> str:
-    """``'sampled'``, ``'tsne'``, ``'sne'`` or ``'infonce'``: which partial objective ``est``
-    uses.
+    """``'negative_sampling'``, ``'tsne'``, ``'sne'`` or ``'infotsne'``: the objective
+    (:func:`~torchdr_sc.objective.make_objective`) that moves ``est``'s new points.
 
     Raises
     ------
@@ -106,9 +98,9 @@ def transform_kind(est: Any) -> str:
         )
         raise NotImplementedError(msg)
     if isinstance(est, _SampledEmbedder):
-        return "sampled"
+        return "negative_sampling"
     if isinstance(est, InfoTSNE):
-        return "infonce"
+        return "infotsne"
     if isinstance(est, SNE):
         return "sne"
     if isinstance(est, TSNE):
@@ -159,7 +151,7 @@ def transform_iterations(est: Any, m: int, max_iter: int | None = None) -> int:
     """Iterations (epochs) of the transform of ``m`` new points (see the module notes)."""
     if max_iter is not None:
         return int(max_iter)
-    if transform_kind(est) != "sampled":
+    if transform_kind(est) != "negative_sampling":
         return int(OPENTSNE_TRANSFORM["n_iter"])
     if est.max_iter is None:
         return 100 if m <= 10_000 else 30
@@ -186,46 +178,55 @@ def _rows(est: Any, graph: KNNGraph) -> torch.Tensor:
     )
 
 
-def _student_repulsion(est: Any, y: torch.Tensor, m: int):
-    """TSNE's repulsion for the transform: the fit's choice, by pairs for ``'auto'``."""
+def _student_repulsion(est: Any, y: torch.Tensor, m: int) -> str:
+    """TSNE's repulsion for the transform, ``'exact'`` or ``'fft'``: the fit's choice, by
+    pairs for ``'auto'``."""
     grid_ok = y.shape[1] in (1, 2)
     choice = est.repulsion
     if choice == "auto":
         choice = "fft" if grid_ok and m * y.shape[0] >= AUTO_GRID_MIN_PAIRS else "exact"
     if choice == "fft" and grid_ok:
         logger.info("transform: repulsion read from a grid of reference potentials (FFT)")
-        return GridStudentRepulsion(
-            y,
-            n_interpolation_points=est.n_interpolation_points,
-            min_num_intervals=est.min_num_intervals,
-            ints_in_interval=est.ints_in_interval,
-        )
+        return "fft"
     logger.info("transform: exact repulsion (%d x %d pairs per iteration)", m, y.shape[0])
-    return StudentRepulsion(y)
+    return "exact"
+
+
+def _kl_objective(est: Any, kind: str, y: torch.Tensor, rows: ReferenceRows, m: int):
+    """The fit's objective with the reference ``y`` held fixed, every row's gradient clipped
+    at openTSNE's norm (doubled: openTSNE clips half the gradient)."""
+    clip = 2.0 * OPENTSNE_TRANSFORM["clip"]
+    if kind == "tsne":
+        return make_objective(
+            "tsne",
+            rows,
+            reference=y,
+            repulsion=_student_repulsion(est, y, m),
+            grid={
+                "n_interpolation_points": est.n_interpolation_points,
+                "min_num_intervals": est.min_num_intervals,
+                "ints_in_interval": est.ints_in_interval,
+            },
+            clip=clip,
+        )
+    if kind == "infotsne":
+        seed = int(est.seed_) + 1
+        n_negatives = int(est.n_negatives)
+        return make_objective(
+            "infotsne", rows, reference=y, n_negatives=n_negatives, seed=seed, clip=clip
+        )
+    return make_objective("sne", rows, reference=y, clip=clip)
 
 
 def _optimize_kl(est: Any, kind: str, z0, y, graph: KNNGraph, p, n_iter: int):
     """openTSNE's transform schedule on the per-point KL objective (TSNE, SNE) or its
     InfoNC-t-SNE estimate (InfoTSNE)."""
     s = OPENTSNE_TRANSFORM
-    repulsion = None
-    if kind == "tsne":
-        repulsion = _student_repulsion(est, y, z0.shape[0])
-    elif kind == "infonce":
-        repulsion = SampledStudentRepulsion(y, int(est.n_negatives), seed=int(est.seed_) + 1)
-    idx, clip = graph.indices, 2.0 * s["clip"]  # openTSNE clips half the gradient
-
-    def grad(z: torch.Tensor, it: int, phase: Phase) -> torch.Tensor:
-        if repulsion is None:
-            g = sne_partial_gradient(z, y, idx, p, phase.exaggeration)
-        else:
-            g = tsne_partial_gradient(z, y, idx, p, phase.exaggeration, repulsion)
-        return clip_rows(g, clip)
-
+    objective = _kl_objective(est, kind, y, ReferenceRows(graph.indices, p), z0.shape[0])
     phases = [Phase(n_iter, exaggeration=s["exaggeration"], momentum=s["momentum"])]
     return optimize(
         z0,
-        grad,
+        objective,
         phases,
         lr=s["lr"] / 2.0,  # openTSNE's rate, for the whole gradient
         optimizer="DeltaBarDelta",
@@ -238,21 +239,21 @@ def _optimize_kl(est: Any, kind: str, z0, y, graph: KNNGraph, p, n_iter: int):
 
 def _optimize_sampled(est: Any, z0, y, graph: KNNGraph, w, n_epochs: int):
     """umap-learn's transform schedule on the method's negative-sampling loss."""
-    epoch = SampledPartialEpoch(
-        y,
-        graph.indices,
-        w,
-        est._kernel(),
-        int(est.n_negatives),
+    objective = make_objective(
+        "negative_sampling",
+        ReferenceRows(graph.indices, w),
+        reference=y,
+        kernel=est._kernel(),
+        n_negatives=int(est.n_negatives),
         seed=int(est.seed_) + 1,
         discard_tails=bool(est.discard_NNs),
     )
     lr = (1.0 if est.lr == "auto" else float(est.lr)) / 4.0
-    small = z0.device.type == "cpu" and epoch.work < SINGLE_THREAD_WORK
+    small = z0.device.type == "cpu" and objective.work < SINGLE_THREAD_WORK
     with single_cpu_thread(small):
         return optimize(
             z0,
-            lambda z, it, phase: epoch.gradient(z, it),
+            objective,
             [Phase(n_epochs, lr_decay="linear")],
             lr=lr,
             optimizer="SGD",
@@ -292,9 +293,9 @@ def transform_new(est: Any, X: Any, *, max_iter: int | None = None) -> Any:
             rows = _rows(est, graph)
         z0 = neighbour_mean(y, graph.indices, rows)
         n_iter = transform_iterations(est, x.shape[0], max_iter)
-        unit = "epochs" if kind == "sampled" else "iterations"
+        unit = "epochs" if kind == "negative_sampling" else "iterations"
         with stage("optimisation", f"{n_iter:,} {unit}, reference fixed"):
-            if kind == "sampled":
+            if kind == "negative_sampling":
                 result = _optimize_sampled(est, z0, y, graph, rows, n_iter)
             else:
                 result = _optimize_kl(est, kind, z0, y, graph, rows, n_iter)

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar
 
 import torch
 
 from .._logging import get_logger
-from .._reduce import fixed_order_sum
 from .._validation import check_number, check_option
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
-from ..objective.exact import StudentAttraction, sne_attraction, sne_gradient, tsne_gradient
-from ..objective.interpolated import (
-    SUPPORTED_DIMS,
-    sne_repulsion_fft,
-    student_repulsion_terms_fft,
-)
+from ..objective import Objective, make_objective
+from ..objective.interpolated import SUPPORTED_DIMS
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
@@ -56,7 +50,8 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
         """Factor on ``lr='auto'`` after the exaggeration phase (1: one rate throughout)."""
         return 1.0
 
-    def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
+    def _objective(self, P: SparseAffinity, ctx: DistContext) -> Objective:
+        """The method's objective (:func:`~torchdr_sc.objective.make_objective`)."""
         raise NotImplementedError
 
     def _optimize(
@@ -64,34 +59,21 @@ class _ExactEmbedder(PerplexityMixin, Embedder):
     ) -> OptimizeResult:
         max_iter = self.planned_iterations(z0.shape[0])
         lr = self._auto_lr(z0.shape[0]) if self.lr == "auto" else float(self.lr)
-        grad = self._gradient_fn(P.to(dtype=z0.dtype), ctx)
+        objective = self._objective(P.to(dtype=z0.dtype), ctx)
         sync = ctx.sync if ctx.active else None
         main_scale = self._auto_main_lr_scale(z0.shape[0]) if self.lr == "auto" else 1.0
         result = run_schedule(
             self,
             z0,
-            grad,
+            objective,
             max_iter=max_iter,
             momenta=(0.5, 0.8),
             lr=lr,
             sync=sync,
             main_lr_scale=main_scale,
         )
-        self.execution_path_ = self._execution_path()
+        self.execution_path_ = objective.path
         return result
-
-    def _execution_path(self) -> str:
-        """How the gradient ran, for ``execution_path_``: the repulsion, and the attraction's
-        path where it has two (recorded by :meth:`_gradient_fn`)."""
-        parts = []
-        attraction = getattr(self, "_attraction", None)
-        self._attraction = None  # it holds copies of P's edges: not kept past the fit
-        if attraction is not None:
-            parts.append("attraction " + ("compiled" if attraction.compiled else "eager"))
-        repulsion = getattr(self, "repulsion_used_", None)
-        if repulsion is not None:
-            parts.append(f"repulsion {repulsion}")
-        return ", ".join(parts) or "eager"
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -175,11 +157,10 @@ class TSNE(_Repulsion, _ExactEmbedder):
         Iterations; ``None`` (default): ``DEFAULT_MAX_ITER`` = 750, 250 of them with
         early exaggeration (openTSNE's schedule; TorchDR runs 1,000).
     compile
-        Fuse the attraction over P's edges with :func:`torch.compile` (``'auto'``: on CPU
-        when the fit's edges x iterations reach
-        ``objective.exact.ATTRACTION_COMPILE_MIN_WORK``, about 15,000
-        points at perplexity 30 and 750 iterations: faster per iteration than the eager
-        path, after a one-time compilation).
+        How the attraction over P's edges runs on CPU: ``'auto'`` (default) a small C kernel
+        built once per machine (``objective.native``; eager PyTorch without a C compiler),
+        ``True`` :func:`torch.compile`, ``False`` eager PyTorch. All three give the same
+        embedding to the bit; they differ in speed only.
     repulsion
         ``'exact'``, ``'fft'`` or ``'auto'``: exact up to ``AUTO_FFT_MIN_SAMPLES``
         samples (or for ``n_components > 2``), FFT above; the choice is logged and kept in
@@ -214,36 +195,16 @@ class TSNE(_Repulsion, _ExactEmbedder):
         openTSNE's as n grew (``benchmarks/README.md``)."""
         return max(n / 4.0, 50.0) / self._auto_lr(n)
 
-    def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
-        scale = 1.0 / float(fixed_order_sum(P.weights, torch.float64))  # P sums to 1 (no copy of P)
-        reduce = ctx.reduce_scalar if ctx.active else (lambda v: v)
-        workspace: dict = {}
-        terms = None
-        if self._choose_repulsion(P.n) == "fft":
-            terms = partial(student_repulsion_terms_fft, **self._grid_options())
-
-        attraction = StudentAttraction(
+    def _objective(self, P: SparseAffinity, ctx: DistContext) -> Objective:
+        return make_objective(
+            "tsne",
             P,
-            ctx.shard,
+            shard=ctx.shard,
+            repulsion=self._choose_repulsion(P.n),
+            grid=self._grid_options(),
             compile=self.compile,
-            scale=scale,
-            iterations=self.planned_iterations(P.n),
+            reduce_scalar=ctx.reduce_scalar if ctx.active else None,
         )
-        self._attraction = attraction  # its path is reported once the fit is done
-
-        def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            return tsne_gradient(
-                z,
-                P,
-                phase.exaggeration,
-                ctx.shard,
-                reduce,
-                workspace,
-                repulsion_terms=terms,
-                attraction=attraction,
-            )
-
-        return grad
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -280,18 +241,8 @@ class SNE(_Repulsion, _ExactEmbedder):
         # on digits where t-SNE's n / 4 diverges
         return max(n / 40.0, 1.0)
 
-    def _gradient_fn(self, P: SparseAffinity, ctx: DistContext):
-        inv_n = 1.0 / P.n
-        if self._choose_repulsion(P.n) == "exact":
-
-            def grad(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-                return sne_gradient(z, P, phase.exaggeration, ctx.shard) * inv_n
-
-            return grad
-        options = self._grid_options()
-
-        def grad_fft(z: torch.Tensor, it: int, phase) -> torch.Tensor:
-            attraction = sne_attraction(z, P, phase.exaggeration, ctx.shard)
-            return (attraction - 2.0 * sne_repulsion_fft(z, ctx.shard, **options)) * inv_n
-
-        return grad_fft
+    def _objective(self, P: SparseAffinity, ctx: DistContext) -> Objective:
+        repulsion = self._choose_repulsion(P.n)
+        return make_objective(
+            "sne", P, shard=ctx.shard, repulsion=repulsion, grid=self._grid_options()
+        )

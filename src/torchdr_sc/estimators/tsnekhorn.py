@@ -11,7 +11,7 @@ from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..knn import KNNGraph
-from ..objective.tsnekhorn import dense_gradient, fft_gradient
+from ..objective import make_objective
 from ..optimize import OptimizeResult
 from ._base import MAX_DENSE_SAMPLES
 from ._schedule import run_schedule
@@ -164,10 +164,15 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
         n = z0.shape[0]
         max_iter = self.planned_iterations(n)
         lr = self._auto_lr(n) if self.lr == "auto" else float(self.lr)
-        if self._choose_repulsion(n) == "fft":
-            options = self._grid_options()
-            P = P.to(dtype=z0.dtype)
-            grad = fft_gradient(P, n, self.sinkhorn_iter, options, compile=self.compile)
-        else:
-            grad = dense_gradient(P, z0, self.sinkhorn_iter)
-        return run_schedule(self, z0, grad, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+        objective = make_objective(
+            "tsnekhorn",
+            P,
+            z0=z0,
+            sinkhorn_iter=self.sinkhorn_iter,
+            repulsion=self._choose_repulsion(n),
+            grid=self._grid_options(),
+            compile=self.compile,
+        )
+        result = run_schedule(self, z0, objective, max_iter=max_iter, momenta=(0.5, 0.8), lr=lr)
+        self.execution_path_ = objective.path
+        return result

@@ -1,7 +1,18 @@
-"""The objectives: the gradient of the attraction over P's edges plus a repulsion.
+"""The objectives: every method's gradient, behind one entry point.
 
+:func:`make_objective` builds a method's objective (one of :data:`OBJECTIVES`) from its
+input affinity and options; the result follows the :class:`Objective` protocol the
+optimisation loop calls. Estimators only choose a method and configure it; new points on a
+fixed reference (``transform``) are the same objectives with ``reference=``.
+
+The modules behind them:
+
+- :mod:`~torchdr_sc.objective.methods`: the objectives and :func:`make_objective`.
 - :mod:`~torchdr_sc.objective.exact`: exact all-pairs gradients of SNE, t-SNE and
-  TSNEkhorn, computed in row blocks (no ``n x n`` matrix).
+  TSNEkhorn, computed in row blocks (no ``n x n`` matrix), and t-SNE's attraction over P's
+  edges.
+- :mod:`~torchdr_sc.objective.interpolated`: the t-SNE / SNE repulsion in ``O(n)`` by FFT;
+  :mod:`~torchdr_sc.objective.interpolated_weighted` with weighted charges (TSNEkhorn).
 - :mod:`~torchdr_sc.objective.tsnekhorn`: TSNEkhorn's gradient (doubly stochastic output
   similarity from Sinkhorn potentials), dense or with the FFT grid's kernel sums.
 - :mod:`~torchdr_sc.objective.infonce`: InfoTSNE's InfoNC-t-SNE repulsion, the negatives
@@ -14,4 +25,43 @@
   for the loop (eager, compiled into one loop, or one Triton kernel on CUDA);
   :mod:`~torchdr_sc.objective.aot_epoch` keeps the compiled CPU loop on disk, and
   :mod:`~torchdr_sc.objective.schedule_sorted` finds an epoch's edges without a mask.
+- :mod:`~torchdr_sc.objective.partial`: the arithmetic of new points on a fixed reference.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["MATCHING_LOSSES", "OBJECTIVES", "Objective", "ReferenceRows", "make_objective"]
+
+
+class Objective(Protocol):
+    """What the optimisation loop calls at every iteration.
+
+    Attributes
+    ----------
+    path
+        How the gradient runs (e.g. ``'attraction compiled, repulsion fft'``), recorded as
+        the estimator's ``execution_path_``.
+    """
+
+    path: str
+
+    def __call__(self, z: torch.Tensor, iteration: int, phase: Any) -> torch.Tensor:
+        """The gradient of the loss at ``z`` (``phase.exaggeration`` multiplies the
+        attraction); descend along its negative."""
+        ...
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :mod:`~torchdr_sc.objective.methods` above, imported on first use (that
+    module imports every kernel)."""
+    if name in ("make_objective", "OBJECTIVES", "ReferenceRows", "MATCHING_LOSSES"):
+        from . import methods
+
+        return getattr(methods, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -13,7 +13,7 @@ gives ``1 / n``). With ``m`` uniform negatives ``S_i`` estimates ``(m / n) sum_k
 so the gradient is t-SNE's with each row's repulsion normalised by its own estimated sum:
 ``grad_i = 4 e sum_j P_ij w_ij (z_i - z_j) - 2 (p_i / S_i) sum_{k in Neg(i)} w_ik^2 (z_i -
 z_k) - 2 sum_{l: i in Neg(l)} (p_l / S_l) w_li^2 (z_i - z_l)``. The attraction is t-SNE's
-(:class:`~torchdr_sc.objective.exact.StudentAttraction`); this module computes the other
+(:class:`~torchdr_sc.objective.attraction.StudentAttraction`); this module computes the other
 two terms.
 
 Drawing ``m`` negatives per edge (umap-learn's scheme) costs ``edges x m`` pair terms per

@@ -246,7 +246,8 @@ def private_build_environment(folder: Path) -> Iterator[Path]:
 
 def _build_into(folder: Path, path: Path, key: dict, build: Callable[[Path], None]) -> None:
     """Build ``path`` and its record under temporary names, then rename them into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{BUILD_PREFIX}{os.getpid()}-", suffix=".pt2", dir=folder)
+    prefix = f"{BUILD_PREFIX}{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=folder)
     os.close(fd)
     tmp_record = Path(f"{tmp}.json")
     try:
@@ -269,6 +270,7 @@ def cached_kernel(
     load: Callable[[Path], T],
     *,
     what: str = "kernel",
+    suffix: str = ".pt2",
 ) -> T:
     """Load the kernel ``name`` from the cache, building it first (once, under a lock) when it
     is missing, untrusted, of another build key, or does not load.
@@ -285,6 +287,8 @@ def cached_kernel(
         ``load(path)`` returns the loaded kernel.
     what : str, default='kernel'
         How the log lines name the kernel.
+    suffix : str, default='.pt2'
+        The package's file extension (``'.so'`` for a shared library).
 
     Returns
     -------
@@ -300,7 +304,7 @@ def cached_kernel(
         recorded).
     """
     folder = usable_folder()
-    path = folder / f"{name}.pt2"
+    path = folder / f"{name}{suffix}"
     if package_problem(path, key) is None:
         try:
             return load(path)

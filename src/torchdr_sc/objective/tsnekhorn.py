@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from ..affinity import SparseAffinity
-from .exact import StudentAttraction, matvec_columns
+from .attraction import StudentAttraction
+from .exact import matvec_columns
 
 Gradient = Callable[[torch.Tensor, int, Any], torch.Tensor]
 
@@ -78,7 +79,7 @@ def fft_gradient(
     """TSNEkhorn's gradient in O(n): P's edges and the FFT grid's kernel sums.
 
     ``4/n sum_j (e P_ij - Q_ij) K_ij (z_i - z_j)``: the attraction runs over P's edges
-    (:class:`~torchdr_sc.objective.exact.StudentAttraction`); the potentials and the
+    (:class:`~torchdr_sc.objective.attraction.StudentAttraction`); the potentials and the
     repulsion ``sum_j e^{f_j} K_ij^2 (z_i - z_j)`` come from one spreading of the charges
     ``[e^f, e^f z]`` on the grid, which also gives the last Sinkhorn update (kept as the
     next step's warm start).
