@@ -42,6 +42,8 @@ SOURCES = (
     "cpu-2core-tsne-attraction-v1",  # TSNE vs openTSNE, 10k-30k, attraction without a cliff
     "cpu-2core-tsne-lr-100k",  # TSNE vs openTSNE at 100k after the learning-rate change
     "cpu-2core-infotsne-v2",  # InfoNC-t-SNE, TSNE and openTSNE, 10k-100k
+    "cpu-2core-sweep-v1-200k",  # the atlas at 200k: every method and peer
+    "cpu-2core-native-attraction",  # TSNE, InfoTSNE, openTSNE 10k-200k: the attraction's C loop
 )
 #: GPU reports: our fits alone (and a peer on the machine's CPU cores where the run had one).
 GPU_SOURCES = ("gpu-h100", "gpu-h100-vs-umap-learn-200k")

@@ -218,7 +218,9 @@ class LargeVis(PerplexityMixin, _SampledEmbedder):
     perplexity
         Effective number of neighbours of the entropic affinity.
     repulsion_strength
-        ``gamma``, the weight of the negative term.
+        ``gamma``, the weight of the negative term: 1 (TorchDR's); Tang et al. use 7, which
+        tightens neighbourhoods and loosens the global layout (measured on the simulated
+        atlas in ``benchmarks/README.md``).
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
