@@ -20,7 +20,7 @@ from ..optimize import OptimizeResult
 from ._base import MAX_DENSE_SAMPLES, Embedder
 from ._schedule import run_schedule
 
-#: ``loss_fn`` values of :class:`AffinityMatcher` (losses of ``objective.methods``).
+#: ``loss_fn`` values of :class:`AffinityMatcher` (losses of ``objective.matching``).
 LOSSES = tuple(name for name in MATCHING_LOSSES if name != "neighbor_embedding")
 
 
@@ -184,7 +184,7 @@ class AffinityMatcher(Embedder):
         return 0.1
 
     def _loss_name(self) -> str:
-        """The key of the loss in ``objective.methods.MATCHING_LOSSES``."""
+        """The key of the loss in ``objective.MATCHING_LOSSES``."""
         return self.loss_fn
 
     def _optimize(

@@ -7,7 +7,8 @@ fixed reference (``transform``) are the same objectives with ``reference=``.
 
 The modules behind them:
 
-- :mod:`~torchdr_sc.objective.methods`: the objectives and :func:`make_objective`.
+- :mod:`~torchdr_sc.objective.methods`: the objectives and :func:`make_objective`;
+  :mod:`~torchdr_sc.objective.matching`: the autograd objective and its losses.
 - :mod:`~torchdr_sc.objective.exact`: exact all-pairs gradients of SNE, t-SNE and
   TSNEkhorn, computed in row blocks (no ``n x n`` matrix), and t-SNE's attraction over P's
   edges.
@@ -59,9 +60,13 @@ class Objective(Protocol):
 def __getattr__(name: str) -> Any:
     """The names of :mod:`~torchdr_sc.objective.methods` above, imported on first use (that
     module imports every kernel)."""
-    if name in ("make_objective", "OBJECTIVES", "ReferenceRows", "MATCHING_LOSSES"):
+    if name in ("make_objective", "OBJECTIVES", "ReferenceRows"):
         from . import methods
 
         return getattr(methods, name)
+    if name == "MATCHING_LOSSES":
+        from .matching import MATCHING_LOSSES
+
+        return MATCHING_LOSSES
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
