@@ -32,7 +32,7 @@ import torchdr_sc as tdr  # noqa: E402
 from benchmarks.datasets import make_synthetic  # noqa: E402
 from torchdr_sc.knn import knn  # noqa: E402
 from torchdr_sc.objective.epoch import SampledEpoch, triton_available  # noqa: E402
-from torchdr_sc.objective.pairs import hash_key, hashed_negatives, pair_terms  # noqa: E402
+from torchdr_sc.objective.pairs import edge_negatives, hash_key, pair_terms  # noqa: E402
 from torchdr_sc.objective.sampled import scatter_pair_terms  # noqa: E402
 
 #: kNN variants timed: (label, keyword arguments of :func:`torchdr_sc.knn.knn`).
@@ -185,7 +185,7 @@ def profile_epochs(est, modes: list[str], n_epochs: int) -> list[dict]:
             device=z.device,
             crowded_terms=est._crowded_terms,
         )
-        if mode == "triton" and not epoch.fused:
+        if mode == "triton" and epoch.path != "triton":
             out.append({"stage": f"epoch {mode}", "error": "Triton path not selected"})
             continue
         try:
@@ -198,7 +198,7 @@ def profile_epochs(est, modes: list[str], n_epochs: int) -> list[dict]:
         row["edges"] = int(epoch.schedule.fixed_rate.numel())
         row["mean_active"] = epoch.schedule.mean_active
         if mode == "triton":
-            row["fell_back"] = not epoch.fused
+            row["fell_back"] = epoch.path != "triton"
         out.append(row)
     return out
 
@@ -239,8 +239,8 @@ def profile_triton_blocks(est, blocks: list[int], n_epochs: int) -> list[dict]:
 def check_triton(est, epoch_id: int = 3) -> dict:
     """The Triton kernel against the PyTorch reference on one epoch of the real problem.
 
-    The reference takes the schedule's active edges, the hashed negatives counted by the
-    edges' positions in the schedule, :func:`pair_terms` and :func:`scatter_pair_terms`.
+    The reference takes the schedule's active edges, their negatives
+    (:func:`edge_negatives`), :func:`pair_terms` and :func:`scatter_pair_terms`.
     """
     from torchdr_sc.objective import triton_epoch
 
@@ -251,9 +251,10 @@ def check_triton(est, epoch_id: int = 3) -> dict:
     got = triton_epoch.fused_epoch_gradient(z, s, key, consts, epoch=epoch_id, **options)
     on = s.active_mask(epoch_id).nonzero().view(-1)
     heads, tails = s.heads[on].long(), s.tails[on].long()
-    negatives = hashed_negatives(key, s.fixed_rate.numel(), epoch.n_negatives, z.shape[0])
+    m, n = epoch.n_negatives, z.shape[0]
+    negatives = [edge_negatives(key, heads, tails, j, m, n) for j in range(m)]
     coords = list(z.T.contiguous())
-    g_att, g_head = pair_terms(coords, heads, tails, negatives[:, on], consts, epoch.kind)
+    g_att, g_head = pair_terms(coords, heads, tails, negatives, consts, epoch.kind)
     ref = scatter_pair_terms(z, heads, tails, g_att, g_head)
     err, scale = float((got - ref).abs().max()), float(ref.abs().max())
     return {"stage": "triton vs torch", "max_err": err, "scale": scale, "active": on.numel()}

@@ -44,6 +44,9 @@ SOURCES = (
     "cpu-2core-infotsne-v2",  # InfoNC-t-SNE, TSNE and openTSNE, 10k-100k
     "cpu-2core-sweep-v1-200k",  # the atlas at 200k: every method and peer
     "cpu-2core-native-attraction",  # TSNE, InfoTSNE, openTSNE 10k-200k: the attraction's C loop
+    "cpu-2core-sweep-v1-1m",  # the atlas at 1M: ours, umap-learn (no fit in 30 min), openTSNE
+    "cpu-2core-native-epoch",  # UMAP, LargeVis, umap-learn 10k-200k: the epoch's C loop
+    "cpu-2core-native-epoch-1m",  # UMAP at 1M with the epoch's C loop (no peer)
 )
 #: GPU reports: our fits alone (and a peer on the machine's CPU cores where the run had one).
 GPU_SOURCES = ("gpu-h100", "gpu-h100-vs-umap-learn-200k")

@@ -2,7 +2,8 @@
 temporaries, and where the cache is.
 
 The kernels here are stand-ins (a few bytes written by a Python function), so that the rules of
-the cache are tested without a C++ compiler; ``test_aot_epoch.py`` builds the real package.
+the cache are tested without a C compiler; ``test_native_attraction.py`` and
+``test_native_epoch.py`` build real kernels.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _get(builder, key=KEY, name="k"):
 
 def _plant(folder: Path, content: bytes, key=KEY, name="k") -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / f"{name}.pt2"
+    path = folder / f"{name}.so"
     path.write_bytes(content)
     digest = kernel_cache.file_digest(path)
     path.with_suffix(".json").write_text(json.dumps({"key": key, "sha256": digest}))
@@ -65,8 +66,8 @@ def test_built_once_then_loaded_with_its_record(cache):
     assert builder.calls == 1
     record = json.loads((cache / "k.json").read_text())
     assert record["key"] == KEY
-    assert record["sha256"] == kernel_cache.file_digest(cache / "k.pt2")
-    assert oct((cache / "k.pt2").stat().st_mode & 0o777) == "0o644"
+    assert record["sha256"] == kernel_cache.file_digest(cache / "k.so")
+    assert oct((cache / "k.so").stat().st_mode & 0o777) == "0o644"
     assert oct(cache.stat().st_mode & 0o777) == "0o700"
     assert not list(cache.glob(f"{kernel_cache.BUILD_PREFIX}*"))  # no temporaries left
 
@@ -107,7 +108,7 @@ def test_a_folder_of_another_user_is_not_used(cache, caplog):
     with caplog.at_level("WARNING", logger="torchdr_sc"):
         assert _get(builder) == b"kernel v1"
     assert "owned by uid 12345" in caplog.text
-    assert (cache / "k.pt2").read_bytes() == b"planted code"  # untouched, and not loaded
+    assert (cache / "k.so").read_bytes() == b"planted code"  # untouched, and not loaded
 
 
 def test_a_folder_writable_by_others_is_left_alone_and_said_once(cache, caplog):
@@ -142,7 +143,7 @@ def test_a_read_only_cache_builds_privately_and_says_so_once(cache, monkeypatch,
 def test_a_tampered_package_is_rebuilt(cache):
     builder = Builder()
     _get(builder)
-    (cache / "k.pt2").write_bytes(b"kernel v1, changed on disk")
+    (cache / "k.so").write_bytes(b"kernel v1, changed on disk")
     assert _get(builder) == b"kernel v1"
     assert builder.calls == 2
 
@@ -156,7 +157,7 @@ def test_another_variant_under_the_same_name_is_rebuilt(cache):
 
 def test_a_package_without_record_is_rebuilt(cache):
     cache.mkdir(mode=0o700)
-    (cache / "k.pt2").write_bytes(b"no record")
+    (cache / "k.so").write_bytes(b"no record")
     builder = Builder()
     assert _get(builder) == b"kernel v1"
 
@@ -178,7 +179,7 @@ def test_leftovers_of_a_killed_build_are_removed_at_the_next_build(cache):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(dead.stdout)
-    stale_file = cache / f"{kernel_cache.BUILD_PREFIX}{pid}-abc.pt2"
+    stale_file = cache / f"{kernel_cache.BUILD_PREFIX}{pid}-abc.so"
     stale_dir = cache / f"{kernel_cache.BUILD_PREFIX}{pid}-xyz"
     stale_file.write_bytes(b"half a package")
     (stale_dir / "aotinductor_1").mkdir(parents=True)

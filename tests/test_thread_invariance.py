@@ -16,7 +16,7 @@ import torch
 import torchdr_sc as tdr
 from torchdr_sc._device import cpu_threads
 from torchdr_sc._reduce import CHUNK, fixed_order_std, fixed_order_sum
-from torchdr_sc.objective import native
+from torchdr_sc.objective import native, native_epoch
 from torchdr_sc.objective.attraction import StudentAttraction
 
 
@@ -78,7 +78,8 @@ def test_same_seed_same_embedding_with_1_and_2_threads(blobs, estimator, params)
 def test_umap_same_embedding_with_1_and_2_threads():
     """UMAP's kernel takes ``d^b``. PyTorch's ``pow`` computes the last elements of each
     thread's range with a scalar routine and the rest with a vectorised one (they differ in
-    the last bit), so at 20,000 cells 10 epochs moved most cells; ``exp(b log d)`` does not."""
+    the last bit), so at 20,000 cells 10 epochs moved most cells; the polynomial power of
+    ``objective/pairs.py`` does not."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 50)) + np.repeat(rng.normal(size=(10, 50)) * 3, 2000, axis=0)
     x = x.astype(np.float32)
@@ -109,3 +110,39 @@ def test_the_path_and_threads_are_recorded(blobs):
     kernel = "native" if native.library() is not None else "eager"
     assert params["execution_path"] == f"attraction {kernel}, repulsion exact"
     assert params["n_jobs"] == 1
+
+
+#: Pair evaluations per epoch from which ``compile='auto'`` used to switch the epoch from
+#: eager PyTorch to a compiled loop that drew other negatives (removed; kept here to test
+#: sizes on both sides of it).
+FORMER_COMPILE_MIN_WORK = 2**22
+
+
+@pytest.mark.parametrize(
+    ("n", "max_iter"), [(2_000, 60), pytest.param(120_000, 8, marks=pytest.mark.slow)]
+)
+def test_umap_same_embedding_on_every_path_size_and_thread_count(n, max_iter):
+    """UMAP below and above the former path switch (and LargeVis), on the C loop
+    (``compile='auto'``), ``torch.compile`` and eager PyTorch, with 1 and 2 threads: one
+    embedding."""
+    from torchdr_sc.objective.sampled import EdgeSchedule
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(12, 20)) * 4
+    x = (rng.normal(size=(n, 20)) + centres[rng.integers(0, 12, n)]).astype(np.float32)
+    for name in ("UMAP", "LargeVis"):
+        runs, paths = {}, set()
+        for compile in ("auto", True, False):
+            for threads in (1, 2):
+                est = getattr(tdr, name)(random_state=3, max_iter=max_iter, compile=compile)
+                runs[compile, threads] = _at_threads(threads, lambda e=est: e.fit_transform(x))
+                paths.add(est.execution_path_)
+        kernel = "native" if native_epoch.library() is not None else "eager"
+        assert paths == {f"epoch {kernel}", "epoch compiled", "epoch eager"}
+        first = np.asarray(runs["auto", 1])
+        assert np.isfinite(first).all()
+        for key, z in runs.items():
+            np.testing.assert_array_equal(np.asarray(z), first, err_msg=f"{name} {key}")
+        if name == "UMAP":  # (LargeVis's rates are lower: it crosses at a larger size)
+            work = EdgeSchedule(est.affinity_in_).mean_active * (est.n_negatives + 1)
+            assert (work > FORMER_COMPILE_MIN_WORK) == (n > 10_000), work

@@ -2,9 +2,11 @@
 
 Without a GPU the kernel runs through Triton's interpreter: ``TRITON_INTERPRET=1`` must be
 set before Triton is imported, so those checks run in a fresh interpreter (one for all
-cases; with CUDA, a second one runs them compiled on the GPU) and compare the kernel's gradient with a plain PyTorch reference: the active edges
-of :meth:`EdgeSchedule.active_mask`, the negatives of :func:`hashed_negatives` counted by
-the edges' positions in the schedule, then ``pair_terms`` and ``scatter_pair_terms``. A
+cases; with CUDA, a second one runs them compiled on the GPU) and compare the kernel's
+gradient with a plain PyTorch reference (the active edges of
+:meth:`EdgeSchedule.active_mask`, the negatives of :func:`edge_negatives`, then
+``pair_terms`` and ``scatter_pair_terms``) and with the CPU path of the estimators on the
+same seed (``cpu_path_*``: the same negatives, so the same gradient up to rounding). A
 second fresh interpreter compiles the kernel for an H100/H200 (sm_90) with Triton's own
 compiler, which needs no GPU and catches what the interpreter lets through. Both skip when
 Triton is not installed; the selection and fallback tests need no Triton.
@@ -36,7 +38,7 @@ KERNEL_CASES = textwrap.dedent(
     import torch
     from torchdr_sc.affinity import SparseAffinity
     from torchdr_sc.objective.epoch import SampledEpoch
-    from torchdr_sc.objective.pairs import hash_key, hashed_negatives, pair_terms
+    from torchdr_sc.objective.pairs import edge_negatives, hash_key, pair_terms
     from torchdr_sc.objective.sampled import EdgeSchedule, SampledKernel, scatter_pair_terms
     from torchdr_sc.objective.triton_epoch import fused_epoch_gradient, triton_available
 
@@ -55,9 +57,7 @@ KERNEL_CASES = textwrap.dedent(
         n = z.shape[0]
         on = s.active_mask(epoch).nonzero().view(-1)
         heads, tails = s.heads[on].long(), s.tails[on].long()
-        negs = hashed_negatives(key, s.fixed_rate.numel(), m, n)[:, on]
-        if discard:
-            negs = torch.where(negs == tails, (negs + 1) % n, negs)
+        negs = [edge_negatives(key, heads, tails, j, m, n, discard_tails=discard) for j in range(m)]
         g_att, g_head = pair_terms(list(z.T.contiguous()), heads, tails, negs, consts, kind)
         return scatter_pair_terms(z, heads, tails, g_att, g_head), on.numel()
 
@@ -67,8 +67,7 @@ KERNEL_CASES = textwrap.dedent(
         ("umap_16d_int64", "umap", (0.58, 1.3, 1.0, 4.0, 1.0), 300, 10, 0, 16, 5, False, 2**24 + 3),
         ("umap_tiny_wrap", "umap", (1.58, 0.9, 1.0, 4.0, 1.0), 8, 7, 0, 2, 9, True, 4),
         ("cauchy_phase", "cauchy", (1.0, 1.0, 1.0, 5.0, 1.0), 300, 10, 20, 2, 5, True, 7),
-        ("infonce", "infonce", (1.0, 1.0, 1.0, 0.3, 1.5), 300, 10, 0, 2, 5, True, 3),
-        ("infonce_5d_phase", "infonce", (1.0, 1.0, 1.0, 4.0, 1.0), 300, 10, 20, 5, 7, False, 6),
+        ("cauchy_5d_clip", "cauchy", (1.0, 1.0, 7.0, 0.3, 1.5), 300, 10, 0, 5, 7, False, 6),
     ]
     for name, kind, values, n, k, tied, d, m, discard, epoch in CASES:
         P = affinity(n, k, tied)
@@ -98,8 +97,8 @@ KERNEL_CASES = textwrap.dedent(
         P, kernel, 5, seed=11, discard_tails=True, crowded_terms=4, compile="auto", device=DEVICE
     )
     assert epoch.step_scale is not None
-    selected = epoch.fused  # compile='auto' picks the kernel on CUDA, never on CPU
-    epoch.fused = True
+    selected = epoch.path == "triton"  # compile='auto' picks the kernel on CUDA, never on CPU
+    epoch._path = "triton"
     z = (torch.randn(300, 2, generator=torch.Generator().manual_seed(2)) * 3).to(DEVICE)
     got = epoch.gradient(z, 5, exaggeration=2.0)
     consts = torch.tensor([1.58, 0.9, 1.0, 4.0, 2.0], device=DEVICE)
@@ -107,8 +106,24 @@ KERNEL_CASES = textwrap.dedent(
     ref, n_active = reference(z, epoch.schedule, key, consts, 5, "umap", 5, True)
     ref = ref * epoch.step_scale.float()[:, None]
     row = {"case": "sampled_epoch", "err": float((got - ref).abs().max()), "scale": float(ref.abs().max())}
-    row.update(n_active=n_active, phase=True, fused=epoch.fused, selected=selected)
+    row.update(n_active=n_active, phase=True, fused=epoch.path == "triton", selected=selected)
     print(json.dumps(row))
+
+    # the same seed on the CPU path (compile=False: eager PyTorch, the same bits as the C
+    # loop) and on the kernel: the same negatives, so the same gradient up to float rounding
+    for kind, kernel in (("umap", SampledKernel("umap", a=1.58, b=0.9)),
+                         ("cauchy", SampledKernel("largevis", repulsion=7.0, clip=5.0))):
+        P = affinity(400, 10)
+        z = (torch.randn(400, 2, generator=torch.Generator().manual_seed(4)) * 3).to(DEVICE)
+        cpu_path = SampledEpoch(P, kernel, 5, seed=3, discard_tails=True, compile=False, device=DEVICE)
+        ref = cpu_path.gradient(z, 9, exaggeration=1.5)
+        fused = SampledEpoch(P, kernel, 5, seed=3, discard_tails=True, compile="auto", device=DEVICE)
+        fused._path = "triton"
+        got = fused.gradient(z, 9, exaggeration=1.5)
+        row = {"case": f"cpu_path_{kind}", "err": float((got - ref).abs().max()),
+               "scale": float(ref.abs().max()), "n_active": int(cpu_path.schedule.active(9)[0].numel()),
+               "fused": fused.path == "triton"}
+        print(json.dumps(row))
     """
 )
 
@@ -118,9 +133,10 @@ CASES = (
     "umap_16d_int64",
     "umap_tiny_wrap",
     "cauchy_phase",
-    "infonce",
-    "infonce_5d_phase",
+    "cauchy_5d_clip",
     "sampled_epoch",
+    "cpu_path_umap",
+    "cpu_path_cauchy",
 )
 
 #: Compiles the kernel for sm_90 with Triton's compiler (no GPU needed), one line per variant.
@@ -136,7 +152,7 @@ COMPILED = textwrap.dedent(
         (0, 2, 5, False, False, "i32"),
         (0, 16, 5, True, True, "i64"),
         (1, 3, 5, True, True, "i32"),
-        (2, 2, 5, False, True, "i32"),
+        (1, 2, 5, False, False, "i64"),
     ]
     for kind, d, m, has_phase, discard, index in VARIANTS:
         pointers = {"z_ptr": "*fp32", "grad_ptr": "*fp32", "heads_ptr": f"*{index}",
@@ -212,7 +228,7 @@ def test_compiled_kernel_matches_the_torch_reference_on_cuda(on_cuda, case):
 def test_the_cases_cover_phases_clipping_and_the_sampled_epoch(interpreted):
     assert interpreted["cauchy_phase"]["phase"]
     assert interpreted["umap_phase_clip"]["clipped"]
-    assert interpreted["infonce"]["clipped"]
+    assert interpreted["cauchy_5d_clip"]["clipped"]
     assert interpreted["sampled_epoch"]["fused"]  # no fallback happened
     assert not interpreted["sampled_epoch"]["selected"]  # CPU: never by default
 
@@ -234,16 +250,14 @@ def test_kernel_compiles_for_sm90_without_a_gpu(tmp_path):
 def test_cuda_auto_selects_triton_when_available(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(epoch_mod, "triton_available", lambda device: True)
-    assert resolve_epoch_path("auto", cuda, 1e12) == "triton"
-    assert resolve_epoch_path("auto", cuda, 1.0) == "triton"
-    assert resolve_epoch_path(False, cuda, 1e12) == "eager"
-    assert resolve_epoch_path(True, cuda, 1.0) == "compiled"
+    assert resolve_epoch_path("auto", cuda) == "triton"
+    assert resolve_epoch_path(False, cuda) == "eager"
+    assert resolve_epoch_path(True, cuda) == "compiled"
     # CPU never takes the kernel, even where Triton's interpreter could run it
-    assert resolve_epoch_path("auto", cpu, 1.0) == "eager"
-    assert resolve_epoch_path("auto", cpu, epoch_mod.COMPILE_MIN_WORK) == "compiled"
+    assert resolve_epoch_path("auto", cpu) == "native"
     monkeypatch.setattr(epoch_mod, "triton_available", lambda device: False)
-    assert resolve_epoch_path("auto", cuda, 1e12) == "eager"
-    assert resolve_epoch_path(True, cuda, 1.0) == "compiled"
+    assert resolve_epoch_path("auto", cuda) == "eager"
+    assert resolve_epoch_path(True, cuda) == "compiled"
 
 
 def test_triton_available_needs_triton_and_cuda(monkeypatch):
@@ -272,16 +286,16 @@ def test_failed_kernel_warns_once_and_runs_eagerly(monkeypatch, caplog):
     monkeypatch.setattr(triton_epoch, "fused_epoch_gradient", broken)
     epoch = SampledEpoch(_affinity(), SampledKernel("umap", a=1.58, b=0.9), 5, seed=0)
     eager = SampledEpoch(_affinity(), SampledKernel("umap", a=1.58, b=0.9), 5, seed=0)
-    epoch.fused = True  # as on CUDA with Triton
+    epoch._path = "triton"  # as on CUDA with Triton
     z = torch.randn(60, 2, generator=torch.Generator().manual_seed(1))
     with caplog.at_level("WARNING", logger="torchdr_sc"):
         first, second = epoch.gradient(z, 0), epoch.gradient(z, 1)
     assert len(calls) == 1
-    assert not epoch.fused
+    assert epoch.path == "eager"
     assert caplog.text.count("running the epoch eagerly") == 1
-    # the fallback is the eager path, same generator: the same gradients
-    torch.testing.assert_close(first, eager.gradient(z, 0))
-    torch.testing.assert_close(second, eager.gradient(z, 1))
+    # the fallback is the eager path, the same negatives: the same gradients
+    assert torch.equal(first, eager.gradient(z, 0))
+    assert torch.equal(second, eager.gradient(z, 1))
 
 
 def test_unsupported_embeddings_run_eagerly(monkeypatch):
@@ -292,6 +306,6 @@ def test_unsupported_embeddings_run_eagerly(monkeypatch):
     P = _affinity()
     for z in (torch.randn(60, 2, dtype=torch.float64), torch.randn(60, 17)):
         epoch = SampledEpoch(P, SampledKernel("largevis"), 5, seed=0)
-        epoch.fused = True
+        epoch._path = "triton"
         assert torch.isfinite(epoch.gradient(z, 0)).all()
-        assert epoch.fused  # still enabled: only this embedding is not supported
+        assert epoch.path == "triton"  # still enabled: only this embedding is not supported

@@ -407,7 +407,7 @@ def results_changes(
         device_used=str(est.device_used_),
     )
     path = getattr(est, "execution_path_", None)
-    if path:  # eager / compiled / ahead-of-time: they draw different negatives
+    if path:  # which kernels ran (they give the same numbers on CPU)
         params["execution_path"] = str(path)
     if slot is not None and (reused or store):
         params["affinity_key"] = slot.key

@@ -111,18 +111,16 @@ class Embedder(BaseEstimator):
     check_interval
         Iterations between convergence checks (each one waits for the device).
     compile
-        Fuse the per-epoch arithmetic of the negative-sampling methods (UMAP, LargeVis)
-        into one compiled loop: ``'auto'`` (default) compiles on CPU when an
-        epoch evaluates at least ~4M pairs (about 100,000 points with UMAP's defaults),
-        ahead of time: the loop is built once per machine into a package cached
-        in ``~/.cache/torchdr_sc/kernels`` (or ``$TORCHDR_SC_CACHE_DIR``) that later
-        processes load without tracing; it runs eagerly below that size, and falls back to
-        :func:`torch.compile`, then to eager, if a compiler is missing. On CUDA ``'auto'``
-        runs the whole epoch as one hand-written Triton kernel when Triton is installed (no
-        per-process compilation), eagerly otherwise. ``True`` always compiles with
-        :func:`torch.compile` (and raises if it cannot; it traces the loop again in every
-        process, even with PyTorch's disk cache warm); ``False`` never compiles. For the
-        attraction over P's edges of TSNE, InfoTSNE and TSNEkhorn (FFT), ``'auto'`` is a C
+        How the hot loops run. For the negative-sampling methods (UMAP, LargeVis),
+        ``'auto'`` (default) runs each epoch's pair terms as a C loop on CPU, built once
+        per machine (about a second) with the system's C compiler into
+        ``~/.cache/torchdr_sc/kernels`` (or ``$TORCHDR_SC_CACHE_DIR``), at every size, and
+        as one hand-written Triton kernel on CUDA when Triton is installed. ``True``
+        compiles the epoch with :func:`torch.compile` instead (and raises if it cannot; it
+        traces again in every process); ``False`` runs it eagerly. On CPU the three give the
+        same embedding bit for bit (only the time differs), and a missing compiler is said
+        once and costs time, not results. For the attraction over P's edges of TSNE,
+        InfoTSNE and TSNEkhorn (FFT), ``'auto'`` is a C
         kernel built once per machine (the same bits as ``False``); SNE ignores it.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
@@ -156,8 +154,8 @@ class Embedder(BaseEstimator):
         The device, the seed (an int, also used by :meth:`transform`), the iterations run,
         whether the gradient norm fell below ``min_grad_norm``, seconds per stage.
     n_threads_, execution_path_
-        CPU threads and path of the optimisation (``'epoch eager'`` / ``'compiled'`` /
-        ``'ahead-of-time'`` / ``'triton'``; t-SNE: attraction and repulsion), where set.
+        CPU threads and path of the optimisation (``'epoch native'`` / ``'eager'`` /
+        ``'compiled'`` / ``'triton'``; t-SNE: attraction and repulsion), where set.
 
     A fitted estimator pickles (``pickle``, ``joblib``) with its tensors on the CPU and loads
     them back on the fit's device, or on the CPU where that device is missing

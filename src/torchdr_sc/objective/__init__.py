@@ -20,12 +20,16 @@ The modules behind them:
   shared by blocks of rows (the attraction is t-SNE's), and its transform version.
 - :mod:`~torchdr_sc.objective.sampled`: negative-sampled gradients with edge sampling (UMAP,
   LargeVis): the edge schedule, the kernels and the scatter of the pair terms.
-- :mod:`~torchdr_sc.objective.pairs`: the per-pair arithmetic shared by the eager and the
-  compiled epoch, with the hashed negative draws.
+- :mod:`~torchdr_sc.objective.pairs`: the per-pair arithmetic of the negative-sampling
+  epoch and its one negative sampler (a hash of the epoch and the edge).
 - :mod:`~torchdr_sc.objective.epoch`: one negative-sampling epoch as a gradient function
-  for the loop (eager, compiled into one loop, or one Triton kernel on CUDA);
-  :mod:`~torchdr_sc.objective.aot_epoch` keeps the compiled CPU loop on disk, and
+  for the loop (a C loop on CPU, one Triton kernel on CUDA, compiled or eager PyTorch: the
+  same negatives on every path, the same bits on CPU);
+  :mod:`~torchdr_sc.objective.native_epoch` is its C loop, and
   :mod:`~torchdr_sc.objective.schedule_sorted` finds an epoch's edges without a mask.
+- :mod:`~torchdr_sc.objective.native` and :mod:`~torchdr_sc.objective.attraction`: t-SNE's
+  attraction as a C loop (and the build of the C kernels into
+  :mod:`~torchdr_sc.objective.kernel_cache`).
 - :mod:`~torchdr_sc.objective.partial`: the arithmetic of new points on a fixed reference.
 """
 

@@ -12,8 +12,8 @@ can be trusted and is what this process would have built:
   Otherwise (a cache on a shared volume, a folder another user can write) the kernels are
   built into a private folder of this process instead, and the reason is logged once
   (:func:`usable_folder`). A folder that cannot be written (read-only) is treated the same.
-- **What.** Next to each package ``NAME.pt2`` is a record ``NAME.json`` holding its build key
-  (PyTorch version, exact CPU, kernel source, options: whatever changes the machine code) and
+- **What.** Next to each package ``NAME.so`` is a record ``NAME.json`` holding its build key
+  (compiler version, exact CPU, kernel source, flags: whatever changes the machine code) and
   the SHA-256 of the package. A package is loaded only if the record exists, names the
   expected key, and the digest matches: a package of another variant under the right name, or
   one changed after it was written, is rebuilt, not loaded (:func:`package_problem`).
@@ -158,7 +158,7 @@ def package_problem(path: Path, key: dict) -> str | None:
     Parameters
     ----------
     path : pathlib.Path
-        The package (``NAME.pt2``); its record is ``NAME.json`` beside it.
+        The package (``NAME.so``); its record is ``NAME.json`` beside it.
     key : dict
         The build key this process expects.
 
@@ -270,7 +270,8 @@ def cached_kernel(
     load: Callable[[Path], T],
     *,
     what: str = "kernel",
-    suffix: str = ".pt2",
+    suffix: str = ".so",
+    expected: str = "about a second",
 ) -> T:
     """Load the kernel ``name`` from the cache, building it first (once, under a lock) when it
     is missing, untrusted, of another build key, or does not load.
@@ -278,17 +279,16 @@ def cached_kernel(
     Parameters
     ----------
     name : str
-        File stem of the package (``NAME.pt2``, ``NAME.json``, ``NAME.lock``).
+        File stem of the package (``NAME.so``, ``NAME.json``, ``NAME.lock``).
     key : dict
         Its build key (JSON-serialisable): a package recorded with another key is rebuilt.
     build : callable
         ``build(path)`` writes the package to ``path``.
     load : callable
         ``load(path)`` returns the loaded kernel.
-    what : str, default='kernel'
-        How the log lines name the kernel.
-    suffix : str, default='.pt2'
-        The package's file extension (``'.so'`` for a shared library).
+    what, suffix, expected : str
+        How the messages name the kernel, the package's file extension, and how long the
+        build takes (said while it runs).
 
     Returns
     -------
@@ -328,10 +328,11 @@ def cached_kernel(
             raise KernelBuildError(msg)
         notice(
             logger,
-            "compiling the %s once for this machine (%s); this can take a minute and is "
-            "cached in %s for later processes",
+            "compiling the %s once for this machine (%s); this takes %s and is cached in "
+            "%s for later processes",
             what,
             why,
+            expected,
             folder,
         )
         start = time.perf_counter()

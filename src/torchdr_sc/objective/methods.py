@@ -354,7 +354,7 @@ class NegativeSamplingObjective:
 
     @property
     def path(self) -> str:
-        """``'epoch triton|ahead-of-time|compiled|eager'`` (``'reference fixed'``)."""
+        """``'epoch native|triton|compiled|eager'`` (``'reference fixed'``)."""
         return self._path or f"epoch {self.epoch.path}"
 
     def __call__(self, z: torch.Tensor, iteration: int, phase: Any) -> torch.Tensor:

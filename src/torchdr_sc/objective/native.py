@@ -106,7 +106,15 @@ void NAME(const REAL *x, const REAL *y, const int32_t *crow, const int32_t *cols
 ATTRACTION_2D(student_attraction_2d_f32, float)
 ATTRACTION_2D(student_attraction_2d_f64, double)
 """  #: Compiler flags: optimised for this CPU, every operation rounded on its own.
-CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
+CFLAGS = (
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-fno-trapping-math",  # no FP traps: branches become selects (vectorised); same values
+    "-fPIC",
+    "-shared",
+)
 #: Edges below which one thread computes the attraction (a thread hand-off costs more).
 PARALLEL_MIN_EDGES = 1 << 16
 #: Most coordinates the general kernel takes (its per-edge buffer).
@@ -136,21 +144,24 @@ def _compiler_version(cc: str) -> str:
     return (run.stdout or run.stderr).splitlines()[0] if (run.stdout or run.stderr) else ""
 
 
-def build_key(cc: str) -> dict:
+def build_key(cc: str, source: str = SOURCE) -> dict:
     """Everything the machine code depends on: source, flags, compiler, CPU."""
     return {
-        "source": hashlib.sha256(SOURCE.encode()).hexdigest(),
+        "source": hashlib.sha256(source.encode()).hexdigest(),
         "flags": list(CFLAGS),
         "compiler": _compiler_version(cc),
         "cpu": kernel_cache.cpu_signature(),
     }
 
 
-def _build(cc: str, path: Path) -> None:
-    source = Path(tempfile.mkdtemp()) / "attraction.c"  # inside the private build folder
-    source.write_text(SOURCE)
+def _build(cc: str, path: Path, source: str) -> None:
+    source_file = Path(tempfile.mkdtemp()) / "kernel.c"  # inside the private build folder
+    source_file.write_text(source)
     run = subprocess.run(
-        [cc, *CFLAGS, "-o", str(path), str(source)], capture_output=True, text=True, timeout=300
+        [cc, *CFLAGS, "-o", str(path), str(source_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if run.returncode != 0:
         msg = f"{Path(cc).name} failed: {(run.stderr or run.stdout).strip()[:500]}"
@@ -158,45 +169,63 @@ def _build(cc: str, path: Path) -> None:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel library, built first if needed; None where it cannot be built.
+    """The attraction's kernel library (:func:`load_library` of :data:`SOURCE`)."""
+    return load_library("attraction", SOURCE, "t-SNE's attraction")
 
-    The outcome is kept for the process. A failed build is said once (at the default
-    verbosity, with the fix) and recorded in the kernel cache, so that later processes use the
-    eager coefficients without trying again.
+
+def load_library(name: str, source: str, runs: str) -> ctypes.CDLL | None:
+    """The C library ``name`` built from ``source``, loaded; ``None`` where it cannot be built.
+
+    Built once per machine into the kernel cache (the build says so while it runs) and
+    kept for the process. A failed build is said once (at the default verbosity, with the
+    fix) and recorded in the kernel cache, so that later processes run eagerly without
+    trying again.
+
+    Parameters
+    ----------
+    name
+        The library's name in the kernel cache (its build key is added).
+    source
+        Its C source.
+    runs
+        What runs without it, for the messages (e.g. ``"t-SNE's attraction"``).
     """
-    if "library" in _STATE:
-        return _STATE["library"]  # type: ignore[return-value]
+    libraries = _STATE.setdefault("libraries", {})
+    if name in libraries:  # type: ignore[operator]
+        return libraries[name]  # type: ignore[index]
     lib = None
     cc = compiler()
     if cc is None:
         notice(
             logger,
-            "no C compiler found: t-SNE's attraction runs without its compiled kernel (the "
-            "same results, more slowly). Install gcc or clang, or set CC, to speed it up.",
+            "no C compiler found: %s runs without its compiled kernel (the same results, "
+            "more slowly). Install gcc or clang, or set CC, to speed it up.",
+            runs,
         )
     else:
-        key = build_key(cc)
-        name = f"attraction-{kernel_cache.describe_key(key)}"
+        key = build_key(cc, source)
         try:
             lib = kernel_cache.cached_kernel(
-                name,
+                f"{name}-{kernel_cache.describe_key(key)}",
                 key,
-                lambda path: _build(cc, path),
+                lambda path: _build(cc, path, source),
                 lambda path: ctypes.CDLL(str(path)),
-                what="t-SNE attraction kernel",
+                what=f"C kernel of {runs}",
                 suffix=".so",
+                expected="about a second",
             )
         except kernel_cache.KernelBuildError as err:
-            logger.info("%s; t-SNE's attraction runs eagerly", err)
+            logger.info("%s; %s runs eagerly", err, runs)
         except Exception as err:  # a compiler that does not work, a library that does not load
             notice(
                 logger,
-                "the t-SNE attraction kernel did not build (%s): the attraction runs without it "
-                "(the same results, more slowly). Check the C compiler (%s), or set CC.",
+                "the C kernel of %s did not build (%s): it runs without it (the same "
+                "results, more slowly). Check the C compiler (%s), or set CC.",
+                runs,
                 str(err).splitlines()[0][:200],
                 cc,
             )
-    _STATE["library"] = lib
+    libraries[name] = lib  # type: ignore[index]
     return lib
 
 
@@ -208,7 +237,7 @@ def supports(coords: torch.Tensor, crow: torch.Tensor, cols: torch.Tensor) -> bo
     return cpu and ids and coords.dtype in _TYPES and coords.shape[0] <= MAX_DIM
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
+def thread_pool(workers: int) -> ThreadPoolExecutor:
     """A thread pool of at least ``workers`` threads, kept for the process."""
     if int(_STATE.get("pool_size", 0)) < workers:  # type: ignore[call-overload]
         _STATE["pool"] = ThreadPoolExecutor(max_workers=workers)
@@ -268,5 +297,5 @@ def student_attraction(
     # row ranges of about equal edge counts; each row is summed by one thread, in order
     targets = torch.tensor([edges * t // threads for t in range(1, threads)], dtype=crow.dtype)
     bounds = [0, *torch.searchsorted(crow, targets).tolist(), n]
-    list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+    list(thread_pool(threads).map(run, bounds[:-1], bounds[1:]))
     return out

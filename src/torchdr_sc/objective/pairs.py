@@ -1,23 +1,28 @@
-"""The per-pair arithmetic of one negative-sampling epoch, written once for eager and compiled use.
+"""The per-pair arithmetic of one negative-sampling epoch, and its one negative sampler.
 
 :func:`epoch_pair_terms` takes this epoch's active edges and returns, for every edge, the
 clipped attractive gradient (applied to the head, and with the opposite sign to the tail) and
 the head's total gradient (attraction plus the clipped repulsion of its negatives). It draws
-the negatives itself from a counter-based hash (:func:`hashed_negatives`), so that the whole
-epoch is one pure function of ``(embedding, edges, key)``: under :func:`torch.compile` the
-gathers, the random draws, the kernel arithmetic and the sum over negatives fuse into a single
-loop over edges, instead of ~25 passes over ``edges x negatives`` temporaries in eager mode.
-Both paths compute the same negatives and the same formulas (they differ by float rounding).
+the negatives itself (:func:`edge_negatives`: a counter-based hash of the epoch's key, the
+edge's two ends and the draw's number), so that the whole epoch is one pure function of
+``(embedding, edges, key)``.
 
-Layout: the embedding is passed as ``coords``, a list of ``d`` contiguous ``(n,)`` vectors,
-and negatives as ``(m, A)``, so that every elementwise operation runs along the
-long edge axis and the sum over negatives is a sum of ``m`` contiguous vectors.
+**One arithmetic on every path.** The C epoch (:mod:`~torchdr_sc.objective.native_epoch`,
+the default on CPU), :func:`torch.compile` of :func:`epoch_pair_terms` and its eager run
+compute the same correctly rounded operations in the same order (the power ``d^{2b}`` from a
+polynomial, not from a math library, whose last bits differ between implementations), so
+they give the same bits; the Triton kernel on CUDA draws the same negatives and differs by
+float rounding (its hardware ``exp2`` / ``log2`` and atomic sums).
+
+Layout: the embedding is passed as ``coords``, a list of ``d`` ``(n,)`` vectors (strided
+views of the ``(n, d)`` embedding), and negatives as ``m`` rows ``(A,)``, so that every
+elementwise operation runs along the long edge axis.
 
 References
 ----------
 - L. McInnes, J. Healy, J. Melville. UMAP. arXiv:1802.03426, 2018 (the kernel and clipping).
-- S. Damrich, J. N. Böhm, F. A. Hamprecht, D. Kobak. From t-SNE to UMAP with contrastive
-  learning. ICLR 2023 (the InfoNCE form).
+- J. Tang, J. Liu, M. Zhang, Q. Mei. Visualizing Large-scale and High-dimensional Data.
+  WWW 2016 (LargeVis' Cauchy kernel).
 - G. L. Steele, D. Lea, C. H. Flood. Fast splittable pseudorandom number generators.
   OOPSLA 2014 (the 64-bit finaliser used as the hash).
 """
@@ -28,10 +33,9 @@ import torch
 
 #: Squared-distance offset in the repulsive gradient, as in umap-learn.
 REPULSION_EPS = 1e-3
-
-# ``torch.compiler.is_compiling`` is new in torch 2.3; before it, TorchDynamo folds
-# ``torch._utils.is_compiling`` to True in the same way while it traces.
-_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
+#: Squared distances are clamped at this before a power is taken (and in the attraction's
+#: denominator).
+POW_FLOOR = 1e-12
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -65,68 +69,69 @@ def _mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
-def negative_key(seed: int, epoch: int, chunk: int = 0) -> int:
-    """The int64 key of one epoch's negatives, a hash of ``(seed, epoch)``.
-
-    ``chunk`` numbers the blocks of active edges an epoch is evaluated in (the draws of a
-    block are counted from 0, so each block needs its own key); block 0 has the key of the
-    whole epoch.
-    """
-    key = _mix64_int(_mix64_int(seed) + (epoch + 1) * _GOLDEN)
-    if chunk:
-        key = _mix64_int(key + chunk * _GOLDEN)
-    return _signed(key)
+def negative_key(seed: int, epoch: int) -> int:
+    """The int64 key of one epoch's negatives, a hash of ``(seed, epoch)``."""
+    return _signed(_mix64_int(_mix64_int(seed) + (epoch + 1) * _GOLDEN))
 
 
-def hash_key(seed: int, epoch: int, device: torch.device | str, chunk: int = 0) -> torch.Tensor:
-    """``[key, golden]`` as an int64 tensor: what the compiled epoch hashes its negatives with.
+def hash_key(seed: int, epoch: int, device: torch.device | str) -> torch.Tensor:
+    """``[key, golden]`` as an int64 tensor: what every path hashes an epoch's negatives with.
 
     The golden-ratio step travels as data rather than as a constant so that no compiler
-    writes the 64-bit literal against a 32-bit loop index (Triton rejects that). ``chunk``
-    as in :func:`negative_key`.
+    writes the 64-bit literal against a 32-bit loop index (Triton rejects that).
     """
-    values = [negative_key(seed, epoch, chunk), _signed(_GOLDEN)]
+    values = [negative_key(seed, epoch), _signed(_GOLDEN)]
     return torch.tensor(values, dtype=torch.int64, device=device)
 
 
-def hashed_negatives(key: torch.Tensor, n_active: int, m: int, n: int) -> torch.Tensor:
-    """``(m, n_active)`` uniform indices in ``[0, n)``, a pure function of ``key``.
+def edge_negatives(
+    key: torch.Tensor,
+    heads: torch.Tensor,
+    tails: torch.Tensor,
+    j: int,
+    n_negatives: int,
+    n: int,
+    *,
+    discard_tails: bool = False,
+) -> torch.Tensor:
+    """Negative ``j`` of every edge ``(heads[e], tails[e])``: uniform indices in ``[0, n)``.
 
-    Draw ``j`` of edge ``e`` is the top 32 bits of ``mix64(key + (j * n_active + e) * golden)``
-    mapped to ``[0, n)`` by a multiply-shift (no division; bias below ``n / 2**32``). Row
-    ``j`` is :func:`hashed_draw` ``j``.
+    **The one negative sampler.** Draw ``j`` of edge ``(h, t)`` is the top 32 bits of
+    ``mix64(key + ((h n + t) M + j) golden)`` (``M = n_negatives``; 64-bit arithmetic that
+    wraps) mapped to ``[0, n)`` by a multiply-shift (no division; bias below ``n / 2**32``).
+    It depends on the edge and the epoch's key only, not on which other edges are active, on
+    how an epoch is cut into blocks, on which process owns the edge (``torchrun``) or on the
+    thread count: the C epoch (:mod:`~torchdr_sc.objective.native_epoch`), the Triton kernel
+    (:mod:`~torchdr_sc.objective.triton_epoch`) and this function draw the same negatives.
+    With ``discard_tails``, a draw equal to the edge's tail is replaced by the next index
+    (modulo ``n``).
 
     Parameters
     ----------
     key
-        0-d int64 tensor from :func:`negative_key`, or the pair ``[key, golden]`` from
-        :func:`hash_key` (same draws).
-    n_active, m
-        Number of edges and of negatives per edge.
+        ``[key, golden]`` from :func:`hash_key`.
+    heads, tails
+        ``(A,)`` edges; ``tails`` in ``[0, n)``.
+    j
+        Which negative, ``0 <= j < n_negatives``.
+    n_negatives
+        Negatives per edge (``M`` above).
     n
-        Number of points (at most ``2**31 - 1``).
+        Number of candidate points (at most ``2**31 - 1``).
+    discard_tails
+        Never draw the edge's own tail.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(A,)`` int64 indices.
     """
-    counter = torch.arange(m * n_active, device=key.device, dtype=torch.int64)
-    return _draw(key, counter.view(m, n_active), n)
-
-
-def hashed_draw(key: torch.Tensor, n_active: int, j: int, n: int) -> torch.Tensor:
-    """Row ``j`` of :func:`hashed_negatives`: the ``j``-th negative of every edge, ``(n_active,)``.
-
-    The compiled epoch draws its negatives one row at a time, so that all its tensors are
-    edge-shaped and TorchInductor fuses the whole epoch into one loop over edges.
-    """
-    counter = torch.arange(n_active, device=key.device, dtype=torch.int64)
-    return _draw(key, counter + j * n_active, n)
-
-
-def _draw(key: torch.Tensor, counter: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices in ``[0, n)`` hashed from the int64 ``counter`` (see :func:`hashed_negatives`)."""
-    step: torch.Tensor | int = _signed(_GOLDEN)
-    if key.ndim == 1:
-        key, step = key[0], key[1]
-    bits = _mix64(counter * step + key)
-    return (_shift_right(bits, 32) * n) >> 32
+    counter = (heads.long() * n + tails.long()) * n_negatives + j
+    bits = _mix64(counter * key[1] + key[0])
+    draws = (_shift_right(bits, 32) * n) >> 32
+    if discard_tails:
+        draws = torch.where(draws == tails, (draws + 1) % n, draws)
+    return draws
 
 
 #: ``log2(1 + t) ~ t q(t)`` on ``[0, 1)``, coefficients of ``q`` from the highest degree
@@ -160,17 +165,17 @@ def _fast_exp2(y: torch.Tensor) -> torch.Tensor:
 
 
 def _pow_b(d2: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``d2 ** b`` for ``d2 >= 0`` (clamped at 1e-12).
+    """``d2 ** b`` for ``d2 >= 0`` (clamped at :data:`POW_FLOOR`).
 
-    When compiled, float32 goes through :func:`_fast_log2` and :func:`_fast_exp2` (relative
-    error ~2e-5; fused, it is ~2x cheaper than ``pow``); eagerly those would be ~20 separate
-    passes, so the eager path takes ``exp(b log d2)``. Not ``pow``: PyTorch computes the last
-    elements of each thread's range with a scalar ``pow`` and the others with a vectorised
-    one, which differ in the last bit, and the ranges move with the thread count; ``exp``
-    and ``log`` agree in both forms, so the embedding does not depend on the threads.
+    float32 goes through :func:`_fast_log2` and :func:`_fast_exp2` (relative error ~2e-5):
+    additions, multiplications, a floor and bit moves, each correctly rounded, so the C
+    epoch computes the same bits, whatever the vector width or thread count (``pow``,
+    ``exp`` and ``log`` differ in their last bit between libraries, and PyTorch's own
+    ``pow`` between the vectorised and scalar parts of a thread's range). float64 (eager
+    only) takes ``exp(b log d2)``.
     """
-    d2 = d2.clamp_min(1e-12)
-    if d2.dtype != torch.float32 or not _is_compiling():
+    d2 = d2.clamp_min(POW_FLOOR)
+    if d2.dtype != torch.float32:
         return torch.exp(b * torch.log(d2))
     return _fast_exp2(_fast_log2(d2) * b)
 
@@ -185,24 +190,29 @@ def pair_terms(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Clipped per-edge gradients for given negatives.
 
+    Every operation is elementwise along the edges and correctly rounded, in a fixed order
+    (no reduction whose order depends on threads or vector width): an edge's terms are the
+    same bits however many edges are evaluated together, in eager mode, under
+    :func:`torch.compile` and in the C epoch (:mod:`~torchdr_sc.objective.native_epoch`,
+    which spells out the same operations).
+
     Parameters
     ----------
     coords
-        The embedding as ``d`` contiguous ``(n,)`` vectors, one per coordinate (a list, so
-        that the loops over coordinates unroll when compiled).
+        The embedding as ``d`` ``(n,)`` vectors, one per coordinate (a list, so that the
+        loops over coordinates unroll when compiled).
     heads, tails
         ``(A,)`` active edges.
     negatives
-        ``(m, A)`` negatives of every head (few large kernels: the eager form), or a list
-        of ``m`` such ``(A,)`` rows (every tensor edge-shaped: the form that compiles into a
-        single loop over edges). Both give the same terms up to the order of float sums.
+        ``m`` rows ``(A,)`` of negatives of every head, as a list or an ``(m, A)`` tensor;
+        the head's repulsion is summed over them in that order.
     consts
         1-D float tensor ``[a, b, repulsion, clip, exaggeration]`` (a tensor, so that new
         values never trigger a recompilation).
     kind
         ``'umap'`` (``q = 1 / (1 + a d^{2b})``, loss ``-log q_ij - repulsion sum_k
-        log(1 - q_ik)``), ``'cauchy'`` (the same with ``a = b = 1`` and no power: LargeVis)
-        or ``'infonce'`` (``-log(q_ij / (q_ij + sum_k q_ik))`` with the Cauchy kernel).
+        log(1 - q_ik)``) or ``'cauchy'`` (the same with ``a = b = 1`` and no power:
+        LargeVis).
 
     Returns
     -------
@@ -211,56 +221,43 @@ def pair_terms(
         ``-g_att``) and the head's total gradient, attraction plus the sum of its negatives'
         repulsion.
     """
-    groups = [negatives] if isinstance(negatives, torch.Tensor) else list(negatives)
     clip = consts[3]
     z_head = [c.index_select(0, heads) for c in coords]
     diff = [zh - c.index_select(0, tails) for zh, c in zip(z_head, coords, strict=True)]
-    ndiff = [  # per group: d tensors shaped like the group's negatives
-        [
-            zh - c.index_select(0, g.reshape(-1)).view(g.shape)
-            for zh, c in zip(z_head, coords, strict=True)
-        ]
-        for g in groups
-    ]
-    d2 = sum(dc.square() for dc in diff)
-    nd2 = [sum(nc.square() for nc in group) for group in ndiff]
-    att, reps = _coefficients(d2, nd2, consts, kind)
+    att = _attraction(_squared_norm(diff), consts, kind)
     g_att = [(dc * att).clamp(-clip, clip) for dc in diff]
     g_head = list(g_att)
-    for group, rep in zip(ndiff, reps, strict=True):
-        g_head = [
-            gh + _over_negatives((nc * rep).clamp(-clip, clip))
-            for gh, nc in zip(g_head, group, strict=True)
-        ]
+    for row in negatives:
+        ndiff = [zh - c.index_select(0, row) for zh, c in zip(z_head, coords, strict=True)]
+        rep = _repulsion(_squared_norm(ndiff), consts, kind)
+        g_head = [gh + (nc * rep).clamp(-clip, clip) for gh, nc in zip(g_head, ndiff, strict=True)]
     return g_att, g_head
 
 
-def _over_negatives(x: torch.Tensor) -> torch.Tensor:
-    """Sum over the negatives of a ``(m, A)`` group; an ``(A,)`` row is one negative."""
-    return x.sum(0) if x.ndim == 2 else x
+def _squared_norm(diff: list[torch.Tensor]) -> torch.Tensor:
+    """``((x_1^2 + x_2^2) + x_3^2) + ...``, in that order."""
+    out = diff[0].square()
+    for dc in diff[1:]:
+        out = out + dc.square()
+    return out
 
 
-def _coefficients(
-    d2: torch.Tensor, nd2: list[torch.Tensor], consts: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Factors of ``z_i - z_j`` (attraction, ``(A,)``) and of ``z_i - z_k`` (repulsion, one
-    per group of negatives) in the gradient of :func:`pair_terms`' loss."""
-    a, b, repulsion, _, exaggeration = consts.unbind()
-    if kind == "infonce":
-        # d/dz_i of -exaggeration * log q_ij + log(q_ij + sum_k q_ik)
-        q_pos = (1.0 + d2).reciprocal()
-        q_neg = [(1.0 + x).reciprocal() for x in nd2]
-        total = q_pos + sum(_over_negatives(q) for q in q_neg)
-        att = 2.0 * q_pos * (exaggeration - q_pos / total)
-        return att, [q.square() * (-2.0 / total) for q in q_neg]
+def _attraction(d2: torch.Tensor, consts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Factor of ``z_i - z_j`` in the attractive gradient of :func:`pair_terms`' loss."""
+    a, b, _, _, exaggeration = consts.unbind()
     if kind == "cauchy":
-        att = (2.0 * exaggeration) / (1.0 + d2)
-        return att, [(-2.0 * repulsion) / ((x + REPULSION_EPS) * (1.0 + x)) for x in nd2]
+        return (2.0 * exaggeration) / (1.0 + d2)
     d2b = _pow_b(d2, b)
-    att = (2.0 * exaggeration * a * b) * d2b / (d2.clamp_min(1e-12) * (1.0 + a * d2b))
-    att = torch.where(d2 > 0, att, torch.zeros_like(att))
-    reps = [(-2.0 * repulsion * b) / ((x + REPULSION_EPS) * (1.0 + a * _pow_b(x, b))) for x in nd2]
-    return att, reps
+    att = (2.0 * exaggeration * a * b) * d2b / (d2.clamp_min(POW_FLOOR) * (1.0 + a * d2b))
+    return torch.where(d2 > 0, att, torch.zeros_like(att))
+
+
+def _repulsion(nd2: torch.Tensor, consts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Factor of ``z_i - z_k`` in one negative's repulsive gradient."""
+    a, b, repulsion, _, _ = consts.unbind()
+    if kind == "cauchy":
+        return (-2.0 * repulsion) / ((nd2 + REPULSION_EPS) * (1.0 + nd2))
+    return (-2.0 * repulsion * b) / ((nd2 + REPULSION_EPS) * (1.0 + a * _pow_b(nd2, b)))
 
 
 def epoch_pair_terms(
@@ -274,27 +271,26 @@ def epoch_pair_terms(
     n_negatives: int,
     discard_tails: bool,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """:func:`pair_terms` with this epoch's hashed negatives (the function that is compiled).
+    """:func:`pair_terms` with this epoch's negatives (:func:`edge_negatives`).
 
-    The negatives are drawn row by row (:func:`hashed_draw`) and passed as a list: every
-    tensor is then edge-shaped and TorchInductor emits one loop over edges with the
-    negatives unrolled in it. Drawn as one ``(m, A)`` tensor, it split the epoch into three
-    loops over ``m x A`` buffers (recomputing the hashes) and parallelised one of them over
-    the ``m`` rows, which made the epoch markedly slower.
+    The function the eager path runs and :func:`torch.compile` compiles: the negatives are
+    drawn row by row, so every tensor is edge-shaped and TorchInductor emits one loop over
+    edges with the negatives unrolled in it.
 
     Parameters
     ----------
     coords, heads, tails, consts, kind
         As in :func:`pair_terms`.
     key
-        Seeds this epoch's negatives (:func:`hash_key`; see :func:`hashed_negatives`).
+        Seeds this epoch's negatives (:func:`hash_key`).
     n_negatives
         Negatives per edge.
     discard_tails
         Replace a negative equal to the edge's tail by the next index.
     """
-    n, n_active = coords[0].shape[0], heads.shape[0]
-    negatives = [hashed_draw(key, n_active, j, n) for j in range(n_negatives)]
-    if discard_tails:
-        negatives = [torch.where(g == tails, (g + 1) % n, g) for g in negatives]
+    n = coords[0].shape[0]
+    negatives = [
+        edge_negatives(key, heads, tails, j, n_negatives, n, discard_tails=discard_tails)
+        for j in range(n_negatives)
+    ]
     return pair_terms(coords, heads, tails, negatives, consts, kind)

@@ -32,7 +32,6 @@ import math
 import torch
 
 from ..affinity import SparseAffinity
-from .epoch import draw_negatives
 from .exact import BLOCK_BYTES, matvec_columns
 from .interpolated import (
     MAX_BOXES_1D,
@@ -41,7 +40,7 @@ from .interpolated import (
     grid_potentials,
     read_potentials,
 )
-from .pairs import pair_terms
+from .pairs import edge_negatives, hash_key, pair_terms
 from .sampled import EdgeSchedule, SampledKernel, kernel_kind
 
 __all__ = [
@@ -264,7 +263,8 @@ class SampledPartialEpoch:
 
     The edges ``i -> j`` of the new points' rows are active with UMAP's ``epochs_per_sample``
     frequency (:class:`~torchdr_sc.objective.sampled.EdgeSchedule`); every active edge draws
-    ``n_negatives`` uniform reference points as negatives (umap-learn's ``transform``). The
+    ``n_negatives`` uniform reference points as negatives (umap-learn's ``transform``), with
+    the fit's sampler (:func:`~torchdr_sc.objective.pairs.edge_negatives`). The
     per-pair terms are those of the fit (:func:`~torchdr_sc.objective.pairs.pair_terms`,
     same kernel and clipping); only the new points receive gradient.
 
@@ -306,18 +306,20 @@ class SampledPartialEpoch:
         # reference and new points in one buffer: the pair terms index a single embedding
         self.buffer = torch.empty(n + m, d, dtype=y.dtype, device=y.device)
         self.buffer[:n] = y
-        self.generator = torch.Generator(device=y.device).manual_seed(int(seed))
+        self.seed = int(seed)
 
     def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:
         """Gradient ``(m, d)`` of the new points at epoch ``epoch`` (descend along ``-grad``)."""
         n = self.n_ref
         self.buffer[n:] = z
         heads, tails = self.schedule.active(epoch)
-        negatives = draw_negatives(
-            n, heads.shape[0], self.n_negatives, self.generator, heads.device
-        )
-        if self.discard_tails:
-            negatives = torch.where(negatives == tails, (negatives + 1) % n, negatives)
+        key = hash_key(self.seed, epoch, heads.device)
+        negatives = [
+            edge_negatives(
+                key, heads, tails, j, self.n_negatives, n, discard_tails=self.discard_tails
+            )
+            for j in range(self.n_negatives)
+        ]
         k = self.kernel
         consts = torch.tensor(
             [k.a, k.b, k.repulsion, k.clip, exaggeration], dtype=z.dtype, device=z.device

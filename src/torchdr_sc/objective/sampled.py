@@ -1,4 +1,4 @@
-"""Negative-sampling objectives: UMAP, LargeVis and InfoNC-t-SNE, with closed-form gradients.
+"""Negative-sampling objectives: UMAP and LargeVis, with closed-form gradients.
 
 One epoch follows the stochastic scheme of UMAP (McInnes et al. 2018): every directed edge
 ``(i, j)`` of the input affinity is active in an epoch with a frequency proportional to its
@@ -14,8 +14,9 @@ The embedding kernels:
 - UMAP: ``q = 1 / (1 + a d^{2b})``, loss ``-log q_ij - sum_k log(1 - q_ik)``.
 - LargeVis (Tang et al. 2016): ``q = 1 / (1 + d^2)``,
   loss ``-log q_ij - gamma sum_k log(1 - q_ik)``.
-- InfoNC-t-SNE (Damrich et al. 2023): ``q = 1 / (1 + d^2)``,
-  loss ``-log(q_ij / (q_ij + sum_k q_ik))``.
+
+InfoNC-t-SNE (Damrich et al. 2023) shares its negatives between the edges of a block of rows
+instead (:mod:`~torchdr_sc.objective.infonce`).
 
 References
 ----------
@@ -58,7 +59,7 @@ class SampledKernel:
     Attributes
     ----------
     kind
-        ``'umap'``, ``'largevis'`` or ``'infonce'``.
+        ``'umap'`` or ``'largevis'``.
     a, b
         UMAP kernel parameters (``a = b = 1`` is the Student / Cauchy kernel).
     repulsion
@@ -346,8 +347,6 @@ def sampled_gradient(
 
 def kernel_kind(kernel: SampledKernel) -> str:
     """The :func:`~torchdr_sc.objective.pairs.pair_terms` kind of ``kernel``."""
-    if kernel.kind == "infonce":
-        return "infonce"
     if kernel.kind == "largevis" or (kernel.a == 1.0 and kernel.b == 1.0):
         return "cauchy"
     return "umap"
@@ -422,22 +421,29 @@ def scatter_pair_terms(
 ) -> torch.Tensor:
     """Sum per-edge gradients into an ``(n, d)`` gradient like ``z``.
 
-    Heads receive ``g_head``, tails ``-g_att`` (one ``(A,)`` vector per coordinate).
+    Heads receive ``g_head``, tails ``-g_att`` (one ``(A,)`` vector per coordinate): the
+    heads' and the tails' terms are each summed in the edges' order, then subtracted
+    (:func:`add_pair_terms`).
     """
-    grad = torch.zeros((z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
-    add_pair_terms(grad, heads, tails, g_att, g_head)
-    return grad.T
+    sums = torch.zeros((2, z.shape[1], z.shape[0]), dtype=z.dtype, device=z.device)
+    add_pair_terms(sums, heads, tails, g_att, g_head)
+    return (sums[0] - sums[1]).T
 
 
 def add_pair_terms(
-    grad_by_coordinate: torch.Tensor,
+    sums: torch.Tensor,
     heads: torch.Tensor,
     tails: torch.Tensor,
     g_att: list[torch.Tensor],
     g_head: list[torch.Tensor],
 ) -> None:
-    """Add per-edge gradients to ``grad_by_coordinate`` ``(d, n)`` in place (as
-    :func:`scatter_pair_terms`, for an epoch evaluated in blocks of edges)."""
-    for g, gh, ga in zip(grad_by_coordinate, g_head, g_att, strict=True):
-        g.index_add_(0, heads, gh)
-        g.index_add_(0, tails, ga, alpha=-1.0)
+    """Add per-edge gradients to ``sums`` ``(2, d, n)`` in place: ``g_head`` to the heads'
+    sums ``sums[0]``, ``g_att`` to the tails' ``sums[1]`` (the gradient is their difference).
+
+    Each sum takes its terms in the edges' order (``index_add_`` on CPU adds sequentially),
+    so an epoch evaluated in chunks of edges gives the same bits as in one piece: with one
+    accumulator for both, a chunk's tails would come before the next chunk's heads.
+    """
+    for c, (gh, ga) in enumerate(zip(g_head, g_att, strict=True)):
+        sums[0, c].index_add_(0, heads, gh)
+        sums[1, c].index_add_(0, tails, ga)

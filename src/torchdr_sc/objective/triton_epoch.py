@@ -1,7 +1,7 @@
 """One negative-sampling epoch in one Triton kernel launch (the default CUDA path).
 
-:func:`fused_epoch_gradient` computes the gradient of a whole epoch of the UMAP, LargeVis
-or InfoTSNE objective (:mod:`~torchdr_sc.objective.pairs`) in a single kernel. Each program
+:func:`fused_epoch_gradient` computes the gradient of a whole epoch of the UMAP or LargeVis
+objective (:mod:`~torchdr_sc.objective.pairs`) in a single kernel. Each program
 instance takes a block of :data:`BLOCK_EDGES` edges of the edge schedule
 (:class:`~torchdr_sc.objective.sampled.EdgeSchedule`; all of its edges, active or not) and
 
@@ -10,12 +10,10 @@ instance takes a block of :data:`BLOCK_EDGES` edges of the edge schedule
    ``nonzero``, gather of the active edges or host synchronisation;
 2. loads the head and tail rows of the embedding and computes the clipped attraction
    exactly as :func:`~torchdr_sc.objective.pairs.pair_terms` does;
-3. draws the negatives of every active edge with the SplitMix64 hash of
-   :func:`~torchdr_sc.objective.pairs.hashed_negatives`, counted by the edge's position in
-   the schedule (draw ``j`` of edge ``e`` hashes ``j * n_edges + e``), so that an edge's
-   negatives do not depend on which other edges are active; sums their clipped repulsion
-   into the head's gradient (two passes over the negatives for InfoNCE, whose repulsion is
-   normalised by the sum over all of them);
+3. draws the negatives of every active edge with the CPU paths' sampler
+   (:func:`~torchdr_sc.objective.pairs.edge_negatives`: the hash of the epoch's key, the
+   edge's two ends and the draw's number), and sums their clipped repulsion into the head's
+   gradient;
 4. adds the head's gradient to its row and the opposite of the attraction to the tail's
    row of a zeroed ``(n, d)`` gradient with atomic additions (as
    :func:`~torchdr_sc.objective.sampled.scatter_pair_terms`).
@@ -66,7 +64,7 @@ NUM_WARPS = 4
 #: Largest embedding dimension the kernel handles (rows are padded to a power of two).
 MAX_DIM = 16
 #: ``kind`` of :func:`~torchdr_sc.objective.pairs.pair_terms` -> the kernel's constant.
-KINDS = {"umap": 0, "cauchy": 1, "infonce": 2}
+KINDS = {"umap": 0, "cauchy": 1}
 
 _MIX_CONSTANTS: dict[torch.device, torch.Tensor] = {}
 
@@ -132,7 +130,7 @@ def fused_epoch_gradient(
     epoch
         The epoch (which edges are active).
     kind
-        ``'umap'``, ``'cauchy'`` or ``'infonce'``, as in
+        ``'umap'`` or ``'cauchy'``, as in
         :func:`~torchdr_sc.objective.pairs.pair_terms`.
     n_negatives
         Negatives per active edge.
@@ -209,13 +207,15 @@ def _rows(z_ptr, idx, row_mask, D: tl.constexpr, DP: tl.constexpr):
 
 
 @_jit
-def _negatives(offs, j, n_edges, n, key_ptr, mix_ptr, tails, DISCARD: tl.constexpr):
-    """Negative ``j`` of the edges ``offs``: SplitMix64 of ``key + (j n_edges + e) golden``."""
+def _negatives(heads, tails, j, n, key_ptr, mix_ptr, M: tl.constexpr, DISCARD: tl.constexpr):
+    """Negative ``j`` of the edges ``(heads, tails)``:
+    :func:`~torchdr_sc.objective.pairs.edge_negatives`, SplitMix64 of
+    ``key + ((h n + t) M + j) golden``."""
     key = tl.load(key_ptr).to(tl.uint64, bitcast=True)
     golden = tl.load(key_ptr + 1).to(tl.uint64, bitcast=True)
     mix1 = tl.load(mix_ptr).to(tl.uint64, bitcast=True)
     mix2 = tl.load(mix_ptr + 1).to(tl.uint64, bitcast=True)
-    counter = (offs + j * n_edges.to(tl.int64)).to(tl.uint64)
+    counter = ((heads * n.to(tl.int64) + tails) * M + j).to(tl.uint64, bitcast=True)
     x = key + counter * golden  # uint64: wraps modulo 2**64, logical shifts
     x = (x ^ (x >> 30)) * mix1
     x = (x ^ (x >> 27)) * mix2
@@ -234,32 +234,26 @@ def _pow(x, b):
 
 
 @_jit
-def _attraction(d2, total, a, b, exaggeration, KIND: tl.constexpr):
-    """Factor of ``z_i - z_j`` in the attractive gradient (``att`` of ``pair_terms``)."""
+def _attraction(d2, a, b, exaggeration, KIND: tl.constexpr):
+    """Factor of ``z_i - z_j`` in the attractive gradient (``pairs._attraction``)."""
     if KIND == 0:
         d2c = tl.maximum(d2, 1e-12)
         d2b = _pow(d2c, b)
         att = (2.0 * exaggeration * a * b) * d2b / (d2c * (1.0 + a * d2b))
         att = tl.where(d2 > 0, att, 0.0)
-    elif KIND == 1:
-        att = (2.0 * exaggeration) / (1.0 + d2)
     else:
-        q = 1.0 / (1.0 + d2)
-        att = 2.0 * q * (exaggeration - q / total)
+        att = (2.0 * exaggeration) / (1.0 + d2)
     return att
 
 
 @_jit
-def _repulsion(nd2, total, a, b, repulsion, KIND: tl.constexpr, EPS: tl.constexpr):
-    """Factor of ``z_i - z_k`` in a negative's repulsive gradient (``rep``)."""
+def _repulsion(nd2, a, b, repulsion, KIND: tl.constexpr, EPS: tl.constexpr):
+    """Factor of ``z_i - z_k`` in a negative's repulsive gradient (``pairs._repulsion``)."""
     if KIND == 0:
         nd2b = _pow(tl.maximum(nd2, 1e-12), b)
         rep = (-2.0 * repulsion * b) / ((nd2 + EPS) * (1.0 + a * nd2b))
-    elif KIND == 1:
-        rep = (-2.0 * repulsion) / ((nd2 + EPS) * (1.0 + nd2))
     else:
-        q = 1.0 / (1.0 + nd2)
-        rep = q * q * (-2.0 / total)
+        rep = (-2.0 * repulsion) / ((nd2 + EPS) * (1.0 + nd2))
     return rep
 
 
@@ -305,20 +299,13 @@ def _epoch_kernel(
     z_head = _rows(z_ptr, heads, active, D, DP)
     diff = z_head - _rows(z_ptr, tails, active, D, DP)
     d2 = tl.sum(diff * diff, axis=1)
-    total = d2  # InfoNCE: q_ij + sum_k q_ik, a first pass over the negatives
-    if KIND == 2:
-        total = 1.0 / (1.0 + d2)
-        for j in range(M):
-            k = _negatives(offs, j, n_edges, n, key_ptr, mix_ptr, tails, DISCARD)
-            nd = z_head - _rows(z_ptr, k, active, D, DP)
-            total = total + 1.0 / (1.0 + tl.sum(nd * nd, axis=1))
-    att = _attraction(d2, total, a, b, exaggeration, KIND)
+    att = _attraction(d2, a, b, exaggeration, KIND)
     g_att = _clip(diff * att[:, None], clip)
     g_head = g_att
     for j in range(M):
-        k = _negatives(offs, j, n_edges, n, key_ptr, mix_ptr, tails, DISCARD)
+        k = _negatives(heads, tails, j, n, key_ptr, mix_ptr, M, DISCARD)
         nd = z_head - _rows(z_ptr, k, active, D, DP)
-        rep = _repulsion(tl.sum(nd * nd, axis=1), total, a, b, repulsion, KIND, EPS)
+        rep = _repulsion(tl.sum(nd * nd, axis=1), a, b, repulsion, KIND, EPS)
         g_head = g_head + _clip(nd * rep[:, None], clip)
     cols = tl.arange(0, DP)
     mask = active[:, None] & (cols < D)[None, :]
