@@ -48,3 +48,34 @@ def test_each_speedup_compares_two_tools_of_one_run():
 def test_a_missing_marker_is_refused():
     with pytest.raises(ValueError, match="summary markers"):
         summary.replace_readme_block("no markers here", ["x"])
+
+
+def test_the_combined_sweep_is_generated_from_its_runs():
+    from benchmarks import sweep_combined
+
+    records = sweep_combined.combined_records()
+    written = (sweep_combined.RESULTS / f"{sweep_combined.STEM}.md").read_text()
+    assert sweep_combined.markdown(records) == written, (
+        "results/sweep-atlas.md is stale: run python -m benchmarks.sweep_combined"
+    )
+    for kind in ("time", "quality"):
+        png = sweep_combined.RESULTS / f"{sweep_combined.STEM}-{kind}.png"
+        assert png.stat().st_size > 10_000
+
+
+def test_the_combined_sweep_keeps_the_latest_run_of_each_figure():
+    from benchmarks import sweep_combined
+
+    records = sweep_combined.combined_records()
+    keys = [(r["label"], r["method"], r["n"]) for r in records]
+    assert len(keys) == len(set(keys))
+    order = {stem: i for i, stem in enumerate(sweep_combined.SWEEP_SOURCES)}
+    for rec in records:  # no later source measured the same figure
+        for stem in sweep_combined.SWEEP_SOURCES[order[rec["source"]] + 1 :]:
+            later = sweep_combined.sweep_runs(stem)
+            assert not any(
+                (r["label"], r["method"], r["n"]) == (rec["label"], rec["method"], rec["n"])
+                and not (stem in summary.STALE.get(r["method"], ()) and r["tool"] == "ours")
+                for r in later
+            )
+    assert {r["n"] for r in records} >= {5000, 10_000, 50_000, 100_000, 200_000, 1_000_000}

@@ -118,3 +118,32 @@ def test_chunks_split_between_threads_cover_every_edge(monkeypatch):
     chunked, _ = _gradients("auto", n=8000)
     for got, expected in zip(chunked, whole, strict=True):
         assert torch.equal(got, expected)
+
+
+@needs_compiler
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_c_sums_add_the_terms_in_the_order_of_index_add(d, threads, monkeypatch):
+    """Rows split between threads, many terms per cell: the bits of ``add_pair_terms``."""
+    from torchdr_sc.objective.sampled import add_pair_terms
+
+    monkeypatch.setattr(native_epoch, "PARALLEL_MIN_EDGES", 64)
+    gen = torch.Generator().manual_seed(d)
+    n, count = 50, 20_000  # 400 terms per cell: the order of the additions shows in the bits
+    heads = torch.randint(0, n, (count,), generator=gen, dtype=torch.int32)
+    tails = torch.randint(0, n, (count,), generator=gen, dtype=torch.int32)
+    g_att = torch.randn(d, count, generator=gen) * 1e3
+    g_head = torch.randn(d, count, generator=gen)
+    start = torch.randn(2, d, n, generator=gen)
+    expected = start.clone()
+    add_pair_terms(expected, heads, tails, list(g_att), list(g_head))
+    got = start.clone()
+    with cpu_threads(threads):
+        native_epoch.add_terms(native_epoch.library(), got, heads, tails, g_att, g_head)
+    assert torch.equal(got, expected)
+    shuffled = start.clone()  # the check can fail: another order gives other bits
+    order = torch.randperm(count, generator=gen)
+    add_pair_terms(
+        shuffled, heads[order], tails[order], list(g_att[:, order]), list(g_head[:, order])
+    )
+    assert not torch.equal(shuffled, expected)

@@ -76,6 +76,11 @@ class DeltaBarDelta(torch.optim.Optimizer):
     convergence through learning rate adaptation*, Neural Networks 1988; the t-SNE
     optimiser of van der Maaten, JMLR 2014). ``update = momentum * update - lr * gain *
     grad``; ``momentum`` can be changed between phases like SGD's.
+
+    With ``max_step_norm``, a row whose update is longer than that is shortened to it
+    before the step (and kept so in the momentum): a point that the first large steps would
+    throw far from the others stays near them (openTSNE's ``max_step_norm``, Poličar et al.,
+    J. Stat. Softw. 2024).
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class DeltaBarDelta(torch.optim.Optimizer):
         gain_increase: float = 0.2,
         gain_decrease: float = 0.8,
         min_gain: float = 0.01,
+        max_step_norm: float | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -93,6 +99,7 @@ class DeltaBarDelta(torch.optim.Optimizer):
             "gain_increase": gain_increase,
             "gain_decrease": gain_decrease,
             "min_gain": min_gain,
+            "max_step_norm": max_step_norm,
         }
         super().__init__(params, defaults)
 
@@ -113,7 +120,17 @@ class DeltaBarDelta(torch.optim.Optimizer):
                 gains.copy_(torch.where(agree, gains * group["gain_decrease"], grown))
                 gains.clamp_(min=group["min_gain"])
                 update.mul_(group["momentum"]).addcmul_(gains, param.grad, value=-group["lr"])
+                if group["max_step_norm"] is not None and update.ndim == 2:
+                    _shorten_rows(update, float(group["max_step_norm"]))
                 param.add_(update)
+
+
+def _shorten_rows(update: torch.Tensor, longest: float) -> None:
+    """Scale the rows of ``update`` longer than ``longest`` down to that length, in place."""
+    norms = torch.linalg.vector_norm(update, dim=1, keepdim=True)
+    too_long = norms > longest
+    if bool(too_long.any()):
+        update.mul_(torch.where(too_long, longest / norms, torch.ones_like(norms)))
 
 
 # -- what ``optimizer`` and ``scheduler`` accept, declared here only ---------------------------

@@ -114,6 +114,7 @@ def run_schedule(
     lr: float,
     sync: SyncFn | None = None,
     main_lr_scale: float = 1.0,
+    max_step_norm: float | None = None,
 ) -> OptimizeResult:
     """Run the loop with the estimator's optimiser, scheduler and exaggeration phases.
 
@@ -137,8 +138,14 @@ def run_schedule(
         Gradient all-reduce under ``torchrun``.
     main_lr_scale
         Factor on ``lr`` after the exaggeration phase (without a scheduler).
+    max_step_norm
+        Longest step of a point, for :class:`~torchdr_sc.optimize.DeltaBarDelta` with
+        ``optimizer_kwargs='auto'`` (the user's own kwargs are used as given).
     """
     kwargs, phase_momenta = sgd_momentum_auto(est.optimizer, est.optimizer_kwargs, momenta)
+    auto = est.optimizer_kwargs in ("auto", None)
+    if max_step_norm is not None and auto and est.optimizer in ("DeltaBarDelta", DeltaBarDelta):
+        kwargs["max_step_norm"] = max_step_norm
     factory, decay = scheduler_factory(est.scheduler, est.scheduler_kwargs)
     phases = exaggeration_phases(
         max_iter,

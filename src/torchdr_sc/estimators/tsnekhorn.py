@@ -64,15 +64,20 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
         ``n_components > 2``), FFT above; the choice is logged and kept in
         ``repulsion_used_``.
     n_interpolation_points, min_num_intervals, ints_in_interval
-        The FFT grid, as for :class:`~torchdr_sc.TSNE`.
+        The FFT grid, as for :class:`~torchdr_sc.TSNE` (4 nodes per box by default: the
+        Sinkhorn scaling was checked on that grid only).
+    max_step_norm
+        As for :class:`~torchdr_sc.TSNE`.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
     """
 
     sinkhorn_iter: int = 5
+    n_interpolation_points: int = 4
 
     def _check_method_params(self) -> None:
         self._check_perplexity()
+        self._check_step_norm()
         check_number("sinkhorn_iter", self.sinkhorn_iter, kind=int, low=1, closed="left")
         self._check_repulsion()
 

@@ -5,8 +5,8 @@ per-pair arithmetic and the negative sampler live in :mod:`~torchdr_sc.objective
 this module chooses how to run them (:func:`resolve_epoch_path`):
 
 - ``'native'``, the default on CPU: the pair terms of every chunk of active edges in one C
-  loop (:mod:`~torchdr_sc.objective.native_epoch`), built once per machine in about a
-  second, at every size;
+  loop, and their sums into the gradient in another (:mod:`~torchdr_sc.objective.native_epoch`,
+  built once per machine in about a second), at every size;
 - ``'triton'``, the default on CUDA when Triton imports: the whole epoch (activity test,
   negatives, clipped terms, scatter) in one kernel launch
   (:mod:`~torchdr_sc.objective.triton_epoch`);
@@ -162,11 +162,6 @@ class SampledEpoch:
         a failed compiler shows."""
         return self._path
 
-    @property
-    def compiled(self) -> bool:
-        """Whether the epochs run through :func:`torch.compile`."""
-        return self._path == "compiled"
-
     def _consts(self, z: torch.Tensor, exaggeration: float) -> torch.Tensor:
         k = self.kernel
         values = [k.a, k.b, k.repulsion, k.clip, exaggeration]
@@ -248,7 +243,10 @@ class SampledEpoch:
             chunks = iter([self.schedule.active(epoch)])
         for heads, tails in chunks:
             g_att, g_head = self._pair_terms(z, heads, tails, key, consts)
-            add_pair_terms(sums, heads, tails, g_att, g_head)
+            if self._path == "native":  # the same sums, in C and on every thread
+                native_epoch.add_terms(native_epoch.library(), sums, heads, tails, g_att, g_head)
+            else:
+                add_pair_terms(sums, heads, tails, g_att, g_head)
         return (sums[0] - sums[1]).T
 
     def gradient(self, z: torch.Tensor, epoch: int, exaggeration: float = 1.0) -> torch.Tensor:

@@ -16,10 +16,11 @@ Methods 2019 (FIt-SNE), the embedding's bounding box is cut into equal boxes, ea
 
 Cost ``O(n p^d + G log G)`` for ``G`` grid nodes; one torch code path (``torch.fft``) for CPU
 and CUDA, for 1-D and 2-D embeddings. Boxes are at most ``ints_in_interval`` wide and there
-are at least ``min_num_intervals`` of them per dimension (openTSNE's names). The defaults,
-4 nodes per box of width 1, give a gradient with relative error about 3e-3 on 5,000 points
-(tested against the exact sums); openTSNE's 3 nodes give about 1.2e-2 on the same grid, and
-3 nodes per box of width 0.5 give 1.4e-3 on a grid with 2.25x more nodes.
+are at least ``min_num_intervals`` of them per dimension (openTSNE's names). The defaults
+are openTSNE's, 3 nodes per box of width 1: on 5,000 points of a t-SNE-like layout the
+gradient's relative error is about 1.2e-2 in 2-D (2.2e-2 in 1-D; tested against the exact
+sums); 4 nodes give 3e-3 on a grid with 1.8x more nodes per dimension pair, and no better
+embeddings of the simulated atlas (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def cauchy_sums(
     z: torch.Tensor,
     rows: torch.Tensor | None = None,
     *,
-    n_interpolation_points: int = 4,
+    n_interpolation_points: int = 3,
     min_num_intervals: int = 50,
     ints_in_interval: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +256,7 @@ def student_repulsion_terms_fft(
     z: torch.Tensor,
     shard: RowShard,
     *,
-    n_interpolation_points: int = 4,
+    n_interpolation_points: int = 3,
     min_num_intervals: int = 50,
     ints_in_interval: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:

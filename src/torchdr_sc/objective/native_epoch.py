@@ -30,6 +30,7 @@ References
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -239,6 +240,21 @@ EPOCH(epoch_umap_2d, 1, 2)
 EPOCH(epoch_umap_nd, 1, d)
 EPOCH(epoch_cauchy_2d, 0, 2)
 EPOCH(epoch_cauchy_nd, 0, d)
+
+/* Rows [first, last) of the 2 d sums of sampled.add_pair_terms: row r adds the terms of
+   buffer r / d (0: g_head at the heads, 1: g_att at the tails), coordinate r % d, edge by
+   edge in order - the additions of index_add_, so the same bits. */
+void scatter_terms(float *sums, const int64_t n, const int64_t d, const int32_t *heads,
+                   const int32_t *tails, const float *g_att, const float *g_head,
+                   const int64_t A, const int64_t first, const int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+        const int64_t buffer = r / d, c = r % d;
+        const int32_t *index = buffer == 0 ? heads : tails;
+        const float *terms = (buffer == 0 ? g_head : g_att) + c * A;
+        float *row = sums + r * n;
+        for (int64_t e = 0; e < A; ++e) row[index[e]] += terms[e];
+    }
+}
 """
 
 #: The kernel's C source: constants from :mod:`~torchdr_sc.objective.pairs`, then the loop.
@@ -271,7 +287,7 @@ def epoch_terms(
     kind: str,
     n_negatives: int,
     discard_tails: bool,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~torchdr_sc.objective.pairs.epoch_pair_terms` of these edges, in C.
 
     Parameters
@@ -292,7 +308,8 @@ def epoch_terms(
     Returns
     -------
     g_att, g_head
-        ``d`` vectors ``(A,)`` each, as :func:`~torchdr_sc.objective.pairs.pair_terms`.
+        ``(d, A)`` each: row ``c`` is coordinate ``c`` of
+        :func:`~torchdr_sc.objective.pairs.pair_terms`' vectors.
     """
     z, heads, tails = z.contiguous(), heads.contiguous(), tails.contiguous()
     consts = consts.to(torch.float32).contiguous()
@@ -301,7 +318,7 @@ def epoch_terms(
     g_att = torch.empty(d, count, dtype=torch.float32)
     g_head = torch.empty(d, count, dtype=torch.float32)
     if count == 0:
-        return list(g_att), list(g_head)
+        return g_att, g_head
     fn = getattr(lib, f"epoch_{kind}_{'2d' if d == 2 else 'nd'}")
     key_bits, golden = (int(v) & ((1 << 64) - 1) for v in key.tolist())
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
@@ -314,10 +331,55 @@ def epoch_terms(
     def run(start: int, stop: int) -> None:
         fn(*lead, i64(start), i64(stop), *tail)
 
-    threads = max(1, min(torch.get_num_threads(), count // PARALLEL_MIN_EDGES))
+    _split(run, count, count)
+    return g_att, g_head
+
+
+def _split(run: Callable[[int, int], None], items: int, edges: int) -> None:
+    """``run(start, stop)`` over ``[0, items)``, cut into one range per thread (one range
+    below :data:`PARALLEL_MIN_EDGES` edges per thread: a thread hand-off costs more)."""
+    threads = max(1, min(torch.get_num_threads(), edges // PARALLEL_MIN_EDGES, items))
     if threads == 1:
-        run(0, count)
-    else:
-        bounds = [count * t // threads for t in range(threads + 1)]
-        list(native.thread_pool(threads).map(run, bounds[:-1], bounds[1:]))
-    return list(g_att), list(g_head)
+        run(0, items)
+        return
+    bounds = [items * t // threads for t in range(threads + 1)]
+    list(native.thread_pool(threads).map(run, bounds[:-1], bounds[1:]))
+
+
+def add_terms(
+    lib: ctypes.CDLL,
+    sums: torch.Tensor,
+    heads: torch.Tensor,
+    tails: torch.Tensor,
+    g_att: torch.Tensor,
+    g_head: torch.Tensor,
+) -> None:
+    """:func:`~torchdr_sc.objective.sampled.add_pair_terms` in C, to the same bits.
+
+    Each of the ``2 d`` rows of ``sums`` (heads' and tails' sums per coordinate) takes its
+    terms in the edges' order, as ``index_add_`` does; rows are independent, so threads
+    take whole rows and the result does not depend on their number.
+
+    Parameters
+    ----------
+    lib
+        :func:`library`'s result.
+    sums
+        ``(2, d, n)`` contiguous float32 sums, updated in place.
+    heads, tails
+        ``(A,)`` int32 edges.
+    g_att, g_head
+        ``(d, A)`` contiguous float32 terms (:func:`epoch_terms`).
+    """
+    _, d, n = sums.shape
+    count = int(heads.shape[0])
+    if count == 0:
+        return
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    lead = [ptr(sums.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
+    lead += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr()), i64(count)]
+
+    def run(first: int, last: int) -> None:
+        lib.scatter_terms(*lead, i64(first), i64(last))
+
+    _split(run, 2 * d, count)
