@@ -46,6 +46,7 @@ SWEEP_SOURCES = (
     "cpu-2core-sweep-v1-1m",  # 1M: ours, umap-learn (no fit in 30 min), openTSNE
     "cpu-2core-native-epoch",  # UMAP, LargeVis, umap-learn 10k-200k after the C epoch
     "cpu-2core-native-epoch-1m",  # UMAP at 1M after the C epoch
+    "cpu-2core-everyday-v1",  # UMAP / TSNE vs umap-learn / openTSNE 10k-100k: 3-node grid, IVF kNN
 )
 
 
