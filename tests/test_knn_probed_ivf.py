@@ -79,8 +79,9 @@ def test_gpu_layout_search_still_tested_on_cpu():
 
 def test_defaults_grow_with_n_and_k():
     assert [default_nlist(n) for n in (200_000, 1_000_000)] == [224, 500]
-    assert [default_nprobe(500, k) for k in (15, 90)] == [11, 15]
+    assert [default_nprobe(500, k) for k in (15, 90)] == [11, 16]
     assert default_nprobe(10, 15) == 8  # at least 8
+    assert [default_nprobe(158, k) for k in (15, 90)] == [8, 16]  # 16 for many neighbours
     assert default_nprobe(5, 90) == 5  # at most nlist
 
 
