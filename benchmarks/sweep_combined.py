@@ -47,6 +47,7 @@ SWEEP_SOURCES = (
     "cpu-2core-native-epoch",  # UMAP, LargeVis, umap-learn 10k-200k after the C epoch
     "cpu-2core-native-epoch-1m",  # UMAP at 1M after the C epoch
     "cpu-2core-everyday-v1",  # UMAP / TSNE vs umap-learn / openTSNE 10k-100k: 3-node grid, IVF kNN
+    "cpu-2core-everyday-tsne-v2",  # TSNE vs openTSNE 10k-200k: 16 probed cells for 90 neighbours
 )
 
 
