@@ -147,3 +147,27 @@ def test_c_sums_add_the_terms_in_the_order_of_index_add(d, threads, monkeypatch)
         shuffled, heads[order], tails[order], list(g_att[:, order]), list(g_head[:, order])
     )
     assert not torch.equal(shuffled, expected)
+
+
+@needs_compiler
+def test_c_sums_take_strided_edges_and_refuse_strided_sums():
+    from torchdr_sc.objective.sampled import add_pair_terms
+
+    gen = torch.Generator().manual_seed(0)
+    edges = torch.randint(0, 40, (2, 3000), generator=gen, dtype=torch.int32)
+    heads, tails = edges[0, ::2], edges[1, ::2]  # strided views
+    g_att, g_head = torch.randn(2, 2, 1500, generator=gen)
+    expected = torch.zeros(2, 2, 40)
+    add_pair_terms(expected, heads, tails, list(g_att), list(g_head))
+    got = torch.zeros(2, 2, 40)
+    native_epoch.add_terms(native_epoch.library(), got, heads, tails, g_att, g_head)
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="contiguous"):
+        native_epoch.add_terms(
+            native_epoch.library(),
+            torch.zeros(2, 40, 2).transpose(1, 2),
+            heads,
+            tails,
+            g_att,
+            g_head,
+        )

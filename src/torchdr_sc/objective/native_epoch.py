@@ -375,6 +375,11 @@ def add_terms(
     count = int(heads.shape[0])
     if count == 0:
         return
+    if not sums.is_contiguous():
+        msg = "add_terms needs contiguous (2, d, n) sums; pass sums.contiguous() and copy back."
+        raise ValueError(msg)
+    heads, tails = heads.contiguous(), tails.contiguous()
+    g_att, g_head = g_att.contiguous(), g_head.contiguous()
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     lead = [ptr(sums.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
     lead += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr()), i64(count)]
