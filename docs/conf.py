@@ -122,7 +122,7 @@ autodoc_default_options = {
     # scikit-learn's own machinery, documented by scikit-learn
     "exclude-members": (
         "get_params, set_params, set_output, get_metadata_routing, set_fit_request, "
-        "set_transform_request, get_feature_names_out"
+        "set_transform_request, set_partial_fit_request, get_feature_names_out"
     ),
 }
 napoleon_google_docstring = False

@@ -2,6 +2,7 @@
 
 from ._base import Embedder
 from .contrastive import UMAP, LargeVis, find_ab_params
+from .incremental_pca import ExactIncrementalPCA, IncrementalPCA
 from .infotsne import InfoTSNE
 from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
 from .pca import PCA
@@ -15,7 +16,9 @@ __all__ = [
     "UMAP",
     "AffinityMatcher",
     "Embedder",
+    "ExactIncrementalPCA",
     "GaussianKernel",
+    "IncrementalPCA",
     "InfoTSNE",
     "LargeVis",
     "NeighborEmbedding",

@@ -121,7 +121,9 @@ class Embedder(BaseEstimator):
         same embedding bit for bit (only the time differs), and a missing compiler is said
         once and costs time, not results. For the attraction over P's edges of TSNE,
         InfoTSNE and TSNEkhorn (FFT), ``'auto'`` is a C
-        kernel built once per machine (the same bits as ``False``); SNE ignores it.
+        kernel built once per machine (the same bits as ``False``), and so is InfoTSNE's
+        repulsion unless ``False``; SNE ignores it. With ``'auto'`` a fit starts building
+        its kernels (the first time on a machine) beside its kNN search.
     distributed
         'auto' (use an initialised torch.distributed group), True (require one) or False.
     progress_bar
@@ -190,6 +192,8 @@ class Embedder(BaseEstimator):
 
     #: What one iteration of the loop is called in progress reports.
     _iteration_unit: ClassVar[str] = "iterations"
+    #: The objective whose C kernels a fit starts building before its kNN search.
+    _objective_method: ClassVar[str | None] = None
 
     # ---- to be provided by subclasses -------------------------------------------------
     def _check_method_params(self) -> None:
@@ -417,6 +421,10 @@ class Embedder(BaseEstimator):
         """
         x, n, device = self._prepare_input(X, affinity, knn)
         self.device_used_ = device
+        if self._objective_method is not None and self.compile == "auto":
+            from ..objective import prepare_objective  # (imports every kernel module)
+
+            prepare_objective(self._objective_method, device)
         ctx = resolve_distributed(self.distributed, n)
         dtype = x.dtype if x is not None else torch.float32
         timings = {"knn": 0.0, "affinity": 0.0, "optimize": 0.0, "init": 0.0}

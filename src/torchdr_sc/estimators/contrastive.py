@@ -47,6 +47,7 @@ class _SampledEmbedder(Embedder):
     discard_NNs: bool = False
 
     _iteration_unit: ClassVar[str] = "epochs"
+    _objective_method: ClassVar[str | None] = "negative_sampling"
     #: Expected pair terms per cell and epoch above which a cell's summed step is scaled
     #: down (:func:`~torchdr_sc.objective.sampled.crowding_scale`).
     _crowded_terms: ClassVar[int] = CROWDED_TERMS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,7 +36,8 @@ class InfoTSNE(PerplexityMixin, Embedder):
     negatives for every point: the rows are shuffled into blocks of ``n_negatives`` and each
     block takes the rows of another as its negatives
     (``objective.infonce.InfoNCERepulsion``), ``n x n_negatives / 2``
-    kernel values per iteration computed as dense block products, linear in ``n``. The
+    kernel values per iteration, one pair of blocks at a time (a C loop on the CPU),
+    linear in ``n``. The
     schedule is t-SNE's: early exaggeration, then the main phase, with SGD momentum 0.5 then
     0.8 and ``lr='auto'`` = ``max(n / (4 e), 50)`` in each phase (``e`` the phase's
     exaggeration), as TorchDR's InfoTSNE, with t-SNE's per-coordinate gains (``optimizer``).
@@ -76,6 +77,8 @@ class InfoTSNE(PerplexityMixin, Embedder):
     discard_NNs: bool = False
     early_exaggeration_coeff: float | None = 12.0
     early_exaggeration_iter: int | None = 250
+
+    _objective_method: ClassVar[str | None] = "infotsne"
 
     def _check_method_params(self) -> None:
         self._check_perplexity()

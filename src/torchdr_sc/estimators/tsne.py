@@ -189,6 +189,8 @@ class TSNE(_Repulsion, _ExactEmbedder):
 
     optimizer: Any = "DeltaBarDelta"
 
+    _objective_method: ClassVar[str | None] = "tsne"
+
     def _check_method_params(self) -> None:
         super()._check_method_params()
         self._check_repulsion()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -74,6 +74,8 @@ class TSNEkhorn(_Repulsion, _ExactEmbedder):
 
     sinkhorn_iter: int = 5
     n_interpolation_points: int = 4
+
+    _objective_method: ClassVar[str | None] = "tsnekhorn"
 
     def _check_method_params(self) -> None:
         self._check_perplexity()

@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MATCHING_LOSSES", "OBJECTIVES", "Objective", "ReferenceRows", "make_objective"]
+__all__ = [
+    "MATCHING_LOSSES",
+    "OBJECTIVES",
+    "Objective",
+    "ReferenceRows",
+    "make_objective",
+    "prepare_objective",
+]
 
 
 class Objective(Protocol):
@@ -64,7 +71,7 @@ class Objective(Protocol):
 def __getattr__(name: str) -> Any:
     """The names of :mod:`~torchdr_sc.objective.methods` above, imported on first use (that
     module imports every kernel)."""
-    if name in ("make_objective", "OBJECTIVES", "ReferenceRows"):
+    if name in ("make_objective", "prepare_objective", "OBJECTIVES", "ReferenceRows"):
         from . import methods
 
         return getattr(methods, name)

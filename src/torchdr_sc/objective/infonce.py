@@ -21,25 +21,30 @@ epoch; drawing them per point (TorchDR) costs ``n x m`` gathers and a scatter of
 reactions. Here the rows are shuffled every iteration into blocks of ``m`` and the blocks are
 paired: the negatives of a row are the rows of the paired block, ``m`` uniform draws without
 replacement that never include the row itself. One dense ``m x m`` matrix of ``w`` per pair
-of blocks (one batched matrix product gives ``1 + d^2``) then holds the terms of both blocks'
-rows, each pair's action and reaction, so that an iteration computes ``n m / 2`` kernel
-values with a few matrix products and no scatter. Sharing the draw within a block of randomly
+of blocks then holds the terms of both blocks' rows, each pair's action and reaction, so that
+an iteration computes ``n m / 2`` kernel values and no scatter. On the CPU one C loop per pair
+keeps that matrix in cache (:mod:`~torchdr_sc.objective.native_infonce`; its PyTorch form
+with the same bits, :mod:`~torchdr_sc.objective.infonce_exact`, runs without a compiler and
+in float64); on other devices batched matrix products compute it (``1 + d^2`` as one
+product: fast on a GPU, other rounding). Sharing the draw within a block of randomly
 chosen rows correlates no neighbouring rows; a new shuffle every iteration gives every row
 new negatives. With ``exclude_neighbours`` a pair of P's edge does not count.
 
-The shuffles come from a :class:`torch.Generator` seeded by the fit, every sum is along one
-dimension of a tensor (one thread per output, the same order whatever the thread count) and
-the blocks' terms are written back by a permutation, not accumulated, so a seed gives
-bitwise the same result with any number of CPU threads.
+The shuffles come from a :class:`torch.Generator` seeded by the fit, every sum runs in a
+fixed order within one pair of blocks (one thread per pair) and the blocks' terms are written
+back by a permutation, not accumulated, so a seed gives bitwise the same result with any
+number of CPU threads, with or without the C kernel.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from ..affinity import SparseAffinity
+from . import infonce_exact, native_infonce
 
 __all__ = ["BLOCK_ROWS", "InfoNCERepulsion", "SampledStudentRepulsion", "row_mass"]
 
@@ -156,6 +161,9 @@ class InfoNCERepulsion:
         ``discard_NNs``): a negative that is a neighbour does not count.
     rank, world_size
         This process's share of the pairs of blocks.
+    use_kernel
+        Use the C kernel on the CPU where it builds (``False``: its PyTorch form, the same
+        bits).
     """
 
     def __init__(
@@ -168,8 +176,9 @@ class InfoNCERepulsion:
         exclude_neighbours: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        use_kernel: bool = True,
     ) -> None:
-        self.n, self.generator = P.n, generator
+        self.n, self.generator, self.use_kernel = P.n, generator, use_kernel
         self.mass = row_mass(P) * (2.0 * scale)  # 2: d log w / d z
         self.all_pairs = self.n < 2 * int(n_negatives)
         self.block = self.n if self.all_pairs else int(n_negatives)
@@ -182,7 +191,7 @@ class InfoNCERepulsion:
         lo, hi = rank * len(left) // world_size, (rank + 1) * len(left) // world_size
         # the right block's own terms count in its pair, except the odd pair's block
         odd = len(left) - 1 if self.n_blocks % 2 and not self.all_pairs else -1
-        device = P.rows.device
+        device = self.device = P.rows.device
         self.left = torch.tensor(left[lo:hi], device=device)
         self.right = torch.tensor(right[lo:hi], device=device)
         self.mutual = torch.tensor([i != odd for i in range(lo, hi)], device=device)
@@ -225,27 +234,72 @@ class InfoNCERepulsion:
         cp = z.new_zeros(n_pad)
         cp[: self.n] = self.mass.to(device=z.device, dtype=z.dtype)[order]
         zp, cp = zp.view(self.n_blocks, B, d), cp.view(self.n_blocks, B)
-        left, right, mutual = self.left, self.right, self.mutual
+        ga, gb = self._block_terms(zp, cp, dropped)
         grad = z.new_zeros(self.n_blocks, B, d)
-        per_chunk = max(1, CHUNK_BYTES // (B * B * z.element_size()))
-        buf = torch.empty(min(per_chunk, len(left)), B, B, dtype=z.dtype, device=z.device)
-        for c0 in range(0, len(left), per_chunk):
-            c1 = min(c0 + per_chunk, len(left))
-            za, zb = zp[left[c0:c1]], zp[right[c0:c1]]
-            w = _kernel_block(za, zb, buf[: c1 - c0])
-            local = dropped[(dropped >= c0 * B * B) & (dropped < c1 * B * B)] - c0 * B * B
-            if local.numel():
-                w.view(-1)[local] = 0.0
-            tiny = torch.finfo(z.dtype).tiny
-            ca = cp[left[c0:c1]] / w.sum(-1).clamp_min_(tiny)
-            cb = cp[right[c0:c1]] / w.sum(1).clamp_min_(tiny) * mutual[c0:c1, None]
-            ga, gb = _pair_terms(w.square_(), ca, cb, za, zb)
-            grad[left[c0:c1]] += ga
-            if not self.all_pairs:  # (one block paired with itself: ga holds both sides)
-                grad[right[c0:c1]] += gb
+        grad[self.left] += ga
+        if not self.all_pairs:  # (one block paired with itself: ga holds both sides)
+            grad[self.right] += gb
         out = torch.empty_like(z)
         out[order] = grad.view(n_pad, d)[: self.n]
         return out.neg_()
+
+    @property
+    def path(self) -> str:
+        """``'C kernel'``, ``'eager'`` (both in the same order of operations, the same
+        bits) or ``'matrix products'`` (CUDA)."""
+        if self.device.type != "cpu":
+            return "matrix products"
+        return "C kernel" if self._library() is not None else "eager"
+
+    def _library(self) -> Any:
+        return native_infonce.library() if self.use_kernel else None
+
+    def _block_terms(
+        self, zp: torch.Tensor, cp: torch.Tensor, dropped: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both blocks' terms of every pair of this process, ``(pairs, B, d)`` each."""
+        left, right, mutual = self.left, self.right, self.mutual
+        if zp.device.type != "cpu":
+            return _product_terms(zp, cp, left, right, mutual, dropped)
+        lib = self._library()
+        if lib is None or not native_infonce.supports(zp[0]):
+            return infonce_exact.block_pair_terms(zp, cp, left, right, mutual, dropped)
+        dropped = dropped.sort().values
+        per_pair = self.block * self.block
+        starts = torch.arange(len(left) + 1, dtype=torch.long) * per_pair
+        drop_start = torch.searchsorted(dropped, starts)
+        mutual = mutual.to(torch.float32)
+        drops = dropped % per_pair
+        return native_infonce.block_pair_terms(lib, zp, cp, left, right, mutual, drop_start, drops)
+
+
+def _product_terms(
+    zp: torch.Tensor,
+    cp: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    mutual: torch.Tensor,
+    dropped: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block-pair terms by batched matrix products (the CUDA path: the same maths as
+    :func:`~torchdr_sc.objective.infonce_exact.block_pair_terms`, other rounding)."""
+    _, B, d = zp.shape
+    pairs = len(left)
+    ga, gb = zp.new_empty(pairs, B, d), zp.new_empty(pairs, B, d)
+    per_chunk = max(1, CHUNK_BYTES // (B * B * zp.element_size()))
+    buf = torch.empty(min(per_chunk, pairs), B, B, dtype=zp.dtype, device=zp.device)
+    tiny = torch.finfo(zp.dtype).tiny
+    for c0 in range(0, pairs, per_chunk):
+        c1 = min(c0 + per_chunk, pairs)
+        za, zb = zp[left[c0:c1]], zp[right[c0:c1]]
+        w = _kernel_block(za, zb, buf[: c1 - c0])
+        local = dropped[(dropped >= c0 * B * B) & (dropped < c1 * B * B)] - c0 * B * B
+        if local.numel():
+            w.view(-1)[local] = 0.0
+        ca = cp[left[c0:c1]] / w.sum(-1).clamp_min_(tiny)
+        cb = cp[right[c0:c1]] / w.sum(1).clamp_min_(tiny) * mutual[c0:c1, None]
+        ga[c0:c1], gb[c0:c1] = _pair_terms(w.square_(), ca, cb, za, zb)
+    return ga, gb
 
 
 class SampledStudentRepulsion:

@@ -13,6 +13,7 @@ rows over their reference neighbours, and the gradient is that of the new points
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from .._reduce import fixed_order_sum
 from .._validation import check_option
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
+from . import native, native_epoch, native_infonce
 from .attraction import StudentAttraction
 from .epoch import SampledEpoch
 from .exact import sne_attraction, sne_gradient, tsne_gradient
@@ -51,6 +53,7 @@ __all__ = [
     "TSNEObjective",
     "TSNEkhornObjective",
     "make_objective",
+    "prepare_objective",
 ]
 
 
@@ -271,14 +274,17 @@ class InfoTSNEObjective:
             exclude_neighbours=bool(exclude_neighbours),
             rank=rank,
             world_size=world_size,
+            use_kernel=compile is not False,
         )
 
     @property
     def path(self) -> str:
-        """``'attraction native|compiled|eager, repulsion shared negatives'``."""
+        """``'attraction native|compiled|eager, repulsion shared negatives (C kernel|eager|
+        matrix products)'``."""
         if self._attraction is None:
             return "reference fixed, repulsion sampled negatives"
-        return f"attraction {self._attraction.path}, repulsion shared negatives"
+        rep = self._repulsion.path
+        return f"attraction {self._attraction.path}, repulsion shared negatives ({rep})"
 
     def __call__(self, z: torch.Tensor, iteration: int, phase: Any) -> torch.Tensor:
         """The gradient at ``z``."""
@@ -417,6 +423,29 @@ _CLASSES: dict[str, type] = {
 }
 #: The methods :func:`make_objective` builds.
 OBJECTIVES = tuple(_CLASSES)
+
+
+#: The C kernel libraries each method's objective calls on the CPU.
+KERNELS: dict[str, tuple[Callable[[], Any], ...]] = {
+    "tsne": (native.library,),
+    "infotsne": (native.library, native_infonce.library),
+    "negative_sampling": (native_epoch.library,),
+    "tsnekhorn": (native.library,),
+}
+
+
+def prepare_objective(method: str, device: torch.device | str) -> threading.Thread | None:
+    """Start building the C kernels the objective of ``method`` calls on ``device`` (CPU),
+    on a thread of their own (:func:`~torchdr_sc.objective.native.build_in_background`).
+
+    An estimator calls this at the start of a fit: on a machine where the kernels are not
+    built yet, the compiler then runs beside the kNN search rather than after it. Where they
+    are built (every later process) it only loads them. Returns the building thread
+    (``None``: nothing to build on this device).
+    """
+    if torch.device(device).type != "cpu":
+        return None
+    return native.build_in_background(*KERNELS.get(method, ()))
 
 
 def make_objective(method: str, P: SparseAffinity | ReferenceRows, **options: Any) -> Any:

@@ -18,8 +18,8 @@ eager and the ``torch.compile`` forms in :mod:`~torchdr_sc.objective.exact` comp
 correctly rounded products and sum each row with :func:`torch.segment_reduce`, which adds a
 segment's elements one after the other from zero: the same bits (tested). Every row is summed
 by one thread, in order, so splitting the rows between threads (:func:`student_attraction`
-runs ranges of rows on a thread pool; :mod:`ctypes` releases the GIL) cannot change a bit
-either.
+runs ranges of rows on PyTorch's OpenMP threads, :mod:`~torchdr_sc.objective.native_ranges`)
+cannot change a bit either.
 
 Without a working compiler the attraction runs eagerly (the same numbers, more slowly); the
 failure is said once, with the fix, and recorded so that later processes do not try again
@@ -34,18 +34,20 @@ import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .._logging import get_logger, notice
-from . import kernel_cache
+from . import kernel_cache, native_ranges
 
 logger = get_logger(__name__)
 
-SOURCE = r"""
-#include <stdint.h>
+SOURCE = (
+    native_ranges.PRELUDE
+    + r"""
 
 /* Rows [start, stop) of sum_j c_ij (z_i - z_j), c_ij = factor P_ij / (1 + |z_i - z_j|^2),
    over each row's edges in CSR order; coords is (d, n), out is (n, d) row-major. */
@@ -76,6 +78,11 @@ void NAME(const REAL *coords, int64_t n, int64_t d, const int32_t *crow,        
 
 ATTRACTION(student_attraction_f32, float)
 ATTRACTION(student_attraction_f64, double)
+#define ATTRACTION_PARAMS(REAL) (const REAL *coords, int64_t n, int64_t d,               \
+    const int32_t *crow, const int32_t *cols, const REAL *weights, REAL factor, REAL *out)
+#define ATTRACTION_ARGS (coords, n, d, crow, cols, weights, factor, out)
+RANGES(student_attraction_f32, ATTRACTION_PARAMS(float), ATTRACTION_ARGS)
+RANGES(student_attraction_f64, ATTRACTION_PARAMS(double), ATTRACTION_ARGS)
 
 /* the same for two coordinates, the common case, with the loops over them unrolled */
 #define ATTRACTION_2D(NAME, REAL)                                                       \
@@ -105,7 +112,13 @@ void NAME(const REAL *x, const REAL *y, const int32_t *crow, const int32_t *cols
 
 ATTRACTION_2D(student_attraction_2d_f32, float)
 ATTRACTION_2D(student_attraction_2d_f64, double)
-"""  #: Compiler flags: optimised for this CPU, every operation rounded on its own.
+#define ATTRACTION_2D_PARAMS(REAL) (const REAL *x, const REAL *y, const int32_t *crow,     \
+    const int32_t *cols, const REAL *weights, REAL factor, REAL *out)
+#define ATTRACTION_2D_ARGS (x, y, crow, cols, weights, factor, out)
+RANGES(student_attraction_2d_f32, ATTRACTION_2D_PARAMS(float), ATTRACTION_2D_ARGS)
+RANGES(student_attraction_2d_f64, ATTRACTION_2D_PARAMS(double), ATTRACTION_2D_ARGS)
+"""
+)  #: Compiler flags: optimised for this CPU, every operation rounded on its own.
 CFLAGS = (
     "-O3",
     "-march=native",
@@ -121,6 +134,7 @@ PARALLEL_MIN_EDGES = 1 << 16
 MAX_DIM = 16
 
 _STATE: dict[str, object] = {}
+_BUILDING = threading.Lock()
 _TYPES = {torch.float32: (ctypes.c_float, "f32"), torch.float64: (ctypes.c_double, "f64")}
 
 
@@ -148,21 +162,27 @@ def build_key(cc: str, source: str = SOURCE) -> dict:
     """Everything the machine code depends on: source, flags, compiler, CPU."""
     return {
         "source": hashlib.sha256(source.encode()).hexdigest(),
-        "flags": list(CFLAGS),
+        "flags": [*CFLAGS, *native_ranges.OPENMP_FLAGS],
         "compiler": _compiler_version(cc),
         "cpu": kernel_cache.cpu_signature(),
     }
 
 
 def _build(cc: str, path: Path, source: str) -> None:
+    """Compile ``source`` into ``path``: with OpenMP (:mod:`~torchdr_sc.objective.native_ranges`),
+    else, where the compiler refuses it, without (the same results, parts on a thread pool)."""
     source_file = Path(tempfile.mkdtemp()) / "kernel.c"  # inside the private build folder
     source_file.write_text(source)
+    tail = ["-o", str(path), str(source_file)]
     run = subprocess.run(
-        [cc, *CFLAGS, "-o", str(path), str(source_file)],
+        [cc, *CFLAGS, *native_ranges.OPENMP_FLAGS, *tail],
         capture_output=True,
         text=True,
         timeout=300,
     )
+    if run.returncode != 0:
+        logger.info("%s: no OpenMP (%s); building without it", Path(cc).name, run.stderr[:200])
+        run = subprocess.run([cc, *CFLAGS, *tail], capture_output=True, text=True, timeout=300)
     if run.returncode != 0:
         msg = f"{Path(cc).name} failed: {(run.stderr or run.stdout).strip()[:500]}"
         raise RuntimeError(msg)
@@ -193,6 +213,43 @@ def load_library(name: str, source: str, runs: str) -> ctypes.CDLL | None:
     libraries = _STATE.setdefault("libraries", {})
     if name in libraries:  # type: ignore[operator]
         return libraries[name]  # type: ignore[index]
+    with _BUILDING:  # one build at a time; a caller that waited finds the library loaded
+        if name not in libraries:  # type: ignore[operator]
+            libraries[name] = _load(name, source, runs)  # type: ignore[index]
+    return libraries[name]  # type: ignore[index]
+
+
+def build_in_background(*loaders: Callable[[], object]) -> threading.Thread | None:
+    """Start building (or loading) kernel libraries on a thread of their own.
+
+    A fit calls this before its kNN search with the library functions its objective will
+    call (e.g. :func:`library`): the compiler then runs beside the search instead of after
+    it, and the objective's own call waits for the build if it is not done yet
+    (:func:`load_library` builds each library once). Returns the thread, or ``None`` where
+    every library is loaded already.
+
+    Parameters
+    ----------
+    loaders
+        Functions that return a loaded library (``None`` where it cannot be built).
+    """
+    if not loaders:
+        return None
+
+    def build() -> None:
+        for load in loaders:
+            try:
+                load()
+            except Exception as err:  # said by the caller's own call, which raises it again
+                logger.debug("background build failed: %s", err)
+
+    thread = threading.Thread(target=build, name="torchdr_sc-kernel-build", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load(name: str, source: str, runs: str) -> ctypes.CDLL | None:
+    """:func:`load_library`'s work, under its lock."""
     lib = None
     cc = compiler()
     if cc is None:
@@ -225,7 +282,6 @@ def load_library(name: str, source: str, runs: str) -> ctypes.CDLL | None:
                 str(err).splitlines()[0][:200],
                 cc,
             )
-    libraries[name] = lib  # type: ignore[index]
     return lib
 
 
@@ -235,14 +291,6 @@ def supports(coords: torch.Tensor, crow: torch.Tensor, cols: torch.Tensor) -> bo
     cpu = coords.device.type == "cpu" and cols.device.type == "cpu"
     ids = crow.dtype == torch.int32 and cols.dtype == torch.int32
     return cpu and ids and coords.dtype in _TYPES and coords.shape[0] <= MAX_DIM
-
-
-def thread_pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool of at least ``workers`` threads, kept for the process."""
-    if int(_STATE.get("pool_size", 0)) < workers:  # type: ignore[call-overload]
-        _STATE["pool"] = ThreadPoolExecutor(max_workers=workers)
-        _STATE["pool_size"] = workers
-    return _STATE["pool"]  # type: ignore[return-value]
 
 
 def student_attraction(
@@ -278,24 +326,18 @@ def student_attraction(
     out = torch.empty(n, d, dtype=coords.dtype)
     ptr = ctypes.c_void_p
     if d == 2:
-        fn = getattr(lib, f"student_attraction_2d_{tag}")
+        name = f"student_attraction_2d_{tag}"
         lead = [ptr(coords[0].data_ptr()), ptr(coords[1].data_ptr())]
     else:
-        fn = getattr(lib, f"student_attraction_{tag}")
+        name = f"student_attraction_{tag}"
         lead = [ptr(coords.data_ptr()), ctypes.c_int64(n), ctypes.c_int64(d)]
     args = [*lead, ptr(crow.data_ptr()), ptr(cols.data_ptr()), ptr(weights.data_ptr())]
     args += [real(factor), ptr(out.data_ptr())]
 
-    def run(start: int, stop: int) -> None:
-        fn(*args, ctypes.c_int64(start), ctypes.c_int64(stop))
-
     edges = int(cols.numel())
     threads = max(1, min(torch.get_num_threads(), edges // PARALLEL_MIN_EDGES))
-    if threads == 1:
-        run(0, n)
-        return out
     # row ranges of about equal edge counts; each row is summed by one thread, in order
     targets = torch.tensor([edges * t // threads for t in range(1, threads)], dtype=crow.dtype)
     bounds = [0, *torch.searchsorted(crow, targets).tolist(), n]
-    list(thread_pool(threads).map(run, bounds[:-1], bounds[1:]))
+    native_ranges.run_ranges(lib, name, args, bounds)
     return out

@@ -30,12 +30,11 @@ References
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from . import native, pairs
+from . import native, native_ranges, pairs
 
 #: Edges evaluated together (one vector register of float32 lanes with AVX-512).
 LANES = 16
@@ -229,12 +228,16 @@ static inline __attribute__((always_inline)) void epoch_terms(
 
 #define EPOCH(NAME, UMAP, DIM)                                                          \
 void NAME(const float *z, int64_t n, int64_t d, const int32_t *heads,                   \
-          const int32_t *tails, int64_t A, int64_t start, int64_t stop, uint64_t key,    \
-          uint64_t golden, const float *consts, int64_t m, int discard, float *g_att,    \
-          float *g_head) {                                                              \
+          const int32_t *tails, int64_t A, uint64_t key, uint64_t golden,                \
+          const float *consts, int64_t m, int discard, float *g_att, float *g_head,      \
+          int64_t start, int64_t stop) {                                                \
     epoch_terms(z, n, DIM, heads, tails, A, start, stop, key, golden, consts, m,        \
                 discard, g_att, g_head, UMAP);                                          \
-}
+}                                                                                       \
+RANGES(NAME, (const float *z, int64_t n, int64_t d, const int32_t *heads,               \
+              const int32_t *tails, int64_t A, uint64_t key, uint64_t golden,            \
+              const float *consts, int64_t m, int discard, float *g_att, float *g_head), \
+       (z, n, d, heads, tails, A, key, golden, consts, m, discard, g_att, g_head))
 
 EPOCH(epoch_umap_2d, 1, 2)
 EPOCH(epoch_umap_nd, 1, d)
@@ -255,10 +258,13 @@ void scatter_terms(float *sums, const int64_t n, const int64_t d, const int32_t 
         for (int64_t e = 0; e < A; ++e) row[index[e]] += terms[e];
     }
 }
+RANGES(scatter_terms, (float *sums, const int64_t n, const int64_t d, const int32_t *heads,
+                       const int32_t *tails, const float *g_att, const float *g_head,
+                       const int64_t A), (sums, n, d, heads, tails, g_att, g_head, A))
 """
 
 #: The kernel's C source: constants from :mod:`~torchdr_sc.objective.pairs`, then the loop.
-SOURCE = "#include <stdint.h>\n" + _CONSTANTS + _BODY
+SOURCE = native_ranges.PRELUDE + _CONSTANTS + _BODY
 
 
 def library() -> ctypes.CDLL | None:
@@ -319,31 +325,23 @@ def epoch_terms(
     g_head = torch.empty(d, count, dtype=torch.float32)
     if count == 0:
         return g_att, g_head
-    fn = getattr(lib, f"epoch_{kind}_{'2d' if d == 2 else 'nd'}")
+    name = f"epoch_{kind}_{'2d' if d == 2 else 'nd'}"
     key_bits, golden = (int(v) & ((1 << 64) - 1) for v in key.tolist())
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lead = [ptr(z.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
-    lead.append(i64(count))
-    tail = [ctypes.c_uint64(key_bits), ctypes.c_uint64(golden), ptr(consts.data_ptr())]
-    tail += [i64(n_negatives), ctypes.c_int(int(discard_tails))]
-    tail += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr())]
-
-    def run(start: int, stop: int) -> None:
-        fn(*lead, i64(start), i64(stop), *tail)
-
-    _split(run, count, count)
+    args = [ptr(z.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
+    args += [i64(count), ctypes.c_uint64(key_bits), ctypes.c_uint64(golden)]
+    args += [ptr(consts.data_ptr()), i64(n_negatives), ctypes.c_int(int(discard_tails))]
+    args += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr())]
+    _split(lib, name, args, count, count)
     return g_att, g_head
 
 
-def _split(run: Callable[[int, int], None], items: int, edges: int) -> None:
-    """``run(start, stop)`` over ``[0, items)``, cut into one range per thread (one range
-    below :data:`PARALLEL_MIN_EDGES` edges per thread: a thread hand-off costs more)."""
+def _split(lib: ctypes.CDLL, name: str, args: list, items: int, edges: int) -> None:
+    """Kernel ``name`` over ``[0, items)``, cut into one range per thread (one range below
+    :data:`PARALLEL_MIN_EDGES` edges per thread: a thread hand-off costs more)."""
     threads = max(1, min(torch.get_num_threads(), edges // PARALLEL_MIN_EDGES, items))
-    if threads == 1:
-        run(0, items)
-        return
     bounds = [items * t // threads for t in range(threads + 1)]
-    list(native.thread_pool(threads).map(run, bounds[:-1], bounds[1:]))
+    native_ranges.run_ranges(lib, name, args, bounds)
 
 
 def add_terms(
@@ -381,10 +379,6 @@ def add_terms(
     heads, tails = heads.contiguous(), tails.contiguous()
     g_att, g_head = g_att.contiguous(), g_head.contiguous()
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lead = [ptr(sums.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
-    lead += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr()), i64(count)]
-
-    def run(first: int, last: int) -> None:
-        lib.scatter_terms(*lead, i64(first), i64(last))
-
-    _split(run, 2 * d, count)
+    args = [ptr(sums.data_ptr()), i64(n), i64(d), ptr(heads.data_ptr()), ptr(tails.data_ptr())]
+    args += [ptr(g_att.data_ptr()), ptr(g_head.data_ptr()), i64(count)]
+    _split(lib, "scatter_terms", args, 2 * d, count)

@@ -35,21 +35,59 @@ PCA initialisation (``init='pca'``) is an exact incremental PCA (:class:`Increme
 streamed mean and covariance in float64, merged chunk by chunk), then the same
 deterministic signs and rescaling as the in-memory initialisation.
 
+The PCA estimators (``PCA``, ``ExactIncrementalPCA``, ``IncrementalPCA``) and ``pp.pca``
+compute with the block readers and statistics of this package as well: exact statistics
+(:func:`exact_statistics`, merged over ranks by :meth:`IncrementalPCA.reduced`), randomised
+subspace iteration for many features (:func:`randomized_axes`), the approximate single-pass
+update (:class:`IncrementalSVD`), and projections (:func:`project_rows`).
+
 Under ``torchrun`` every rank builds the whole index (or reads every chunk) but queries and
 projects only the rows it owns; the rows are then all-gathered.
 """
 
 from ._constants import CHUNK_BYTES, QUERY_BYTES
+from ._decompose import (
+    BLOCK_BYTES,
+    EXACT_MAX_FEATURES,
+    PCA_SOLVERS,
+    column_moments,
+    exact_statistics,
+    n_rows,
+    pick_solver,
+    prepare_matrix,
+    project_rows,
+    randomized_axes,
+    reduce_moments,
+    row_blocks,
+    top_axes,
+)
 from ._fit import fit_streamed, streamed_knn
+from ._incremental_svd import SVD_DRIVERS, IncrementalSVD, randomized_svd
 from ._pca import IncrementalPCA
 from ._sources import Chunked, is_streamed
 
 __all__ = [
+    "BLOCK_BYTES",
     "CHUNK_BYTES",
+    "EXACT_MAX_FEATURES",
+    "PCA_SOLVERS",
     "QUERY_BYTES",
+    "SVD_DRIVERS",
     "Chunked",
     "IncrementalPCA",
+    "IncrementalSVD",
+    "column_moments",
+    "exact_statistics",
     "fit_streamed",
     "is_streamed",
+    "n_rows",
+    "pick_solver",
+    "prepare_matrix",
+    "project_rows",
+    "randomized_axes",
+    "randomized_svd",
+    "reduce_moments",
+    "row_blocks",
     "streamed_knn",
+    "top_axes",
 ]

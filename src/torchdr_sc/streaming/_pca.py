@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .._logging import get_logger
+from ..distributed import DistContext
 from ..initialization import pad_columns, principal_axes, principal_axes_svd
 from . import _constants as limits
 
@@ -71,29 +72,65 @@ class IncrementalPCA:
         return self
 
     def _merge(self, x: torch.Tensor) -> None:
-        """Chan, Golub & LeVeque's pairwise update with the rows ``x`` (float64).
-
-        With ``n`` rows of mean ``m`` and scatter ``S`` seen, and ``b`` new rows of mean
-        ``m_b`` and scatter ``S_b``: ``m' = m + (m_b - m) b / (n + b)`` and
-        ``S' = S + S_b + (m_b - m)(m_b - m)^T n b / (n + b)``.
-        """
-        b = x.shape[0]
+        """Add the rows ``x`` (float64) by their mean and scatter (:meth:`merge_statistics`)."""
         mean_b = x.mean(0)
         xc = x - mean_b
-        scatter_b = xc.T @ xc
+        self.merge_statistics(x.shape[0], mean_b, xc.T @ xc)
+
+    def merge_statistics(self, b: int, mean_b: torch.Tensor, scatter_b: torch.Tensor) -> None:
+        """Add ``b`` rows given by their float64 mean ``mean_b`` and scatter ``scatter_b``.
+
+        Chan, Golub & LeVeque's pairwise update: with ``n`` rows of mean ``m`` and scatter
+        ``S`` seen, ``m' = m + (m_b - m) b / (n + b)`` and
+        ``S' = S + S_b + (m_b - m)(m_b - m)^T n b / (n + b)``.
+        """
         if self.mean_ is None:
-            self.device = x.device
-            self.mean_, self._scatter, self.n_samples_seen_ = mean_b, scatter_b, b
+            self.device = mean_b.device
+            self.mean_, self._scatter, self.n_samples_seen_ = mean_b, scatter_b.clone(), b
             return
-        if x.shape[1] != self.mean_.shape[0]:
-            msg = f"chunks have {self.mean_.shape[0]} and {x.shape[1]} features; they must agree."
+        if mean_b.shape[0] != self.mean_.shape[0]:
+            d, d_b = self.mean_.shape[0], mean_b.shape[0]
+            msg = f"chunks have {d} and {d_b} features; they must agree."
             raise ValueError(msg)
         n = self.n_samples_seen_
         total = n + b
         delta = mean_b - self.mean_
         self.mean_ = self.mean_ + delta * (b / total)
-        self._scatter = self._scatter + scatter_b + torch.outer(delta, delta) * (n * b / total)
+        self._scatter.add_(scatter_b).addr_(delta, delta, alpha=n * b / total)  # in place
         self.n_samples_seen_ = total
+
+    def reduced(self, ctx: DistContext) -> IncrementalPCA:
+        """These statistics merged with those of every rank of ``ctx`` (a new object).
+
+        With ``n_r`` rows of mean ``m_r`` and scatter ``S_r`` on rank ``r``: the global mean
+        is ``sum n_r m_r / n`` and the global scatter ``sum S_r + n_r (m_r - m)(m_r - m)^T``
+        (the pairwise update summed over ranks); two all-reduces of ``O(d^2)`` values.
+        Every rank must call it (a collective). Without a group it returns ``self``.
+        """
+        if not ctx.active:
+            return self
+        if self.mean_ is None:
+            msg = f"rank {ctx.rank} has no rows; give every rank at least one row."
+            raise ValueError(msg)
+        n = float(self.n_samples_seen_)
+        packed = torch.cat([self.mean_.new_tensor([n]), self.mean_ * n])
+        ctx.sync(packed)
+        total = packed[0]
+        mean = packed[1:] / total
+        delta = self.mean_ - mean
+        scatter = self._scatter + torch.outer(delta, delta) * n
+        ctx.sync(scatter)
+        out = IncrementalPCA(self.n_components, self.device)
+        out.mean_, out._scatter, out.n_samples_seen_ = mean, scatter, round(float(total))
+        return out
+
+    @property
+    def scatter_(self) -> torch.Tensor:
+        """``(d, d)`` float64 scatter matrix ``Xc^T Xc`` of the rows seen (centred rows)."""
+        if self._scatter is None:
+            msg = "IncrementalPCA has seen no rows."
+            raise ValueError(msg)
+        return self._scatter
 
     def finalize(self) -> IncrementalPCA:
         """Compute the principal axes from the statistics (:func:`principal_axes`)."""
