@@ -196,6 +196,7 @@ class InfoNCERepulsion:
         self.right = torch.tensor(right[lo:hi], device=device)
         self.mutual = torch.tensor([i != odd for i in range(lo, hi)], device=device)
         self.edges = (P.rows.long(), P.cols.long()) if exclude_neighbours else None
+        self._mass_as: torch.Tensor | None = None
 
     def _dropped(self, position: torch.Tensor) -> torch.Tensor:
         """Flat indices into the ``(pairs, block, block)`` matrices of the pairs that do not
@@ -222,26 +223,23 @@ class InfoNCERepulsion:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """Gradient ``(n, d)`` of this process's part of ``sum_i p_i log S_i``."""
-        B, d = self.block, z.shape[1]
-        n_pad = self.n_blocks * B
         g = self.generator
         order = torch.randperm(self.n, generator=g, device=g.device).to(z.device)
         position = torch.empty_like(order)
         position[order] = torch.arange(self.n, device=z.device)
         dropped = self._dropped(position)
-        zp = z.new_zeros(n_pad, d)
-        zp[: self.n] = z[order]
-        cp = z.new_zeros(n_pad)
-        cp[: self.n] = self.mass.to(device=z.device, dtype=z.dtype)[order]
-        zp, cp = zp.view(self.n_blocks, B, d), cp.view(self.n_blocks, B)
-        ga, gb = self._block_terms(zp, cp, dropped)
-        grad = z.new_zeros(self.n_blocks, B, d)
-        grad[self.left] += ga
-        if not self.all_pairs:  # (one block paired with itself: ga holds both sides)
-            grad[self.right] += gb
-        out = torch.empty_like(z)
-        out[order] = grad.view(n_pad, d)[: self.n]
-        return out.neg_()
+        lib = self._library() if z.device.type == "cpu" else None
+        if lib is not None and native_infonce.supports(z):
+            out, extra = self._kernel(lib, z, order, dropped)
+        else:
+            zp, cp = self._blocks(z, order)
+            terms = infonce_exact.block_pair_terms if z.is_cpu else _product_terms
+            ga, gb = terms(zp, cp, self.left, self.right, self.mutual, dropped)
+            out, extra = self._place(ga, gb, order)
+        if extra is not None:  # the odd pair's right block: the first block, a left one too
+            first = order[: self.block]
+            out[first] = out[first] - extra
+        return out
 
     @property
     def path(self) -> str:
@@ -254,23 +252,60 @@ class InfoNCERepulsion:
     def _library(self) -> Any:
         return native_infonce.library() if self.use_kernel else None
 
-    def _block_terms(
-        self, zp: torch.Tensor, cp: torch.Tensor, dropped: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both blocks' terms of every pair of this process, ``(pairs, B, d)`` each."""
-        left, right, mutual = self.left, self.right, self.mutual
-        if zp.device.type != "cpu":
-            return _product_terms(zp, cp, left, right, mutual, dropped)
-        lib = self._library()
-        if lib is None or not native_infonce.supports(zp[0]):
-            return infonce_exact.block_pair_terms(zp, cp, left, right, mutual, dropped)
+    def _mass(self, z: torch.Tensor) -> torch.Tensor:
+        """The row masses in ``z``'s dtype and device (converted once)."""
+        if self._mass_as is None or self._mass_as.dtype != z.dtype:
+            self._mass_as = self.mass.to(device=z.device, dtype=z.dtype)
+        return self._mass_as
+
+    def _kernel(
+        self, lib: Any, z: torch.Tensor, order: torch.Tensor, dropped: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The gradient by the C kernel, which reads the blocks' rows and writes their
+        gradient through ``order`` itself."""
         dropped = dropped.sort().values
         per_pair = self.block * self.block
-        starts = torch.arange(len(left) + 1, dtype=torch.long) * per_pair
+        starts = torch.arange(len(self.left) + 1, dtype=torch.long) * per_pair
         drop_start = torch.searchsorted(dropped, starts)
-        mutual = mutual.to(torch.float32)
-        drops = dropped % per_pair
-        return native_infonce.block_pair_terms(lib, zp, cp, left, right, mutual, drop_start, drops)
+        mutual = self.mutual.to(torch.float32)
+        return native_infonce.repulsion(
+            lib, z, order, self._mass(z), self.block, self.left, self.right, mutual,
+            drop_start, dropped % per_pair,
+        )  # fmt: skip
+
+    def _blocks(self, z: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shuffled rows and masses as ``(n_blocks, B, d)`` and ``(n_blocks, B)``, the
+        last block padded with zeros."""
+        B, d = self.block, z.shape[1]
+        zp = z.new_zeros(self.n_blocks * B, d)
+        zp[: self.n] = z[order]
+        cp = z.new_zeros(self.n_blocks * B)
+        cp[: self.n] = self._mass(z)[order]
+        return zp.view(self.n_blocks, B, d), cp.view(self.n_blocks, B)
+
+    def _place(
+        self, ga: torch.Tensor, gb: torch.Tensor, order: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The blocks' terms written back as the C kernel writes them: ``out[row] =
+        -terms`` for the rows of left blocks and of mutual right blocks (zero elsewhere), and
+        the odd pair's right block's terms apart."""
+        B, d = self.block, ga.shape[-1]
+        out = ga.new_zeros(self.n, d)
+        rows = torch.full((self.n_blocks * B,), -1, dtype=torch.long, device=order.device)
+        rows[: self.n] = order
+        rows = rows.view(self.n_blocks, B)
+
+        def put(blocks: torch.Tensor, values: torch.Tensor) -> None:
+            index = rows[blocks].reshape(-1)
+            keep = index >= 0
+            out[index[keep]] = -values.reshape(-1, d)[keep]
+
+        put(self.left, ga)
+        if self.all_pairs:  # one block paired with itself: ga holds both sides
+            return out, None
+        mutual = self.mutual.bool()
+        put(self.right[mutual], gb[mutual])
+        return out, (gb[~mutual][0] if not bool(mutual.all()) else None)
 
 
 def _product_terms(

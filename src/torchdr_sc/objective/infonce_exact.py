@@ -1,6 +1,6 @@
 """InfoNC-t-SNE's block-pair terms in PyTorch with the C kernel's order of operations.
 
-The PyTorch form of :func:`~torchdr_sc.objective.native_infonce.block_pair_terms`: the path of
+The PyTorch form of :func:`~torchdr_sc.objective.native_infonce.repulsion`'s pairs: the path of
 a machine without a C compiler and of float64 embeddings, and the C kernel's reference in the
 tests. It spells out the kernel's arithmetic step by step: every difference, square, sum,
 quotient and product rounded on its own, each sum over a row or a column kept as

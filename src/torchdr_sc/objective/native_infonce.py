@@ -11,13 +11,18 @@ core's cache and makes two.
 
 **Sums in a fixed order** (:data:`ORDER`), so that the PyTorch form
 (:func:`~torchdr_sc.objective.infonce_exact.block_pair_terms`, the path without a compiler,
-float64, other devices' reference) gives the same bits: a sum over ``k`` (a row's) keeps
+float64) gives the same bits: a sum over ``k`` (a row's) keeps
 :data:`LANES` partial sums, lane ``l`` adding the entries ``k = l, l + LANES, ...`` in
 increasing ``k``, and then adds the lanes in order; a sum over ``i`` (a column's) does the
 same over ``i``. Every sum starts from ``+0``; every product and quotient is rounded on its
-own (``-ffp-contract=off``). The lanes also let the compiler use vector registers for the
-sums. Pairs are independent and each writes only its own outputs, so splitting them between
-threads changes no bit.
+own (``-ffp-contract=off``). The row sums are written with the compilers' vector
+extension (GCC and Clang): a vector of :data:`LANES` partial sums stays in a register, and
+vector additions are lane by lane, so the order is the one stated. Pairs are independent and
+each writes only its own blocks' rows (the odd pair's right block, also the first pair's
+left block, goes to a separate buffer), so splitting them between threads changes no bit.
+
+The kernel reads the blocks' rows through the shuffle and writes their gradient back through
+it, so that no shuffled copy of the embedding is made.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from . import native, native_ranges
 
-__all__ = ["LANES", "MAX_DIM", "ORDER", "block_pair_terms", "library", "supports"]
+__all__ = ["LANES", "MAX_DIM", "ORDER", "library", "repulsion", "supports"]
 
 #: Partial sums per row or column sum (one vector register of float32 with AVX-512).
 LANES = 16
@@ -42,28 +47,49 @@ _BODY = r"""
 #include <string.h>
 #define LANES 16
 
-/* Pairs [start, stop) of blocks: left[p], right[p] index blocks of B rows of zp (n_blocks, B,
-   d) and cp (n_blocks, B); drops[drop_start[p]:drop_start[p + 1]] are i * B + k of entries
-   that do not count; ga, gb are (pairs, B, d). */
+/* LANES floats; vector additions are lane by lane, so a vector of partial sums adds each
+   lane's entries in order (unaligned loads allowed) */
+typedef float lanes_t __attribute__((vector_size(4 * LANES), aligned(4), may_alias));
+
+static inline float sum_lanes(const lanes_t v) {
+    float s = 0.0f;
+    for (int l = 0; l < LANES; ++l) s = s + v[l];
+    return s;
+}
+
+/* Pairs [start, stop) of blocks. Block b's row i is the embedding's row order[b * B + i]
+   (none, a padding row, from n on); drops[drop_start[p]:drop_start[p + 1]] are i * B + k of
+   pair p's entries that do not count. Each row of a left block gets out[row] = -(its terms);
+   a right block's rows likewise where mutual[p] (a block paired with itself: none), else
+   its terms go to extra (B, d), for the caller to subtract (that block is also a left one). */
 static inline __attribute__((always_inline)) void block_pairs(
-        const float *zp, const float *cp, const int64_t B, const int64_t d,
-        const int64_t *left, const int64_t *right, const float *mutual,
-        const int64_t *drop_start, const int64_t *drops, const float tiny,
-        float *ga, float *gb, const int64_t start, const int64_t stop) {
+        const float *z, const int64_t *order, const float *mass, const int64_t n,
+        const int64_t B, const int64_t d, const int64_t *left, const int64_t *right,
+        const float *mutual, const int64_t *drop_start, const int64_t *drops,
+        const float tiny, float *out, float *extra, const int64_t start, const int64_t stop) {
     const int64_t L = (B + LANES - 1) / LANES * LANES;
     float *W = malloc(sizeof(float) * (size_t)(B * L));
+    float *za = malloc(sizeof(float) * (size_t)(B * d));      /* block a, (B, d) */
     float *zk = calloc((size_t)(L * d), sizeof(float));        /* block b, (d, L), 0-padded */
+    float *pa = malloc(sizeof(float) * (size_t)B), *pb = malloc(sizeof(float) * (size_t)B);
+    float *ca = malloc(sizeof(float) * (size_t)B);
     float *cb = calloc((size_t)L, sizeof(float));
     float *col = malloc(sizeof(float) * (size_t)(LANES * L));   /* column sums' lanes */
     float *gcol = malloc(sizeof(float) * (size_t)(LANES * L * d));
     for (int64_t p = start; p < stop; ++p) {
-        const float *za = zp + left[p] * B * d, *zbk = zp + right[p] * B * d;
-        const float *pa = cp + left[p] * B, *pb = cp + right[p] * B;
-        for (int64_t k = 0; k < B; ++k)
-            for (int64_t c = 0; c < d; ++c) zk[c * L + k] = zbk[k * d + c];
+        const int64_t a0 = left[p] * B, b0 = right[p] * B;
+        for (int64_t i = 0; i < B; ++i) {
+            const int64_t q = a0 + i, r = q < n ? order[q] : -1;
+            pa[i] = r < 0 ? 0.0f : mass[r];
+            for (int64_t c = 0; c < d; ++c) za[i * d + c] = r < 0 ? 0.0f : z[r * d + c];
+        }
+        for (int64_t k = 0; k < B; ++k) {
+            const int64_t q = b0 + k, r = q < n ? order[q] : -1;
+            pb[k] = r < 0 ? 0.0f : mass[r];
+            for (int64_t c = 0; c < d; ++c) zk[c * L + k] = r < 0 ? 0.0f : z[r * d + c];
+        }
         memset(col, 0, sizeof(float) * (size_t)(LANES * L));
         int64_t next = drop_start[p];
-        float *ca = ga + p * B * d;                 /* c_i kept in ga's first column a while */
         for (int64_t i = 0; i < B; ++i) {
             float *w = W + i * L;
             for (int64_t k = 0; k < L; ++k) {
@@ -77,12 +103,10 @@ static inline __attribute__((always_inline)) void block_pairs(
             }
             for (; next < drop_start[p + 1] && drops[next] < (i + 1) * B; ++next)
                 w[drops[next] - i * B] = 0.0f;
-            float lane[LANES] = {0};
-            for (int64_t j = 0; j < L; j += LANES)
-                for (int l = 0; l < LANES; ++l) lane[l] = lane[l] + w[j + l];
-            float s = 0.0f;
-            for (int l = 0; l < LANES; ++l) s = s + lane[l];
-            ca[i * d] = pa[i] / (s > tiny ? s : tiny);
+            lanes_t lane = {0};
+            for (int64_t j = 0; j < L; j += LANES) lane = lane + *(const lanes_t *)(w + j);
+            const float s = sum_lanes(lane);
+            ca[i] = pa[i] / (s > tiny ? s : tiny);
             float *cl = col + (i % LANES) * L;
             for (int64_t k = 0; k < L; ++k) cl[k] = cl[k] + w[k];
         }
@@ -94,52 +118,53 @@ static inline __attribute__((always_inline)) void block_pairs(
         memset(gcol, 0, sizeof(float) * (size_t)(LANES * L * d));
         for (int64_t i = 0; i < B; ++i) {
             const float *w = W + i * L;
-            const float ci = ca[i * d];
-            float lane[MAX_DIM][LANES];
-            for (int64_t c = 0; c < d; ++c)
-                for (int l = 0; l < LANES; ++l) lane[c][l] = 0.0f;
+            const float ci = ca[i];
+            lanes_t lane[MAX_DIM];
+            for (int64_t c = 0; c < d; ++c) lane[c] = (lanes_t){0};
             float *gl = gcol + (i % LANES) * L * d;
-            for (int64_t j = 0; j < L; j += LANES)
-                for (int l = 0; l < LANES; ++l) {
-                    const int64_t k = j + l;
-                    const float w2 = w[k] * w[k];
-                    const float coef = (ci + cb[k]) * w2;
-                    for (int64_t c = 0; c < d; ++c) {
-                        const float diff = za[i * d + c] - zk[c * L + k];
-                        const float term = coef * diff;
-                        lane[c][l] = lane[c][l] + term;
-                        gl[c * L + k] = gl[c * L + k] - term;
-                    }
+            for (int64_t j = 0; j < L; j += LANES) {
+                const lanes_t wj = *(const lanes_t *)(w + j);
+                const lanes_t w2 = wj * wj;
+                const lanes_t coef = (ci + *(const lanes_t *)(cb + j)) * w2;
+                for (int64_t c = 0; c < d; ++c) {
+                    const lanes_t diff = za[i * d + c] - *(const lanes_t *)(zk + c * L + j);
+                    const lanes_t term = coef * diff;
+                    lane[c] = lane[c] + term;
+                    lanes_t *g = (lanes_t *)(gl + c * L + j);
+                    *g = *g - term;
                 }
-            for (int64_t c = 0; c < d; ++c) {
-                float s = 0.0f;
-                for (int l = 0; l < LANES; ++l) s = s + lane[c][l];
-                ga[(p * B + i) * d + c] = s;
             }
+            const int64_t q = a0 + i;
+            if (q < n)
+                for (int64_t c = 0; c < d; ++c) out[order[q] * d + c] = -sum_lanes(lane[c]);
         }
-        for (int64_t k = 0; k < B; ++k)
+        if (left[p] == right[p]) continue;  /* one block paired with itself: done */
+        for (int64_t k = 0; k < B; ++k) {
+            const int64_t q = b0 + k;
             for (int64_t c = 0; c < d; ++c) {
                 float s = 0.0f;
                 for (int l = 0; l < LANES; ++l) s = s + gcol[(l * d + c) * L + k];
-                gb[(p * B + k) * d + c] = s;
+                if (mutual[p] == 0.0f) extra[k * d + c] = s;
+                else if (q < n) out[order[q] * d + c] = -s;
             }
+        }
     }
-    free(W); free(zk); free(cb); free(col); free(gcol);
+    free(W); free(za); free(zk); free(pa); free(pb); free(ca); free(cb); free(col); free(gcol);
 }
 
 #define BLOCKS(NAME, DIM)                                                               \
-void NAME(const float *zp, const float *cp, int64_t B, int64_t d, const int64_t *left,  \
-          const int64_t *right, const float *mutual, const int64_t *drop_start,         \
-          const int64_t *drops, float tiny, float *ga, float *gb, int64_t start,        \
-          int64_t stop) {                                                               \
-    block_pairs(zp, cp, B, DIM, left, right, mutual, drop_start, drops, tiny, ga, gb,   \
-                start, stop);                                                           \
-}                                                                                       \
-RANGES(NAME, (const float *zp, const float *cp, int64_t B, int64_t d,                   \
-              const int64_t *left, const int64_t *right, const float *mutual,           \
-              const int64_t *drop_start, const int64_t *drops, float tiny, float *ga,   \
-              float *gb),                                                               \
-       (zp, cp, B, d, left, right, mutual, drop_start, drops, tiny, ga, gb))
+void NAME(const float *z, const int64_t *order, const float *mass, int64_t n, int64_t B,  \
+          int64_t d, const int64_t *left, const int64_t *right, const float *mutual,      \
+          const int64_t *drop_start, const int64_t *drops, float tiny, float *out,        \
+          float *extra, int64_t start, int64_t stop) {                                    \
+    block_pairs(z, order, mass, n, B, DIM, left, right, mutual, drop_start, drops, tiny,  \
+                out, extra, start, stop);                                                 \
+}                                                                                         \
+RANGES(NAME, (const float *z, const int64_t *order, const float *mass, int64_t n,         \
+              int64_t B, int64_t d, const int64_t *left, const int64_t *right,            \
+              const float *mutual, const int64_t *drop_start, const int64_t *drops,       \
+              float tiny, float *out, float *extra),                                      \
+       (z, order, mass, n, B, d, left, right, mutual, drop_start, drops, tiny, out, extra))
 
 BLOCKS(infonce_blocks_2d, 2)
 BLOCKS(infonce_blocks_nd, d)
@@ -160,47 +185,58 @@ def supports(z: torch.Tensor) -> bool:
     return z.device.type == "cpu" and z.dtype == torch.float32 and 1 <= z.shape[1] <= MAX_DIM
 
 
-def block_pair_terms(
+def repulsion(
     lib: ctypes.CDLL,
-    zp: torch.Tensor,
-    cp: torch.Tensor,
+    z: torch.Tensor,
+    order: torch.Tensor,
+    mass: torch.Tensor,
+    block: int,
     left: torch.Tensor,
     right: torch.Tensor,
     mutual: torch.Tensor,
     drop_start: torch.Tensor,
     drops: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both blocks' repulsion terms of every pair, ``(pairs, B, d)`` each (module notes).
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The repulsion's gradient of this process's pairs of blocks (module notes), and the
+    terms of an odd pair's right block, for the caller to subtract (``None``: no such pair).
 
     Parameters
     ----------
     lib
         :func:`library`'s result.
-    zp, cp
-        ``(n_blocks, B, d)`` rows and ``(n_blocks, B)`` masses, float32.
+    z, order, mass
+        ``(n, d)`` float32 embedding; the shuffle (block ``b``'s row ``i`` is ``z[order[b
+        * block + i]]``, none from ``n`` on); ``(n,)`` float32 row masses.
+    block
+        Rows per block.
     left, right
         ``(pairs,)`` int64 blocks of each pair.
     mutual
-        ``(pairs,)`` float32: 1 where the right block's own terms count, else 0.
+        ``(pairs,)`` float32: 1 where the right block's own terms count, else 0 (the odd
+        pair, whose right block's terms go to the second result).
     drop_start, drops
-        int64: entries ``i * B + k`` of pair ``p`` that do not count are
+        int64: entries ``i * block + k`` of pair ``p`` that do not count are
         ``drops[drop_start[p]:drop_start[p + 1]]``, increasing.
+
+    Returns
+    -------
+    ``(out, extra)``: ``(n, d)``, zero on the rows of other processes' blocks, and ``(block,
+    d)`` or ``None``.
     """
-    zp, cp = zp.contiguous(), cp.contiguous()
-    _, B, d = zp.shape
+    n, d = z.shape
+    held = [t.contiguous() for t in (z, order, mass, left, right, mutual, drop_start, drops)]
+    out = torch.zeros(n, d, dtype=torch.float32)
+    extra = torch.zeros(block, d, dtype=torch.float32)
     pairs = int(left.shape[0])
-    ga = torch.empty(pairs, B, d, dtype=torch.float32)
-    gb = torch.empty(pairs, B, d, dtype=torch.float32)
     if pairs == 0:
-        return ga, gb
-    held = [t.contiguous() for t in (left, right, mutual, drop_start, drops)]
+        return out, None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    args = [ptr(zp.data_ptr()), ptr(cp.data_ptr()), i64(B), i64(d)]
-    args += [ptr(t.data_ptr()) for t in held]
+    args = [ptr(t.data_ptr()) for t in held[:3]] + [i64(n), i64(block), i64(d)]
+    args += [ptr(t.data_ptr()) for t in held[3:]]
     args += [ctypes.c_float(torch.finfo(torch.float32).tiny)]
-    args += [ptr(ga.data_ptr()), ptr(gb.data_ptr())]
+    args += [ptr(out.data_ptr()), ptr(extra.data_ptr())]
     threads = max(1, min(torch.get_num_threads(), pairs))
     bounds = [pairs * t // threads for t in range(threads + 1)]
     name = "infonce_blocks_2d" if d == 2 else "infonce_blocks_nd"
     native_ranges.run_ranges(lib, name, args, bounds)
-    return ga, gb
+    return out, (extra if bool((held[5] == 0).any()) else None)
