@@ -49,6 +49,8 @@ SOURCES = (
     "cpu-2core-native-epoch-1m",  # UMAP at 1M with the epoch's C loop (no peer)
     "cpu-2core-everyday-v1",  # UMAP / TSNE vs umap-learn / openTSNE 10k-100k: 3-node grid, IVF kNN
     "cpu-2core-everyday-tsne-v2",  # TSNE vs openTSNE 10k-200k: 16 probed cells for 90 neighbours
+    "cpu-2core-everyday-tsne-v3",  # TSNE, InfoTSNE vs openTSNE 10k-200k: kernels on torch's threads
+    "cpu-2core-tsne-infotsne-1m-v4",  # TSNE, InfoTSNE at 1M (no peer)
 )
 #: GPU reports: our fits alone (and a peer on the machine's CPU cores where the run had one).
 GPU_SOURCES = ("gpu-h100", "gpu-h100-vs-umap-learn-200k")

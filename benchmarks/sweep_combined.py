@@ -48,6 +48,9 @@ SWEEP_SOURCES = (
     "cpu-2core-native-epoch-1m",  # UMAP at 1M after the C epoch
     "cpu-2core-everyday-v1",  # UMAP / TSNE vs umap-learn / openTSNE 10k-100k: 3-node grid, IVF kNN
     "cpu-2core-everyday-tsne-v2",  # TSNE vs openTSNE 10k-200k: 16 probed cells for 90 neighbours
+    "cpu-2core-everyday-tsne-v3",  # TSNE, InfoTSNE vs openTSNE 10k-200k: kernels on torch's threads
+    "cpu-2core-tsne-infotsne-1m-v4",  # TSNE, InfoTSNE at 1M (no peer)
+    "cpu-2core-tsne-infotsne-v5",  # TSNE, InfoTSNE at 200k and 1M: InfoTSNE's kernel, second form
 )
 
 
