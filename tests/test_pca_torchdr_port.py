@@ -48,9 +48,13 @@ def test_incremental_pca_projects_a_new_point_on_the_main_axis():
 
 def test_incremental_pca_validates_n_components():
     x = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    with pytest.raises(ValueError, match="n_components=4 invalid for n_features=3"):
+    with pytest.raises(
+        ValueError, match=r"`n_components` \(4\) must be at most the number of features \(3\)"
+    ):
         IncrementalPCA(4, batch_size=10).fit(x)
-    with pytest.raises(ValueError, match="n_components=3 must be less or equal to the batch"):
+    with pytest.raises(
+        ValueError, match=r"`n_components` \(3\) must be at most the rows of a batch"
+    ):
         IncrementalPCA(n_components=3).partial_fit(x)
 
 
@@ -62,7 +66,7 @@ def test_incremental_pca_infers_n_components(n, d):
 
 def test_incremental_pca_refuses_a_change_of_features():
     ipca = IncrementalPCA(n_components=None).fit(torch.randn(100, 20, generator=_gen(3)))
-    with pytest.raises(ValueError, match="n_features=20 while input has 50 features"):
+    with pytest.raises(ValueError, match="`X` has 50 features, the earlier batches 20"):
         ipca.partial_fit(torch.randn(100, 50, generator=_gen(4)))
 
 

@@ -284,12 +284,15 @@ class IncrementalPCA(_Projection):
             check_number("n_components", k, kind=int, low=1, closed="left")
             if k > d:
                 msg = (
-                    f"n_components={k} invalid for n_features={d}, need more rows than "
-                    "columns for IncrementalPCA processing."
+                    f"`n_components` ({k}) must be at most the number of features ({d}); "
+                    "pass a smaller n_components."
                 )
                 raise ValueError(msg)
             if k > n:
-                msg = f"n_components={k} must be less or equal to the batch number of samples {n}."
+                msg = (
+                    f"`n_components` ({k}) must be at most the rows of a batch ({n}); pass "
+                    "larger batches (batch_size) or a smaller n_components."
+                )
                 raise ValueError(msg)
         if self.lowrank and k is None:
             msg = "`n_components` must be set with lowrank=True (the width is 2 * n_components)."
@@ -298,7 +301,7 @@ class IncrementalPCA(_Projection):
         if getattr(self, "_state", None) is not None and self._state.mean_ is not None:
             seen = self._state.mean_.shape[0]
             if d != seen:
-                msg = f"n_features={seen} while input has {d} features; batches must agree."
+                msg = f"`X` has {d} features, the earlier batches {seen}; pass batches that agree."
                 raise ValueError(msg)
 
     def _new_state(self, X: Any) -> None:
