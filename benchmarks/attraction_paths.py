@@ -42,7 +42,8 @@ def _affinity(n: int):
     return est.affinity_in_
 
 
-def _median_ms(fn, reps: int = 15) -> float:
+def median_ms(fn, reps: int = 15) -> float:
+    """Median milliseconds of ``reps`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(reps):
@@ -68,10 +69,10 @@ def measure_paths(n: int) -> dict:
     return {
         "n": n,
         "edges": int(P.rows.numel()),
-        "scatter_ms": _median_ms(lambda: attraction_student(z, P)),
-        "eager_csr_ms": _median_ms(lambda: eager(z)),
-        "compiled_ms": _median_ms(lambda: compiled(z)),
-        "native_ms": _median_ms(lambda: native(z)) if native.path == "native" else float("nan"),
+        "scatter_ms": median_ms(lambda: attraction_student(z, P)),
+        "eager_csr_ms": median_ms(lambda: eager(z)),
+        "compiled_ms": median_ms(lambda: compiled(z)),
+        "native_ms": median_ms(lambda: native(z)) if native.path == "native" else float("nan"),
     }
 
 

@@ -30,18 +30,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from benchmarks import machine
+from benchmarks.attraction_paths import median_ms
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _median_ms(fn, reps: int = 20) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def _after(first, then, reps: int = 20) -> float:
@@ -84,8 +75,8 @@ def measure(n: int) -> dict:
             by_products._library, infonce.infonce_exact.block_pair_terms = kernel, exact
 
     row = {"n": n, "edges": int(P.rows.numel())}
-    row["attraction alone"] = _median_ms(lambda: attraction(z))
-    row["attraction alone"] = _median_ms(lambda: attraction(z))  # (the first: a cold team)
+    row["attraction alone"] = median_ms(lambda: attraction(z), 20)
+    row["attraction alone"] = median_ms(lambda: attraction(z), 20)  # (the first: a cold team)
     row["attraction after a PyTorch op (OpenMP team)"] = _after(
         lambda: products(z), lambda: attraction(z)
     )
@@ -97,9 +88,9 @@ def measure(n: int) -> dict:
         )
     finally:
         native_ranges.has_openmp = has_openmp
-    row["InfoTSNE repulsion (C kernel)"] = _median_ms(lambda: repulsion(z))
-    row["InfoTSNE repulsion (matrix products)"] = _median_ms(lambda: products(z))
-    row["InfoTSNE gradient"] = _median_ms(lambda: info(z, 0, phase))
+    row["InfoTSNE repulsion (C kernel)"] = median_ms(lambda: repulsion(z), 20)
+    row["InfoTSNE repulsion (matrix products)"] = median_ms(lambda: products(z), 20)
+    row["InfoTSNE gradient"] = median_ms(lambda: info(z, 0, phase), 20)
     row["threads"] = torch.get_num_threads()
     return row
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .._device import as_float_tensor, resolve_device, to_output
+from .._device import to_output
 from .._logging import get_logger, verbosity
 from .._random import make_generator, resolve_seed
 from .._threads import recheck_threads, thread_policy
@@ -43,7 +43,9 @@ from ._stages import (
     init_text,
     initial_embedding,
     knn_nbytes,
+    prepare_input,
     search_knn,
+    start_kernel_builds,
 )
 
 logger = get_logger(__name__)
@@ -382,21 +384,6 @@ class Embedder(BaseEstimator):
 
         super().__setstate__(restore_state(state))
 
-    def _prepare_input(self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None):
-        if X is not None:
-            device = resolve_device(self.device, X)
-            x = as_float_tensor(X, device=device)
-            n = x.shape[0]
-        else:
-            source = affinity if affinity is not None else knn
-            if source is None:
-                msg = "fit_transform needs `X`, or a precomputed `affinity` or `knn`."
-                raise ValueError(msg)
-            device = resolve_device(self.device, None)
-            x, n = None, source.n if affinity is not None else knn.n_samples
-        self.check_n_samples(n)
-        return x, n, device
-
     @thread_policy
     def fit_embedding(
         self,
@@ -419,12 +406,9 @@ class Embedder(BaseEstimator):
         init
             Overrides the ``init`` parameter (e.g. a streamed PCA initialisation).
         """
-        x, n, device = self._prepare_input(X, affinity, knn)
+        x, n, device = prepare_input(self, X, affinity, knn)
         self.device_used_ = device
-        if self._objective_method is not None and self.compile == "auto":
-            from ..objective import prepare_objective  # (imports every kernel module)
-
-            prepare_objective(self._objective_method, device)
+        start_kernel_builds(self, device)
         ctx = resolve_distributed(self.distributed, n)
         dtype = x.dtype if x is not None else torch.float32
         timings = {"knn": 0.0, "affinity": 0.0, "optimize": 0.0, "init": 0.0}

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._device import as_float_tensor, resolve_device
 from .._random import make_generator
 from ..affinity import SparseAffinity
 from ..distributed import DistContext
@@ -20,6 +21,36 @@ from ..progress import stage
 #: A kNN graph searched by the fit is kept in ``knn_`` up to this many bytes and freed
 #: beyond, once the input affinity no longer needs it (about 1M cells x 15 neighbours).
 KEEP_KNN_MAX_BYTES = 256 * 2**20
+
+
+def prepare_input(
+    est: Any, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None
+) -> tuple[torch.Tensor | None, int, torch.device]:
+    """``(x, n, device)`` of a fit: the data as a float tensor on the estimator's device (or
+    ``None`` when only a precomputed ``affinity`` / ``knn`` is given), checked for size."""
+    if X is not None:
+        device = resolve_device(est.device, X)
+        x = as_float_tensor(X, device=device)
+        n = x.shape[0]
+    else:
+        source = affinity if affinity is not None else knn
+        if source is None:
+            msg = "fit_transform needs `X`, or a precomputed `affinity` or `knn`."
+            raise ValueError(msg)
+        device = resolve_device(est.device, None)
+        x, n = None, source.n if affinity is not None else knn.n_samples
+    est.check_n_samples(n)
+    return x, n, device
+
+
+def start_kernel_builds(est: Any, device: torch.device) -> None:
+    """Start building the C kernels of the estimator's objective beside the kNN search
+    (:func:`~torchdr_sc.objective.prepare_objective`), with ``compile='auto'`` only."""
+    method = getattr(est, "_objective_method", None)
+    if method is not None and est.compile == "auto":
+        from ..objective import prepare_objective  # (imports every kernel module)
+
+        prepare_objective(method, device)
 
 
 def knn_nbytes(knn: KNNGraph) -> int:
