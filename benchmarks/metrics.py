@@ -31,6 +31,7 @@ from torchdr_sc.quality import (
     centroid_distance_correlation,
     knn_label_accuracy,
     neighbourhood_preservation,
+    radius_correlation,
     trustworthiness,
 )
 
@@ -40,7 +41,7 @@ SAMPLE_SIZE = 10_000
 TRUST_SAMPLE = 1000
 #: Cells of a lineage used for its geodesic distances (a seeded sample above that).
 LINEAGE_SAMPLE = 20_000
-FIGURES = ("knn_acc", "np15", "trust15", "centroid_rho", "pseudotime_rho")
+FIGURES = ("knn_acc", "np15", "trust15", "centroid_rho", "pseudotime_rho", "radius_r")
 
 
 def sample_indices(n: int, size: int = SAMPLE_SIZE, seed: int = 0) -> np.ndarray:
@@ -233,6 +234,8 @@ def evaluate(embedding: np.ndarray, ctx: EvalContext) -> dict:
     )
     out["np15"] = neighbourhood_preservation(ctx.neighbors, embedding, ctx.queries)
     out["trust15"] = trustworthiness(ctx.data, embedding, ctx.trust_queries, k=NP_NEIGHBORS)
+    sample = ctx.data[ctx.queries]
+    out["radius_r"] = radius_correlation(sample, embedding[ctx.queries], n_neighbors=NP_NEIGHBORS)
     keep = ~np.isin(labels, ctx.exclude)
     out["centroid_rho"] = centroid_distance_correlation(
         ctx.data[keep], embedding[keep], labels[keep]

@@ -27,7 +27,7 @@ from benchmarks.machine import describe
 from benchmarks.session import eval_context
 
 RESULTS = Path(__file__).parent / "results"
-SHOWN = ("knn_acc", "np15", "trust15", "centroid_rho", "pseudotime_rho")
+SHOWN = ("knn_acc", "np15", "trust15", "centroid_rho", "pseudotime_rho", "radius_r")
 
 
 def _values(spec: str) -> tuple[str, list]:

@@ -9,9 +9,13 @@ from pathlib import Path
 
 from benchmarks.runners import TOOLS
 
-METHODS = ("umap", "tsne", "infotsne", "largevis")
+METHODS = ("umap", "tsne", "infotsne", "largevis", "pacmap", "densmap")
+#: What ``--methods`` / ``--peers`` default to (PaCMAP, densMAP and the pacmap package are
+#: run when named).
+DEFAULT_METHODS = ("umap", "tsne", "infotsne", "largevis")
 BACKENDS = ("torch", "faiss", "keops")
-PEERS = ("umap-learn", "opentsne", "scanpy", "torchdr")
+PEERS = ("umap-learn", "opentsne", "scanpy", "torchdr", "pacmap")
+DEFAULT_PEERS = ("umap-learn", "opentsne", "scanpy", "torchdr")
 DISPLAY = {
     "ours": "torchdr-sc",
     "ours-tl": "torchdr-sc tl.",
@@ -19,8 +23,16 @@ DISPLAY = {
     "opentsne": "openTSNE",
     "scanpy": "scanpy",
     "torchdr": "TorchDR",
+    "pacmap": "pacmap",
 }
-METHOD_NAMES = {"umap": "UMAP", "tsne": "TSNE", "infotsne": "InfoTSNE", "largevis": "LargeVis"}
+METHOD_NAMES = {
+    "umap": "UMAP",
+    "tsne": "TSNE",
+    "infotsne": "InfoTSNE",
+    "largevis": "LargeVis",
+    "pacmap": "PaCMAP",
+    "densmap": "densMAP",
+}
 # Shared by every tool, so that the methods are compared at equal settings.
 HYPERPARAMS = {"n_neighbors": 15, "min_dist": 0.1, "perplexity": 30.0}
 TORCHDR_PYTHON = Path(__file__).resolve().parent / ".venv-torchdr" / "bin" / "python"

@@ -29,6 +29,7 @@ COLUMNS = (
     "trust@15",
     "centroid ρ",
     "pseudotime ρ",
+    "radius r",
 )
 #: Record key of each quality column.
 QUALITY_COLUMNS = {
@@ -37,6 +38,7 @@ QUALITY_COLUMNS = {
     "trust@15": "trust15",
     "centroid ρ": "centroid_rho",
     "pseudotime ρ": "pseudotime_rho",
+    "radius r": "radius_r",
 }
 
 

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from benchmarks import datasets as dsets
 from benchmarks import metrics
-from benchmarks.plan import BACKENDS, METHODS, PEERS, SCANPY_PYTHON, TORCHDR_PYTHON, configs
+from benchmarks.plan import (
+    BACKENDS,
+    DEFAULT_METHODS,
+    DEFAULT_PEERS,
+    METHODS,
+    PEERS,
+    SCANPY_PYTHON,
+    TORCHDR_PYTHON,
+    configs,
+)
 from benchmarks.session import Session, cuda_available, eval_context
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -74,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"sizes of the synthetic data (default {' '.join(map(str, FULL_SIZES))})",
     )
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     p.add_argument(
         "--backends",
         nargs="+",
@@ -89,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="devices for ours and TorchDR (default: cpu, and cuda when present)",
     )
-    p.add_argument("--peers", nargs="*", choices=(*PEERS, "none"), default=list(PEERS))
+    p.add_argument("--peers", nargs="*", choices=(*PEERS, "none"), default=list(DEFAULT_PEERS))
     p.add_argument(
         "--skip",
         nargs="*",

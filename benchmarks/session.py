@@ -349,7 +349,8 @@ class Session:
             f"[{rec['dataset']}] {rec['label']}: {cells['status']} | cold {cells['cold fit (s)']}"
             f" s, warm {cells['warm fit (s)']} s | RSS {cells['peak RSS (GB)']} GB"
             f" | acc {cells['10-NN acc.']} | NP@15 {cells['NP@15']} | trust {cells['trust@15']}"
-            f" | centroid {cells['centroid ρ']} | pseudotime {cells['pseudotime ρ']}",
+            f" | centroid {cells['centroid ρ']} | pseudotime {cells['pseudotime ρ']}"
+            f" | radius r {cells['radius r']}",
             flush=True,
         )
 

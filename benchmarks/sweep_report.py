@@ -131,6 +131,8 @@ def size_tables(records: list[dict]) -> list[str]:
             cells.append(f"{_num(warm)} / {_num(cold)}" if rec else "—")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     for name, key in QUALITY_COLUMNS.items():
+        if not any(r.get(key) is not None for r in records):
+            continue  # a figure these runs did not record (e.g. older runs)
         out += ["", f"### {name} (mean ± sd over seeds)", "", head, rule]
         for label in labels:
             cells = [quality_cell(by[(label, n)], key) if (label, n) in by else "—" for n in sizes]

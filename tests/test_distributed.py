@@ -21,12 +21,13 @@ import torch
 
 import torchdr_sc as tdr
 from torchdr_sc.distributed import DistContext, resolve_distributed, shard_of
-from torchdr_sc.quality import knn_label_accuracy
+from torchdr_sc.quality import knn_label_accuracy, radius_correlation
 
 #: Methods run under torchrun: name -> (estimator, parameters, rows of digits used). Odd
 #: row counts give shards of different sizes.
 METHODS = {
     "umap": (tdr.UMAP, {"max_iter": 200}, 1797),
+    "densmap": (tdr.UMAP, {"max_iter": 200, "densmap": True, "dens_frac": 0.5}, 1797),
     "infotsne": (tdr.InfoTSNE, {"max_iter": 200}, 1797),
     "largevis": (tdr.LargeVis, {"max_iter": 200}, 1797),
     "tsne": (tdr.TSNE, {"max_iter": 250, "early_exaggeration_iter": 100}, 1797),
@@ -137,6 +138,18 @@ def test_two_processes_match_one_process_quality(two_ranks, digits_data, name):
     print(f"{name}: 10-NN accuracy 1 process {acc_1:.4f}, 2 processes {acc_2:.4f}")
     assert acc_1 > 0.85
     assert abs(acc_2 - acc_1) <= 0.02, (name, acc_1, acc_2)
+
+
+def test_two_processes_keep_the_densities_as_one_process(two_ranks, digits_data):
+    """densMAP's term sums each rank's rows with the radii gathered from all ranks."""
+    X, _ = digits_data
+    cls, params, rows = METHODS["densmap"]
+    single = cls(random_state=0, device="cpu", **params).fit_transform(X[:rows])
+    one = radius_correlation(X[:rows], single)
+    two = radius_correlation(X[:rows], two_ranks[0]["densmap"])
+    print(f"densmap: radius correlation 1 process {one:.3f}, 2 processes {two:.3f}")
+    assert one > 0.7
+    assert abs(two - one) <= 0.05
 
 
 def test_sharded_calibration_gives_the_one_process_p(two_ranks, digits_data):

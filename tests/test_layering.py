@@ -35,7 +35,6 @@ LAYERS: dict[str, int] = {
     "_reduce": 0,
     "_version": 0,
     # core, in pipeline order
-    "quality": 1,
     "distributed": 1,
     "progress": 1,
     "knn": 2,
@@ -43,6 +42,7 @@ LAYERS: dict[str, int] = {
     "objective": 4,
     "optimize": 5,
     "initialization": 5,
+    "quality": 5,  # densMAP's radii use the UMAP graph (affinity, knn, objective.density)
     "streaming": 6,
     # estimators, then the AnnData layer
     "estimators": 10,

@@ -97,16 +97,30 @@ OPTIONS = {
     },
     "tsnekhorn": {"sinkhorn_iter": 5},
     "autograd": {"output": lambda z: 1.0 / (1.0 + torch.cdist(z, z) ** 2), "loss": "kl"},
+    "pacmap": {"seed": 3, "n_further": 10},
+    "densmap": {
+        "kernel": SampledKernel("umap", a=1.58, b=0.9, repulsion=1.0, clip=4.0),
+        "n_negatives": 5,
+        "seed": 3,
+        "a": 1.58,
+        "b": 0.9,
+        "dens_lambda": 2.0,
+        "dens_frac": 1.0,
+        "dens_var_shift": 0.1,
+        "n_epochs": 10,
+    },
 }
 
 
 @pytest.mark.parametrize("method", OBJECTIVES)
 def test_every_method_is_built_by_the_one_entry_point(method: str) -> None:
-    P, _ = _affinity()
+    P, x = _affinity()
     z = torch.randn(P.n, 2, generator=torch.Generator().manual_seed(1))
     options = dict(OPTIONS[method])
     if method == "tsnekhorn":
         options["z0"] = z
+    if method == "densmap":  # the data the graph was built on
+        options["data"], options["metric"] = x, "euclidean"
     objective = make_objective(method, P, **options)
     grad = objective(z.clone(), 0, Phase(10, exaggeration=2.0))
     assert grad.shape == z.shape

@@ -18,12 +18,13 @@ import numpy as np
 
 # tool -> (runner module, methods it provides)
 TOOLS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ours": ("ours", ("umap", "tsne", "infotsne", "largevis")),
-    "ours-tl": ("ours_tl", ("umap", "tsne", "infotsne", "largevis")),
-    "umap-learn": ("umap_learn", ("umap",)),
+    "ours": ("ours", ("umap", "tsne", "infotsne", "largevis", "pacmap", "densmap")),
+    "ours-tl": ("ours_tl", ("umap", "tsne", "infotsne", "largevis", "pacmap")),
+    "umap-learn": ("umap_learn", ("umap", "densmap")),
     "opentsne": ("opentsne", ("tsne",)),
     "scanpy": ("scanpy_runner", ("umap", "tsne")),
     "torchdr": ("torchdr_runner", ("umap", "tsne", "infotsne", "largevis")),
+    "pacmap": ("pacmap_runner", ("pacmap",)),
 }
 
 

@@ -1,4 +1,5 @@
-"""torchdr-sc's estimators (``tdr.UMAP``, ``tdr.TSNE``, ``tdr.InfoTSNE``, ``tdr.LargeVis``)."""
+"""torchdr-sc's estimators (``tdr.UMAP``, ``tdr.TSNE``, ``tdr.InfoTSNE``, ``tdr.LargeVis``,
+``tdr.PACMAP``; ``tdr.UMAP(densmap=True)`` as ``densmap``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import numpy as np
 
 from . import RunOutput, Unavailable, require
 
-CLASSES = {"umap": "UMAP", "tsne": "TSNE", "infotsne": "InfoTSNE", "largevis": "LargeVis"}
+CLASSES = {
+    "umap": "UMAP",
+    "tsne": "TSNE",
+    "infotsne": "InfoTSNE",
+    "largevis": "LargeVis",
+    "pacmap": "PACMAP",
+    "densmap": "UMAP",
+}
 
 
 def estimator_class(method: str):
@@ -54,9 +62,11 @@ def params(spec: dict) -> dict:
     }
     if spec.get("max_iter") is not None:
         out["max_iter"] = int(spec["max_iter"])
-    if spec["method"] == "umap":
+    if spec["method"] in ("umap", "densmap"):
         out.update(n_neighbors=spec["n_neighbors"], min_dist=spec["min_dist"])
-    else:
+        if spec["method"] == "densmap":  # umap-learn's densMAP defaults
+            out["densmap"] = True
+    elif spec["method"] != "pacmap":  # PaCMAP: its own defaults, as the pacmap package's
         out["perplexity"] = spec["perplexity"]
     return out
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         UMAPAffinity,
     )
     from .estimators import (
+        PACMAP,
         PCA,
         SNE,
         TSNE,
@@ -60,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            "PACMAP",
             "PCA",
             "SNE",
             "TSNE",
@@ -81,6 +83,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "PACMAP",
     "PCA",
     "SNE",
     "TSNE",

@@ -19,6 +19,14 @@ Global structure:
   label centroids in the input and in the embedding (whether clusters that are far apart in
   the data stay far apart in the picture; as in Kobak & Berens 2019 and Wang et al., PaCMAP,
   JMLR 2021).
+
+Density:
+
+- :func:`local_log_radius` and :func:`radius_correlation`: each point's log local radius
+  (the membership-weighted mean squared distance to its neighbours in the UMAP graph) in
+  the data and in the embedding, and their Pearson correlation: how well the picture keeps
+  which populations are tight and which diffuse (Narayan, Berger & Cho, densMAP, Nat.
+  Biotechnol. 2021).
 """
 
 from __future__ import annotations
@@ -213,3 +221,72 @@ def centroid_distance_correlation(
     cx = np.stack([x[y == c].mean(0) for c in kept])
     cz = np.stack([z[y == c].mean(0) for c in kept])
     return float(spearmanr(pdist(cx), pdist(cz))[0])
+
+
+def local_log_radius(points: Any, n_neighbors: int = 15, metric: str = "euclidean") -> np.ndarray:
+    """Every point's log local radius (densMAP's, Narayan et al. 2021).
+
+    The UMAP graph of ``n_neighbors`` (the point counted) is built on ``points``; a point's
+    radius is the mean of the squared ``metric`` distances to its graph neighbours, weighted
+    by the memberships: ``log(sum_k w_jk d_jk^2 / sum_k w_jk)``.
+
+    Parameters
+    ----------
+    points
+        ``(n, d)`` coordinates (data or embedding).
+    n_neighbors
+        Size of the neighbourhood, counting the point itself.
+    metric
+        One of ``'euclidean'``, ``'sqeuclidean'`` (the same graph), ``'cosine'``,
+        ``'manhattan'``.
+
+    Returns
+    -------
+    ``(n,)`` float32 log radii.
+    """
+    import torch
+
+    from .affinity import UMAPAffinity
+    from .knn import knn
+
+    x = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32))
+    n = x.shape[0]
+    affinity = UMAPAffinity(n_neighbors=min(int(n_neighbors), n), metric=metric)
+    P = affinity.from_knn(knn(x, affinity.required_k(n), backend="torch", metric=metric))
+    return graph_log_radius(P, x, metric)
+
+
+def graph_log_radius(graph: Any, points: Any, metric: str = "euclidean") -> np.ndarray:
+    """Every point's log local radius on a given graph (see :func:`local_log_radius`).
+
+    Parameters
+    ----------
+    graph
+        A :class:`~torchdr_sc.affinity.SparseAffinity` on the points (e.g. a fit's UMAP
+        graph), its weights the memberships.
+    points
+        ``(n, d)`` coordinates the distances are measured in.
+    metric
+        As for :func:`local_log_radius`.
+
+    Returns
+    -------
+    ``(n,)`` float32 log radii.
+    """
+    import torch
+
+    from .objective.density import edge_sq_distances, log_radius
+
+    x = torch.as_tensor(points).to(device=graph.device, dtype=torch.float32)
+    sq = edge_sq_distances(x, graph.rows, graph.cols, metric)
+    counts = torch.bincount(graph.rows, minlength=graph.n)
+    return log_radius(graph.weights.to(x.dtype), sq, counts).cpu().numpy()
+
+
+def radius_correlation(data: Any, embedding: Any, n_neighbors: int = 15) -> float:
+    """Pearson correlation between the log local radii in ``data`` and in ``embedding``
+    (:func:`local_log_radius`, Euclidean in both), densMAP's measure of density
+    preservation."""
+    r_in = local_log_radius(data, n_neighbors).astype(np.float64)
+    r_out = local_log_radius(embedding, n_neighbors).astype(np.float64)
+    return float(np.corrcoef(r_in, r_out)[0, 1])

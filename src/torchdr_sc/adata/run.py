@@ -416,6 +416,9 @@ def results_changes(
     changes = Changes()
     changes.add("obsm", obsm_key, embedding, f"{method.label} coordinates")
     changes.add("uns", uns_key, entry, f"{method.label} parameters")
+    for name, values in getattr(est, "per_cell_outputs", dict)().items():
+        _check_finite(np.asarray(values)[:, None])
+        changes.add("obs", f"{uns_key}_{name}", np.asarray(values), f"{method.label} {name}")
     if store:
         changes.add("obsp", slot.key, affinity_cache.to_obsp(est.affinity_in_), "input affinity P")
         entries = dict(adata.uns.get(affinity_cache.UNS_KEY, {}))

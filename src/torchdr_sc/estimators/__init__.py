@@ -5,11 +5,13 @@ from .contrastive import UMAP, LargeVis, find_ab_params
 from .incremental_pca import ExactIncrementalPCA, IncrementalPCA
 from .infotsne import InfoTSNE
 from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
+from .pacmap import PACMAP
 from .pca import PCA
 from .tsne import SNE, TSNE
 from .tsnekhorn import TSNEkhorn
 
 __all__ = [
+    "PACMAP",
     "PCA",
     "SNE",
     "TSNE",

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .._device import as_float_tensor, resolve_device
 from .._validation import check_number
 from ..affinity import SparseAffinity, UMAPAffinity
 from ..distributed import DistContext
@@ -27,6 +28,13 @@ from ..objective.sampled import (
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
+from .densmap import (
+    EXTRA_EPOCHS,
+    DensMAPOptions,
+    check_density_data,
+    density_options,
+    record_radii,
+)
 from .perplexity import PerplexityMixin
 
 
@@ -67,18 +75,17 @@ class _SampledEmbedder(Embedder):
         n = z0.shape[0]
         max_iter = self.planned_iterations(n)
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-        objective = make_objective(
-            "negative_sampling",
-            P,
-            kernel=self._kernel(),
-            n_negatives=int(self.n_negatives),
-            seed=seed,
-            shard=ctx.shard if ctx.active else None,
-            discard_tails=self.discard_NNs,
-            compile=self.compile,
-            device=z0.device,
-            crowded_terms=self._crowded_terms,
-        )
+        options = {
+            "kernel": self._kernel(),
+            "n_negatives": int(self.n_negatives),
+            "seed": seed,
+            "shard": ctx.shard if ctx.active else None,
+            "discard_tails": self.discard_NNs,
+            "compile": self.compile,
+            "device": z0.device,
+            "crowded_terms": self._crowded_terms,
+        }
+        objective = self._sampled_objective(P, ctx, options, max_iter)
         lr = 1.0 if self.lr == "auto" else float(self.lr)
         small = objective.work < SINGLE_THREAD_WORK
         with single_cpu_thread(z0.device.type == "cpu" and small):
@@ -93,6 +100,12 @@ class _SampledEmbedder(Embedder):
             )
         self.execution_path_ = objective.path
         return result
+
+    def _sampled_objective(
+        self, P: SparseAffinity, ctx: DistContext, options: dict[str, Any], n_epochs: int
+    ) -> Any:
+        """The objective of the fit (:func:`~torchdr_sc.objective.make_objective`)."""
+        return make_objective("negative_sampling", P, **options)
 
 
 @lru_cache(maxsize=64)
@@ -115,7 +128,7 @@ def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class UMAP(_SampledEmbedder):
+class UMAP(DensMAPOptions, _SampledEmbedder):
     """UMAP (McInnes, Healy & Melville 2018).
 
     Input affinity: :class:`~torchdr_sc.affinity.UMAPAffinity` (fuzzy simplicial set on the
@@ -134,8 +147,28 @@ class UMAP(_SampledEmbedder):
         Negative samples per sampled edge (umap-learn's ``negative_sample_rate``).
     repulsion_strength
         Weight of the repulsive term (umap-learn's ``repulsion_strength``).
+    densmap
+        Add densMAP's density-preservation term (Narayan, Berger & Cho, Nat. Biotechnol.
+        2021) to the loss: the embedding then keeps which populations are tight and which
+        diffuse (200 more epochs by default, as umap-learn). Needs ``X`` in memory (the
+        local radii are measured in it).
+    dens_lambda
+        Weight of the density term (umap-learn's default 2.0).
+    dens_frac
+        Fraction of the epochs, at the end, with the density term (0.3).
+    dens_var_shift
+        Added to the variance of the embedding's log radii in the term (0.1).
+    output_dens
+        Also compute every point's log local radius in the data and in the embedding
+        (``rad_orig_``, ``rad_emb_``), with or without ``densmap``.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+
+    Attributes
+    ----------
+    rad_orig_, rad_emb_
+        With ``output_dens``: every point's log local radius in the data and in the
+        embedding (umap-learn's ``rad_orig_`` and ``rad_emb_``).
     """
 
     #: Hubs of a 15-neighbour graph legitimately expect up to ~65 terms per epoch (pbmc68k),
@@ -158,6 +191,68 @@ class UMAP(_SampledEmbedder):
                 check_number(name, getattr(self, name), low=0)
         check_number("repulsion_strength", self.repulsion_strength, low=0, closed="left")
         self._check_sampled_params()
+        self._check_density_params()
+
+    def _default_max_iter(self, n: int) -> int:
+        extra = EXTRA_EPOCHS if self.densmap else 0
+        return super()._default_max_iter(n) + extra
+
+    def fit_transform(
+        self,
+        X: Any = None,
+        y: Any = None,
+        *,
+        affinity: SparseAffinity | None = None,
+        knn: KNNGraph | None = None,
+    ) -> Any:
+        """Embed ``X`` (see :meth:`~torchdr_sc.estimators.Embedder.fit_transform`); with
+        ``densmap`` or ``output_dens``, ``X`` in memory is required (the local radii are
+        measured in it)."""
+        self.validate()
+        if self.needs_data_distances():
+            check_density_data(X)
+        return super().fit_transform(X, y, affinity=affinity, knn=knn)
+
+    def fit_embedding(
+        self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None, init: Any = None
+    ) -> torch.Tensor:
+        """:meth:`~torchdr_sc.estimators.Embedder.fit_embedding`, the data kept for
+        densMAP's radii meanwhile."""
+        if not self.needs_data_distances():
+            return super().fit_embedding(X, affinity, knn, init)
+        x = None if X is None else as_float_tensor(X, device=resolve_device(self.device, X))
+        self._density_data = x
+        try:
+            return super().fit_embedding(x, affinity, knn, init)
+        finally:
+            self._density_data = None
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        if not self.needs_data_distances():
+            return super()._optimize(z0, P, ctx, gen)
+        data = getattr(self, "_density_data", None)
+        check_density_data(data)
+        result = super()._optimize(z0, P, ctx, gen)
+        if self.output_dens:
+            record_radii(self, P, data, result.embedding)
+        return result
+
+    def per_cell_outputs(self) -> dict[str, Any]:
+        """Per-point results beside the embedding: ``rad_orig`` and ``rad_emb`` after a fit
+        with ``output_dens`` (written to ``obs`` by ``tl.umap``), else nothing."""
+        if not self.output_dens or getattr(self, "rad_emb_", None) is None:
+            return {}
+        return {"rad_orig": self.rad_orig_, "rad_emb": self.rad_emb_}
+
+    def _sampled_objective(
+        self, P: SparseAffinity, ctx: DistContext, options: dict[str, Any], n_epochs: int
+    ) -> Any:
+        if not self.densmap:
+            return super()._sampled_objective(P, ctx, options, n_epochs)
+        extra = density_options(self, self._density_data, ctx, n_epochs)
+        return make_objective("densmap", P, **options, **extra)
 
     def _base_neighbours(self) -> int:
         return int(self.n_neighbors) - 1

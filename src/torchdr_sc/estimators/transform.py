@@ -1,14 +1,14 @@
 """``transform``: new points placed on a fitted embedding, the reference held fixed.
 
 :meth:`Embedder.transform <torchdr_sc.estimators.Embedder.transform>` calls
-:func:`transform_new`, which, for a fitted UMAP, LargeVis, InfoTSNE, TSNE or SNE:
+:func:`transform_new`, which, for a fitted UMAP, LargeVis, InfoTSNE, TSNE, SNE or PACMAP:
 
 1. searches the ``k`` nearest reference points of every new point (the fit's ``backend``,
-   ``metric_in`` and ``k``: ``n_neighbors`` for UMAP, ``3 * perplexity`` for the t-SNE
-   family; :func:`torchdr_sc.knn.knn` with ``query=``);
+   ``metric_in`` and ``k``: ``n_neighbors`` for UMAP and PACMAP, ``3 * perplexity`` for the
+   t-SNE family; :func:`torchdr_sc.knn.knn` with ``query=``);
 2. computes their affinity rows as the fit computed the reference's
    (:mod:`torchdr_sc.affinity.queries`: entropic rows calibrated to the perplexity, or
-   umap-learn's transform memberships);
+   umap-learn's transform memberships; weight 1 for PACMAP);
 3. starts every new point at the mean of its neighbours' positions weighted by its row
    (:func:`~torchdr_sc.objective.partial.neighbour_mean`);
 4. moves the new points only, with the method's own objective against the fixed reference
@@ -35,6 +35,10 @@ Schedules, written after the peers' ``transform``:
   (:class:`~torchdr_sc.objective.infonce.SampledStudentRepulsion`). openTSNE's transform
   calibrates the new rows to perplexity 5 by default; here they use the fit's perplexity, as
   the reference's rows did.
+- PACMAP, as the pacmap package's ``PaCMAP.transform`` (Wang et al. 2021): the new points'
+  near-pair attraction ``d / (10 + d)`` to their ``n_neighbors`` nearest reference points
+  only, with its weight on the fit's schedule, for the fit's number of iterations with its
+  optimiser (Adam) and rate; no repulsion.
 
 Randomness (the negatives) comes from the fit's seed (``seed_``): transforming the same data
 with the same fitted estimator gives the same positions, before and after pickling, on CPU.
@@ -65,6 +69,7 @@ from ..optimize import Phase, optimize
 from ..progress import Progress, iterations, reporting, stage
 from .contrastive import UMAP, _SampledEmbedder
 from .infotsne import InfoTSNE
+from .pacmap import PACMAP
 from .tsne import SNE, TSNE
 from .tsnekhorn import TSNEkhorn
 
@@ -82,8 +87,8 @@ AUTO_GRID_MIN_PAIRS = 2**22
 
 
 def transform_kind(est: Any) -> str:
-    """``'negative_sampling'``, ``'tsne'``, ``'sne'`` or ``'infotsne'``: the objective
-    (:func:`~torchdr_sc.objective.make_objective`) that moves ``est``'s new points.
+    """``'negative_sampling'``, ``'tsne'``, ``'sne'``, ``'infotsne'`` or ``'pacmap'``: the
+    objective (:func:`~torchdr_sc.objective.make_objective`) that moves ``est``'s new points.
 
     Raises
     ------
@@ -101,13 +106,15 @@ def transform_kind(est: Any) -> str:
         return "negative_sampling"
     if isinstance(est, InfoTSNE):
         return "infotsne"
+    if isinstance(est, PACMAP):
+        return "pacmap"
     if isinstance(est, SNE):
         return "sne"
     if isinstance(est, TSNE):
         return "tsne"
     msg = (
-        f"{type(est).__name__} has no transform; UMAP, LargeVis, InfoTSNE, TSNE and SNE "
-        "place new points on a fitted embedding."
+        f"{type(est).__name__} has no transform; UMAP, LargeVis, InfoTSNE, TSNE, SNE and "
+        "PACMAP place new points on a fitted embedding."
     )
     raise NotImplementedError(msg)
 
@@ -151,7 +158,10 @@ def transform_iterations(est: Any, m: int, max_iter: int | None = None) -> int:
     """Iterations (epochs) of the transform of ``m`` new points (see the module notes)."""
     if max_iter is not None:
         return int(max_iter)
-    if transform_kind(est) != "negative_sampling":
+    kind = transform_kind(est)
+    if kind == "pacmap":
+        return est.planned_iterations(m)
+    if kind != "negative_sampling":
         return int(OPENTSNE_TRANSFORM["n_iter"])
     if est.max_iter is None:
         return 100 if m <= 10_000 else 30
@@ -160,7 +170,10 @@ def transform_iterations(est: Any, m: int, max_iter: int | None = None) -> int:
 
 def _search(est: Any, x_ref: torch.Tensor, x: torch.Tensor) -> KNNGraph:
     n = x_ref.shape[0]
-    k = min(int(est.n_neighbors), n) if isinstance(est, UMAP) else est.neighbours_needed(n)
+    if isinstance(est, (UMAP, PACMAP)):
+        k = min(int(est.n_neighbors), n)
+    else:
+        k = est.neighbours_needed(n)
     with stage("kNN search", f"{x.shape[0]:,} new cells among {n:,}, k={k}"):
         return knn_search(x_ref, k, backend=est.backend, metric=est.metric_in, query=x)
 
@@ -169,6 +182,8 @@ def _rows(est: Any, graph: KNNGraph) -> torch.Tensor:
     """The new points' affinity rows, calibrated as the fit's."""
     if isinstance(est, UMAP):
         return umap_query_rows(graph, int(est.n_neighbors))
+    if isinstance(est, PACMAP):  # the plain nearest reference points, weight 1
+        return torch.ones_like(graph.distances)
     return entropic_query_rows(
         graph,
         float(est.perplexity),
@@ -263,6 +278,28 @@ def _optimize_sampled(est: Any, z0, y, graph: KNNGraph, w, n_epochs: int):
         )
 
 
+def _optimize_pacmap(est: Any, z0, y, graph: KNNGraph, w, n_iter: int):
+    """The pacmap package's transform: the near-pair term of the new points on its
+    schedule, the fit's optimiser and rate."""
+    objective = make_objective(
+        "pacmap",
+        ReferenceRows(graph.indices, w),
+        reference=y,
+        iter_per_phase=int(est.iter_per_phase),
+    )
+    return optimize(
+        z0,
+        objective,
+        [Phase(n_iter)],
+        lr=1.0 if est.lr == "auto" else float(est.lr),
+        optimizer=est.optimizer,
+        optimizer_kwargs=est.optimizer_kwargs if isinstance(est.optimizer_kwargs, dict) else {},
+        min_grad_norm=est.min_grad_norm,
+        check_interval=est.check_interval,
+        progress=iterations(n_iter, unit="iterations"),
+    )
+
+
 def transform_new(est: Any, X: Any, *, max_iter: int | None = None) -> Any:
     """Place the rows of ``X`` on the fitted embedding of ``est`` (module notes).
 
@@ -297,6 +334,8 @@ def transform_new(est: Any, X: Any, *, max_iter: int | None = None) -> Any:
         with stage("optimisation", f"{n_iter:,} {unit}, reference fixed"):
             if kind == "negative_sampling":
                 result = _optimize_sampled(est, z0, y, graph, rows, n_iter)
+            elif kind == "pacmap":
+                result = _optimize_pacmap(est, z0, y, graph, rows, n_iter)
             else:
                 result = _optimize_kl(est, kind, z0, y, graph, rows, n_iter)
     z = result.embedding

@@ -31,6 +31,9 @@ The modules behind them:
   attraction as a C loop (and the build of the C kernels into
   :mod:`~torchdr_sc.objective.kernel_cache`).
 - :mod:`~torchdr_sc.objective.partial`: the arithmetic of new points on a fixed reference.
+- :mod:`~torchdr_sc.objective.pacmap`: PaCMAP's objective (near, mid-near and further pairs
+  on a weight schedule), its pairs drawn by :mod:`~torchdr_sc.objective.pacmap_pairs`, its
+  C loop in :mod:`~torchdr_sc.objective.native_pacmap`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DENSITY_METRICS",
     "MATCHING_LOSSES",
     "OBJECTIVES",
     "Objective",
@@ -75,6 +79,10 @@ def __getattr__(name: str) -> Any:
         from . import methods
 
         return getattr(methods, name)
+    if name == "DENSITY_METRICS":
+        from .density import DENSITY_METRICS
+
+        return DENSITY_METRICS
     if name == "MATCHING_LOSSES":
         from .matching import MATCHING_LOSSES
 

@@ -25,13 +25,15 @@ from .._reduce import fixed_order_sum
 from .._validation import check_option
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
-from . import native, native_epoch, native_infonce
+from . import native, native_epoch, native_infonce, native_pacmap
 from .attraction import StudentAttraction
+from .density import DensMAPObjective
 from .epoch import SampledEpoch
 from .exact import sne_attraction, sne_gradient, tsne_gradient
 from .infonce import InfoNCERepulsion, SampledStudentRepulsion
 from .interpolated import sne_repulsion_fft, student_repulsion_terms_fft
 from .matching import AutogradObjective
+from .pacmap import PACMAPObjective
 from .partial import (
     GridStudentRepulsion,
     SampledPartialEpoch,
@@ -48,6 +50,7 @@ __all__ = [
     "AutogradObjective",
     "InfoTSNEObjective",
     "NegativeSamplingObjective",
+    "PACMAPObjective",
     "ReferenceRows",
     "SNEObjective",
     "TSNEObjective",
@@ -418,8 +421,10 @@ _CLASSES: dict[str, type] = {
     "sne": SNEObjective,
     "infotsne": InfoTSNEObjective,
     "negative_sampling": NegativeSamplingObjective,
+    "densmap": DensMAPObjective,
     "tsnekhorn": TSNEkhornObjective,
     "autograd": AutogradObjective,
+    "pacmap": PACMAPObjective,
 }
 #: The methods :func:`make_objective` builds.
 OBJECTIVES = tuple(_CLASSES)
@@ -430,7 +435,9 @@ KERNELS: dict[str, tuple[Callable[[], Any], ...]] = {
     "tsne": (native.library,),
     "infotsne": (native.library, native_infonce.library),
     "negative_sampling": (native_epoch.library,),
+    "densmap": (native_epoch.library,),
     "tsnekhorn": (native.library,),
+    "pacmap": (native_pacmap.library,),
 }
 
 

@@ -51,3 +51,12 @@ TSNE_NAMES = ScanpyNames(
     converters={"metric": tsne_metric_in},
     inverses={"metric": tsne_metric},
 )
+
+#: ``tl.pacmap``'s names: scanpy has no PaCMAP, so only ``metric`` takes scanpy's name and
+#: meaning (as in ``sc.tl.tsne``; PaCMAP's pairs are the same for 'euclidean' and
+#: 'sqeuclidean').
+PACMAP_NAMES = ScanpyNames(
+    {"metric": "metric_in"},
+    converters={"metric": tsne_metric_in},
+    inverses={"metric": tsne_metric},
+)

@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 DEFAULT_N_NEIGHBORS = 15
 
 
-def _check_method(method: str) -> None:
-    check_option("method", method, ["umap", "rapids"])
+def _check_method(method: str, options: dict[str, Any]) -> None:
+    check_option("method", method, ["umap", "densmap", "rapids"])
+    if method == "densmap" and options.get("densmap") is False:
+        msg = "method='densmap' with densmap=False: pass one of the two (method='umap' for UMAP)."
+        raise ValueError(msg)
     if method == "rapids":
         msg = (
             "`method='rapids'` (cuML) is not needed: tdr.tl.umap runs on the GPU itself; "
@@ -44,7 +47,7 @@ def umap(
     rng: Any = None,
     a: float | None = None,
     b: float | None = None,
-    method: Literal["umap", "rapids"] = "umap",
+    method: Literal["umap", "densmap", "rapids"] = "umap",
     key_added: str | None = None,
     neighbors_key: str | None = None,
     copy: bool = False,
@@ -100,7 +103,12 @@ def umap(
         Parameters of the embedding kernel ``1 / (1 + a d^(2b))``, fitted from
         ``min_dist`` and ``spread`` unless given.
     method
-        ``'umap'``. (scanpy's ``'rapids'`` is refused with a hint: pass ``device='cuda'``.)
+        ``'umap'``, or ``'densmap'``: UMAP with densMAP's density-preservation term
+        (Narayan, Berger & Cho 2021; the same as ``densmap=True``; ``dens_lambda``,
+        ``dens_frac``, ``dens_var_shift`` as in umap-learn can be passed too, and
+        ``output_dens=True`` writes every cell's log local radius in the data and in the
+        embedding to ``obs['<key>_rad_orig']`` and ``obs['<key>_rad_emb']``). (scanpy's
+        ``'rapids'`` is refused with a hint: pass ``device='cuda'``.)
     key_added
         Name of the result: ``adata.obsm[key_added]`` and ``adata.uns[key_added]``.
     neighbors_key
@@ -140,7 +148,10 @@ def umap(
     """
     from ..estimators import UMAP
 
-    _check_method(method)
+    options = estimator_options(umap, UMAP, kwargs, UMAP_NAMES)
+    _check_method(method, options)
+    if method == "densmap":
+        options["densmap"] = True
     graph = choose_graph(
         adata, neighbors_key, default_key="neighbors", recompute=recompute_neighbors is True
     )
@@ -153,7 +164,6 @@ def umap(
         "negative_sample_rate": negative_sample_rate,
         "init_pos": "spectral" if init_pos is None else init_pos,
     }
-    options = estimator_options(umap, UMAP, kwargs, UMAP_NAMES)
     if graph.metric is not None and graph.metric != "euclidean":
         options.setdefault("metric_in", graph.metric)
     estimator = UMAP(
