@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "affinity": 3,
     "objective": 4,
     "optimize": 5,
+    "steppers": 5,
     "initialization": 5,
     "quality": 5,  # densMAP's radii use the UMAP graph (affinity, knn, objective.density)
     "streaming": 6,

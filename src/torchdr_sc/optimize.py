@@ -19,6 +19,7 @@ import torch
 
 from ._logging import get_logger
 from ._threads import recheck_threads
+from .steppers import DELTA_BAR_DELTA_DEFAULTS, builtin_stepper, delta_bar_delta_update
 
 logger = get_logger(__name__)
 
@@ -87,11 +88,11 @@ class DeltaBarDelta(torch.optim.Optimizer):
         self,
         params: Any,
         lr: float,
-        momentum: float = 0.0,
-        gain_increase: float = 0.2,
-        gain_decrease: float = 0.8,
-        min_gain: float = 0.01,
-        max_step_norm: float | None = None,
+        momentum: float = DELTA_BAR_DELTA_DEFAULTS["momentum"],
+        gain_increase: float = DELTA_BAR_DELTA_DEFAULTS["gain_increase"],
+        gain_decrease: float = DELTA_BAR_DELTA_DEFAULTS["gain_decrease"],
+        min_gain: float = DELTA_BAR_DELTA_DEFAULTS["min_gain"],
+        max_step_norm: float | None = DELTA_BAR_DELTA_DEFAULTS["max_step_norm"],
     ) -> None:
         defaults = {
             "lr": lr,
@@ -108,29 +109,8 @@ class DeltaBarDelta(torch.optim.Optimizer):
         """One update of every parameter from its ``.grad``."""
         for group in self.param_groups:
             for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["gains"] = torch.ones_like(param)
-                    state["update"] = torch.zeros_like(param)
-                gains, update = state["gains"], state["update"]
-                agree = (param.grad > 0) == (update > 0)
-                grown = gains + group["gain_increase"]
-                gains.copy_(torch.where(agree, gains * group["gain_decrease"], grown))
-                gains.clamp_(min=group["min_gain"])
-                update.mul_(group["momentum"]).addcmul_(gains, param.grad, value=-group["lr"])
-                if group["max_step_norm"] is not None and update.ndim == 2:
-                    _shorten_rows(update, float(group["max_step_norm"]))
-                param.add_(update)
-
-
-def _shorten_rows(update: torch.Tensor, longest: float) -> None:
-    """Scale the rows of ``update`` longer than ``longest`` down to that length, in place."""
-    norms = torch.linalg.vector_norm(update, dim=1, keepdim=True)
-    too_long = norms > longest
-    if bool(too_long.any()):
-        update.mul_(torch.where(too_long, longest / norms, torch.ones_like(norms)))
+                if param.grad is not None:
+                    delta_bar_delta_update(param, self.state[param], group)
 
 
 # -- what ``optimizer`` and ``scheduler`` accept, declared here only ---------------------------
@@ -366,6 +346,22 @@ def is_plain_step(
     return plain_sgd and scheduler is None and no_momentum
 
 
+def _loop_optimizer(
+    optimizer: str | type[torch.optim.Optimizer],
+    optimizer_kwargs: dict[str, Any] | None,
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None,
+    z: torch.Tensor,
+    lr: float,
+) -> Any:
+    """The optimiser the loop steps: the package's own step for ``DeltaBarDelta`` and
+    ``Adam`` (:mod:`torchdr_sc.steppers`, the same bits, no TorchDynamo import), else the
+    ``torch.optim`` class itself (always with a ``scheduler``, which needs one)."""
+    stepper = None
+    if scheduler is None:
+        stepper = builtin_stepper(optimizer_class(optimizer), optimizer_kwargs, z, lr)
+    return stepper if stepper is not None else build_optimizer(optimizer, z, lr, optimizer_kwargs)
+
+
 def _decayed_lr(base_lr: float, it_total: int, n_total: int) -> float:
     """Linear decay to 0 over the whole schedule (UMAP's rule)."""
     return base_lr * (1.0 - it_total / n_total)
@@ -416,7 +412,7 @@ def optimize(
     start = time.perf_counter()
     z = z0.detach().clone()
     plain = is_plain_step(optimizer, optimizer_kwargs, scheduler, phases)
-    opt = None if plain else build_optimizer(optimizer, z, lr, optimizer_kwargs)
+    opt = None if plain else _loop_optimizer(optimizer, optimizer_kwargs, scheduler, z, lr)
     sched = scheduler(opt) if scheduler is not None else None
     it_total, converged, norms, lr_now = 0, False, [], lr
     n_total = max(1, sum(p.n_iter for p in phases))
