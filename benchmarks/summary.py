@@ -51,11 +51,20 @@ SOURCES = (
     "cpu-2core-everyday-tsne-v2",  # TSNE vs openTSNE 10k-200k: 16 probed cells for 90 neighbours
     "cpu-2core-everyday-tsne-v3",  # TSNE, InfoTSNE vs openTSNE 10k-200k: kernels on torch's threads
     "cpu-2core-tsne-infotsne-1m-v4",  # TSNE, InfoTSNE at 1M (no peer)
+    "cpu-2core-densmap-pacmap-v2",  # densMAP vs umap-learn's, PaCMAP vs pacmap, 10k and 50k
+    "cpu-2core-densmap-pacmap-200k",  # the same at 200k, one seed
 )
 #: GPU reports: our fits alone (and a peer on the machine's CPU cores where the run had one).
 GPU_SOURCES = ("gpu-h100", "gpu-h100-vs-umap-learn-200k")
 FAMILIES = {"atlas": "simulated single-cell atlas", "synthetic": "Gaussian blobs"}
-METHODS = {"umap": "UMAP", "tsne": "TSNE", "infotsne": "InfoTSNE", "largevis": "LargeVis"}
+METHODS = {
+    "umap": "UMAP",
+    "tsne": "TSNE",
+    "infotsne": "InfoTSNE",
+    "largevis": "LargeVis",
+    "densmap": "densMAP",
+    "pacmap": "PaCMAP",
+}
 #: Runs in :data:`SOURCES` that measured code which has changed since, by method: left out of
 #: the summary (InfoTSNE became InfoNC-t-SNE with TorchDR's defaults after the sweep).
 STALE = {"infotsne": ("cpu-2core-sweep-v1", "cpu-2core-sweep-v1-100k", "gpu-h100")}

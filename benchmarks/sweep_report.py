@@ -49,8 +49,8 @@ def peers_of(rec: dict, records: list[dict]) -> list[dict]:
     list of dict
     """
     same = [r for r in records if r["n"] == rec["n"] and not r["tool"].startswith("ours")]
-    if rec["method"] == "umap":
-        return [r for r in same if r["method"] == "umap"]
+    if rec["method"] in ("umap", "densmap", "pacmap"):  # the same method's reference tools
+        return [r for r in same if r["method"] == rec["method"]]
     return [
         r
         for r in same
