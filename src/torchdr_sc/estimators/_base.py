@@ -196,6 +196,8 @@ class Embedder(BaseEstimator):
     _iteration_unit: ClassVar[str] = "iterations"
     #: The objective whose C kernels a fit starts building before its kNN search.
     _objective_method: ClassVar[str | None] = None
+    #: The fit's data (a tensor, or ``None`` without it) while ``_optimize`` runs.
+    _fit_data: ClassVar[Any] = None
 
     # ---- to be provided by subclasses -------------------------------------------------
     def _check_method_params(self) -> None:
@@ -433,8 +435,12 @@ class Embedder(BaseEstimator):
         if ctx.active:  # different negatives on every rank, same init everywhere
             opt_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=opt_gen)) + ctx.rank)
         planned = f"{self.planned_iterations(n):,} {self._iteration_unit}"
-        with stage("optimisation", planned):
-            result = self._optimize(z0, affinity, ctx, opt_gen)
+        self._fit_data = x  # for objectives that read the data (PaCMAP, densMAP); not kept
+        try:
+            with stage("optimisation", planned):
+                result = self._optimize(z0, affinity, ctx, opt_gen)
+        finally:
+            self._fit_data = None
         check_finite_embedding(result.embedding, self.lr, result.n_iter)
         timings["optimize"] = result.elapsed_s
         self.affinity_in_ = affinity

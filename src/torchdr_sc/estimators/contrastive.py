@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .._device import as_float_tensor, resolve_device
 from .._validation import check_number
 from ..affinity import SparseAffinity, UMAPAffinity
 from ..distributed import DistContext
@@ -213,26 +212,12 @@ class UMAP(DensMAPOptions, _SampledEmbedder):
             check_density_data(X)
         return super().fit_transform(X, y, affinity=affinity, knn=knn)
 
-    def fit_embedding(
-        self, X: Any, affinity: SparseAffinity | None, knn: KNNGraph | None, init: Any = None
-    ) -> torch.Tensor:
-        """:meth:`~torchdr_sc.estimators.Embedder.fit_embedding`, the data kept for
-        densMAP's radii meanwhile."""
-        if not self.needs_data_distances():
-            return super().fit_embedding(X, affinity, knn, init)
-        x = None if X is None else as_float_tensor(X, device=resolve_device(self.device, X))
-        self._density_data = x
-        try:
-            return super().fit_embedding(x, affinity, knn, init)
-        finally:
-            self._density_data = None
-
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
         if not self.needs_data_distances():
             return super()._optimize(z0, P, ctx, gen)
-        data = getattr(self, "_density_data", None)
+        data = self._fit_data
         check_density_data(data)
         result = super()._optimize(z0, P, ctx, gen)
         if self.output_dens:
@@ -251,7 +236,7 @@ class UMAP(DensMAPOptions, _SampledEmbedder):
     ) -> Any:
         if not self.densmap:
             return super()._sampled_objective(P, ctx, options, n_epochs)
-        extra = density_options(self, self._density_data, ctx, n_epochs)
+        extra = density_options(self, self._fit_data, ctx, n_epochs)
         return make_objective("densmap", P, **options, **extra)
 
     def _base_neighbours(self) -> int:

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._device import as_float_tensor, resolve_device
 from .._validation import check_number
 from ..affinity import SparseAffinity
 from ..affinity.pacmap import EXTRA_NEIGHBORS, PACMAPAffinity
@@ -101,8 +100,6 @@ class PACMAP(Embedder):
     init_scaling: float = 0.01
 
     _objective_method: ClassVar[str | None] = "pacmap"
-    #: The fit's data while it runs (the mid-near pairs are drawn from it).
-    _pair_data: ClassVar[torch.Tensor | None] = None
 
     def _check_method_params(self) -> None:
         check_number("n_neighbors", self.n_neighbors, kind=int, low=1, closed="left")
@@ -172,25 +169,6 @@ class PACMAP(Embedder):
             raise ValueError(msg)
         return super().fit_transform(X, y, affinity=affinity, knn=knn)
 
-    def fit_embedding(
-        self,
-        X: Any,
-        affinity: SparseAffinity | None,
-        knn: KNNGraph | None,
-        init: Any = None,
-    ) -> torch.Tensor:
-        """:meth:`~torchdr_sc.estimators.Embedder.fit_embedding`, the data kept for the
-        mid-near pairs meanwhile."""
-        if X is None:
-            msg = "PACMAP draws its mid-near pairs from the data: pass `X`."
-            raise ValueError(msg)
-        x = as_float_tensor(X, device=resolve_device(self.device, X))
-        self._pair_data = x
-        try:
-            return super().fit_embedding(x, affinity, knn, init)
-        finally:
-            self._pair_data = None
-
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
     ) -> OptimizeResult:
@@ -204,7 +182,7 @@ class PACMAP(Embedder):
         objective = make_objective(
             "pacmap",
             P.to(dtype=z0.dtype),
-            data=self._pair_data,
+            data=self._fit_data,
             n_mid_near=n_mid_near,
             n_further=n_further,
             seed=int(seed),
