@@ -155,6 +155,14 @@ def test_densmap_without_the_data_says_what_to_pass(digits):
         tdr.UMAP(densmap=True).fit_transform(None, affinity=P)
 
 
+def test_densmap_refuses_a_streamed_input_before_any_work(digits):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.from_numpy(digits)), batch_size=256)
+    with pytest.raises(ValueError, match=r"local radii.*got a streamed input \(DataLoader\)"):
+        tdr.UMAP(output_dens=True).fit_transform(loader)
+
+
 def test_tl_umap_method_densmap_writes_the_radii():
     sc = pytest.importorskip("scanpy")
     adata = sc.datasets.pbmc68k_reduced()

@@ -44,6 +44,7 @@ from ._stages import (
     initial_embedding,
     knn_nbytes,
     prepare_input,
+    require_data_in_memory,
     search_knn,
     start_kernel_builds,
 )
@@ -213,6 +214,11 @@ class Embedder(BaseEstimator):
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         raise NotImplementedError
 
+    def data_needed(self) -> tuple[str, str] | None:
+        """``(why, other fix)`` when the optimisation reads the data itself (then ``fit``
+        needs ``X`` in memory), else ``None``."""
+        return None
+
     def affinity_params(self) -> dict[str, Any]:
         """Parameters that determine the input affinity (the cache key of the AnnData layer)."""
         raise NotImplementedError
@@ -337,6 +343,7 @@ class Embedder(BaseEstimator):
             A precomputed kNN graph (e.g. scanpy's ``obsp['distances']``): skips the search.
         """
         self.validate()
+        require_data_in_memory(self, X)
         progress = Progress(type(self).__name__) if self.progress_bar and is_rank_zero() else None
         with verbosity(self.verbose and is_rank_zero()), reporting(progress):
             if is_streamed(X):  # DataLoader or on-disk matrix: read in chunks

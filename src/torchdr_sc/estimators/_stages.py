@@ -17,6 +17,7 @@ from ..distributed import DistContext
 from ..initialization import initialize
 from ..knn import KNNGraph, auto_backend, drop_self
 from ..progress import stage
+from ..streaming import is_streamed
 
 #: A kNN graph searched by the fit is kept in ``knn_`` up to this many bytes and freed
 #: beyond, once the input affinity no longer needs it (about 1M cells x 15 neighbours).
@@ -41,6 +42,27 @@ def prepare_input(
         x, n = None, source.n if affinity is not None else knn.n_samples
     est.check_n_samples(n)
     return x, n, device
+
+
+def require_data_in_memory(est: Any, X: Any) -> None:
+    """Raise before any work when ``est`` reads the data during its optimisation
+    (:meth:`~torchdr_sc.estimators.Embedder.data_needed`) and ``X`` is missing or streamed.
+
+    Raises
+    ------
+    ValueError
+        Saying why the data is needed, what was passed, and the ways out.
+    """
+    need = est.data_needed()
+    if need is None or (X is not None and not is_streamed(X)):
+        return
+    why, other_fix = need
+    got = "no `X`" if X is None else f"a streamed input ({type(X).__name__})"
+    msg = (
+        f"{why}; got {got}. Pass `X` in memory (an array or tensor, with `affinity` or "
+        f"`knn` if you have them){other_fix}."
+    )
+    raise ValueError(msg)
 
 
 def start_kernel_builds(est: Any, device: torch.device) -> None:

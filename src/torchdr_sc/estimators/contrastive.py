@@ -27,10 +27,10 @@ from ..objective.sampled import (
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
+from ._stages import require_data_in_memory
 from .densmap import (
     EXTRA_EPOCHS,
     DensMAPOptions,
-    check_density_data,
     density_options,
     record_radii,
 )
@@ -196,21 +196,13 @@ class UMAP(DensMAPOptions, _SampledEmbedder):
         extra = EXTRA_EPOCHS if self.densmap else 0
         return super()._default_max_iter(n) + extra
 
-    def fit_transform(
-        self,
-        X: Any = None,
-        y: Any = None,
-        *,
-        affinity: SparseAffinity | None = None,
-        knn: KNNGraph | None = None,
-    ) -> Any:
-        """Embed ``X`` (see :meth:`~torchdr_sc.estimators.Embedder.fit_transform`); with
-        ``densmap`` or ``output_dens``, ``X`` in memory is required (the local radii are
-        measured in it)."""
-        self.validate()
-        if self.needs_data_distances():
-            check_density_data(X)
-        return super().fit_transform(X, y, affinity=affinity, knn=knn)
+    def data_needed(self) -> tuple[str, str] | None:
+        """densMAP's radii are measured in the data: ``X`` in memory with ``densmap`` or
+        ``output_dens``."""
+        if not self.needs_data_distances():
+            return None
+        why = "densmap / output_dens measure local radii in the data"
+        return why, " or set densmap=False, output_dens=False"
 
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
@@ -218,7 +210,8 @@ class UMAP(DensMAPOptions, _SampledEmbedder):
         if not self.needs_data_distances():
             return super()._optimize(z0, P, ctx, gen)
         data = self._fit_data
-        check_density_data(data)
+        if data is None:
+            require_data_in_memory(self, None)
         result = super()._optimize(z0, P, ctx, gen)
         if self.output_dens:
             record_radii(self, P, data, result.embedding)

@@ -2,8 +2,7 @@
 
 The density term itself is an objective (:mod:`~torchdr_sc.objective.density`); this module
 holds what the estimator adds around it: the parameters (umap-learn's names and defaults),
-their checks, the data distances at the graph's edges, and the local radii reported with
-``output_dens``.
+their checks, the objective's options, and the local radii reported with ``output_dens``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from ..affinity import SparseAffinity
 from ..distributed import DistContext
 from ..objective import DENSITY_METRICS
 from ..quality import graph_log_radius, local_log_radius
-from ..streaming import is_streamed
 
 #: Epochs densMAP adds to UMAP's default (umap-learn's rule).
 EXTRA_EPOCHS = 200
@@ -73,28 +71,8 @@ class DensMAPOptions:
         return bool(self.densmap or self.output_dens)
 
 
-def check_density_data(X: Any) -> None:
-    """Raise unless ``X`` is data in memory (the local radii are measured in it).
-
-    Raises
-    ------
-    ValueError
-        ``X`` is ``None`` (a fit from a precomputed affinity or kNN graph alone) or a
-        streamed input (a DataLoader, an on-disk matrix).
-    """
-    if X is None or is_streamed(X):
-        got = "no `X`" if X is None else f"a streamed input ({type(X).__name__})"
-        msg = (
-            f"densmap / output_dens measure local radii in the data; got {got}. Pass `X` in "
-            "memory (an array or tensor, with `affinity` or `knn` if you have them) or set "
-            "densmap=False, output_dens=False."
-        )
-        raise ValueError(msg)
-
-
 def density_options(est: Any, data: Any, ctx: DistContext, n_epochs: int) -> dict[str, Any]:
     """The keyword arguments of the ``'densmap'`` objective beyond the sampled epoch's."""
-    check_density_data(data)
     a, b = est.ab()
     return {
         "data": data,

@@ -14,7 +14,6 @@ from ..distributed import DistContext
 from ..knn import KNNGraph
 from ..objective import make_objective
 from ..optimize import OptimizeResult
-from ..streaming import is_streamed
 from ._base import Embedder
 from ._schedule import run_schedule
 
@@ -142,32 +141,9 @@ class PACMAP(Embedder):
     def _affinity_from_knn(self, knn: KNNGraph) -> SparseAffinity:
         return self._pacmap_affinity().from_knn(knn)
 
-    def fit_transform(
-        self,
-        X: Any = None,
-        y: Any = None,
-        *,
-        affinity: SparseAffinity | None = None,
-        knn: KNNGraph | None = None,
-    ) -> Any:
-        """Embed ``X`` (see :meth:`~torchdr_sc.estimators.Embedder.fit_transform`); ``X`` is
-        required, in memory.
-
-        Raises
-        ------
-        ValueError
-            ``X`` missing or streamed (a DataLoader, an on-disk matrix): the mid-near pairs
-            are drawn from the data in memory.
-        """
-        self.validate()
-        if X is None or is_streamed(X):
-            what = "no `X`" if X is None else f"a streamed input ({type(X).__name__})"
-            msg = (
-                f"PACMAP draws its mid-near pairs from the data, in memory; got {what}. "
-                "Pass `X` as an array or tensor (with `affinity` or `knn` if you have them)."
-            )
-            raise ValueError(msg)
-        return super().fit_transform(X, y, affinity=affinity, knn=knn)
+    def data_needed(self) -> tuple[str, str] | None:
+        """The mid-near pairs are drawn from the data: ``X`` in memory, always."""
+        return "PACMAP draws its mid-near pairs from the data, in memory", ""
 
     def _optimize(
         self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
