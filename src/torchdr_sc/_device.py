@@ -220,3 +220,23 @@ def cpu_threads(n_jobs: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Run the block on one torch thread when ``device`` is the CPU (no change elsewhere).
+
+    For products whose inner dimension is long and whose output is small, such as a
+    ``d x d`` scatter matrix ``X^T X`` over many rows: the BLAS library splits that inner
+    sum between threads, so the last bits of the result change with the thread count. On
+    one thread they do not, at a cost linear in the rows.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

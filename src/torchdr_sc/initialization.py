@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._device import one_thread_on_cpu
 from ._logging import get_logger
 from ._reduce import fixed_order_std
 from ._validation import check_finite_rows
@@ -138,7 +139,9 @@ def pca_components(x: torch.Tensor, n_components: int) -> torch.Tensor:
     """
     xc = x - x.mean(0, keepdim=True)
     if x.shape[1] <= PCA_EXACT_MAX_FEATURES:
-        axes = principal_axes(xc.T @ xc, n_components)[0].to(x.dtype)
+        with one_thread_on_cpu(x.device):  # the same bits whatever the thread count
+            scatter = xc.T @ xc
+        axes = principal_axes(scatter, n_components)[0].to(x.dtype)
     else:
         axes = principal_axes_svd(xc[:PCA_SVD_ROWS], n_components)
     return sign_by_largest_entry(pad_columns(xc @ axes, n_components))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .._device import one_thread_on_cpu
 from .._logging import get_logger
 from ..distributed import DistContext
 from ..initialization import pad_columns, principal_axes, principal_axes_svd
@@ -75,7 +76,9 @@ class IncrementalPCA:
         """Add the rows ``x`` (float64) by their mean and scatter (:meth:`merge_statistics`)."""
         mean_b = x.mean(0)
         xc = x - mean_b
-        self.merge_statistics(x.shape[0], mean_b, xc.T @ xc)
+        with one_thread_on_cpu(x.device):  # the same bits whatever the thread count
+            scatter = xc.T @ xc
+        self.merge_statistics(x.shape[0], mean_b, scatter)
 
     def merge_statistics(self, b: int, mean_b: torch.Tensor, scatter_b: torch.Tensor) -> None:
         """Add ``b`` rows given by their float64 mean ``mean_b`` and scatter ``scatter_b``.
