@@ -72,6 +72,9 @@ WORKER = textwrap.dedent(
         res["loader"] = tdr.UMAP(
             random_state=0, init="pca", max_iter=200, device="cpu"
         ).fit_transform(loader).numpy()
+        res["tsne_loader"] = tdr.TSNE(
+            random_state=0, max_iter=250, early_exaggeration_iter=100, device="cpu"
+        ).fit_transform(loader).numpy()
         est = tdr.UMAP(random_state=0, max_iter=5, device="cpu", distributed=False)
         res["alone"] = est.fit_transform(X[:300])
         P = tdr.TSNE(random_state=0, max_iter=1, device="cpu").fit(X).affinity_in_.to_scipy()
@@ -116,7 +119,7 @@ def digits_data():
     return d.data.astype(np.float32), d.target
 
 
-@pytest.mark.parametrize("name", [*METHODS, "none_seed", "loader", "alone"])
+@pytest.mark.parametrize("name", [*METHODS, "none_seed", "loader", "tsne_loader", "alone"])
 def test_every_rank_holds_the_same_embedding(two_ranks, name):
     r0, r1 = two_ranks
     assert r0[name].shape == r1[name].shape
@@ -152,15 +155,21 @@ def test_two_processes_keep_the_densities_as_one_process(two_ranks, digits_data)
     assert abs(two - one) <= 0.05
 
 
-def test_sharded_calibration_gives_the_one_process_p(two_ranks, digits_data):
-    # each rank calibrates its half of the rows of the entropic P, then all gather; the
-    # kNN graphs may differ between duplicated digits (ties), the rest is the same P
+def test_row_sharded_p_gives_the_one_process_p(two_ranks, digits_data):
+    # TSNE keeps P sharded by rows: each rank searches, calibrates and symmetrises its own
+    # rows (an all-to-all brings it the entries of P^T); together the blocks are the
+    # one-process P (the kNN graphs may differ between duplicated digits: ties)
     X, _ = digits_data
     single = tdr.TSNE(random_state=0, max_iter=1, device="cpu").fit(X).affinity_in_.to_scipy()
-    for rank in two_ranks:
-        shape = single.shape
-        P = sp.csr_matrix((rank["P_data"], rank["P_indices"], rank["P_indptr"]), shape=shape)
-        assert abs(P - single).sum() < 1e-3 * single.sum()
+    blocks = []
+    for r, rank in enumerate(two_ranks):
+        P = sp.csr_matrix((rank["P_data"], rank["P_indices"], rank["P_indptr"]), shape=single.shape)
+        shard = shard_of(single.shape[0], r, 2)
+        held = np.flatnonzero(np.diff(P.indptr))
+        assert held.min() >= shard.start  # its own rows only
+        assert held.max() < shard.stop
+        blocks.append(P)
+    assert abs(blocks[0] + blocks[1] - single).sum() < 1e-3 * single.sum()
 
 
 def test_rows_calibrated_by_blocks_equal_the_whole_calibration(digits_data):
@@ -184,6 +193,13 @@ def test_distributed_loader_matches_in_memory_quality(two_ranks, digits_data):
     assert (
         abs(knn_label_accuracy(two_ranks[0]["loader"], y) - knn_label_accuracy(single, y)) <= 0.02
     )
+
+
+def test_streamed_tsne_keeps_p_rows_of_the_gathered_graph(two_ranks, digits_data):
+    # a streamed input gathers the kNN graph; P is then built from this rank's rows of it
+    _, y = digits_data
+    sharded = knn_label_accuracy(two_ranks[0]["tsne"], y)
+    assert abs(knn_label_accuracy(two_ranks[0]["tsne_loader"], y) - sharded) <= 0.02
 
 
 def test_distributed_false_runs_alone_under_torchrun(two_ranks, digits_data):

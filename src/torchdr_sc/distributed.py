@@ -57,11 +57,19 @@ class DistContext:
         Number of processes (1 without a process group).
     shard
         The rows ``[start, stop)`` this rank owns.
+    n_rows
+        Rows of the whole data (``shard.stop`` when unknown).
     """
 
     rank: int
     world_size: int
     shard: RowShard
+    n_rows: int | None = None
+
+    @property
+    def n(self) -> int:
+        """Rows of the whole data split among the ranks."""
+        return self.shard.stop if self.n_rows is None else self.n_rows
 
     @property
     def active(self) -> bool:
@@ -108,6 +116,37 @@ class DistContext:
         dist.all_gather(parts, padded)
         return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards, strict=True)], 0)
 
+    def block_starts(self) -> list[int]:
+        """First row of every rank's block (rank order)."""
+        return [shard_of(self.n, r, self.world_size).start for r in range(self.world_size)]
+
+    def exchange(self, dest: torch.Tensor, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Send entry ``e`` of every column to rank ``dest[e]``; return what this rank got.
+
+        One all-to-all with uneven counts per column (``all_to_all_single``, which gloo and
+        NCCL provide). The received entries come grouped by sending rank, in rank order,
+        each group in its sender's order.
+
+        Parameters
+        ----------
+        dest
+            ``(E,)`` integer rank of every entry.
+        columns
+            ``(E, ...)`` tensors sent entry by entry.
+        """
+        order = torch.argsort(dest, stable=True)
+        send = torch.bincount(dest.to(torch.int64), minlength=self.world_size)
+        recv = torch.empty_like(send)
+        dist.all_to_all_single(recv, send)
+        send_sizes, recv_sizes = send.tolist(), recv.tolist()
+        received = []
+        for column in columns:
+            out = column.new_empty((sum(recv_sizes), *column.shape[1:]))
+            sent = column.index_select(0, order).contiguous()
+            dist.all_to_all_single(out, sent, recv_sizes, send_sizes)
+            received.append(out)
+        return tuple(received)
+
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``tensor`` on every rank (``tensor`` is overwritten when contiguous)."""
         tensor = tensor.contiguous()
@@ -152,9 +191,9 @@ def resolve_distributed(distributed: bool | str, n: int) -> DistContext:
         )
         raise RuntimeError(msg)
     if distributed is False or not ready:
-        return DistContext(0, 1, RowShard.full(n))
+        return DistContext(0, 1, RowShard.full(n), n)
     rank, world = dist.get_rank(), dist.get_world_size()
-    return DistContext(rank, world, shard_of(n, rank, world))
+    return DistContext(rank, world, shard_of(n, rank, world), n)
 
 
 def is_rank_zero() -> bool:

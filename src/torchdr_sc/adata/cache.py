@@ -135,8 +135,9 @@ def lookup(adata: AnnData, slot: CacheSlot) -> SparseAffinity | None:
 
 
 def storable(affinity: SparseAffinity) -> bool:
-    """Whether ``affinity`` is small enough to be cached."""
-    return affinity.nnz <= MAX_CACHED_NNZ
+    """Whether ``affinity`` can be cached: every row held (not one process's block of a
+    row-sharded P) and small enough."""
+    return affinity.holds_all_rows and affinity.nnz <= MAX_CACHED_NNZ
 
 
 def to_obsp(affinity: SparseAffinity) -> sp.csr_matrix:

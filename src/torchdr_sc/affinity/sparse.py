@@ -30,12 +30,22 @@ class SparseAffinity:
         ``(E,)`` float values P[rows, cols].
     n
         Number of samples (P is n x n).
+    row_range
+        ``None`` when every row of P is stored; ``(start, stop)`` when only those rows are
+        (one process's block of a row-sharded P under ``torchrun``: columns keep their
+        global ids, ``rows`` lie in ``[start, stop)``).
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
     weights: torch.Tensor
     n: int
+    row_range: tuple[int, int] | None = None
+
+    @property
+    def holds_all_rows(self) -> bool:
+        """Whether every row of P is stored (see ``row_range``)."""
+        return self.row_range is None
 
     @property
     def device(self) -> torch.device:
@@ -54,6 +64,7 @@ class SparseAffinity:
             self.cols.to(device),
             self.weights.to(device=device, dtype=dtype or self.weights.dtype),
             self.n,
+            self.row_range,
         )
 
     def row_sums(self) -> torch.Tensor:
@@ -63,7 +74,7 @@ class SparseAffinity:
 
     def scaled(self, factor: float) -> SparseAffinity:
         """Return ``factor * P``."""
-        return SparseAffinity(self.rows, self.cols, self.weights * factor, self.n)
+        return SparseAffinity(self.rows, self.cols, self.weights * factor, self.n, self.row_range)
 
     def to_dense(self) -> torch.Tensor:
         """Dense ``(n, n)`` tensor (small n only)."""

@@ -484,6 +484,7 @@ class Embedder(BaseEstimator):
                 if searched and knn_nbytes(knn) > KEEP_KNN_MAX_BYTES:
                     knn = None  # freed here: P no longer needs it (see `knn_`)
                 affinity = self._affinity_from_parts(parts, ctx)
+                knn = knn if affinity.holds_all_rows else None  # a block's rows only
         timings["affinity"] = time.perf_counter() - t0
         logger.info("input affinity: %d edges (%.2fs)", affinity.nnz, timings["affinity"])
         return affinity, knn

@@ -80,10 +80,11 @@ def knn_nbytes(knn: KNNGraph) -> int:
     return sum(t.numel() * t.element_size() for t in (knn.indices, knn.distances))
 
 
-def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
+def search_knn(est: Any, x: torch.Tensor, ctx: DistContext, *, gather: bool = True) -> KNNGraph:
     """The kNN graph ``est`` needs on ``x``; under ``torchrun`` each process searches its rows.
 
-    The processes' rows are gathered, so every process holds the whole graph.
+    The processes' rows are gathered, so every process holds the whole graph; with
+    ``gather=False`` each keeps the rows of its own block (global neighbour ids).
     """
     from ..knn import knn as knn_search
 
@@ -96,6 +97,8 @@ def search_knn(est: Any, x: torch.Tensor, ctx: DistContext) -> KNNGraph:
         rows = x[ctx.shard.start : ctx.shard.stop]
         local = knn_search(x, k + 1, backend=est.backend, metric=est.metric_in, query=rows)
     idx, dist = drop_self(local.indices, ctx.shard.start, distances=local.distances)
+    if not gather:
+        return KNNGraph(idx, dist, local.metric)
     idx = ctx.all_gather_rows(idx, n)
     dist = ctx.all_gather_rows(dist, n)
     return KNNGraph(idx, dist, local.metric)

@@ -149,6 +149,10 @@ class TSNE(_Repulsion, _ExactEmbedder):
     ``O(n^2)`` per iteration, no ``n x n`` matrix) or interpolated on a grid and convolved
     by FFT (``O(n)``; Linderman et al., Nature Methods 2019; 1-D and 2-D embeddings).
 
+    Under ``torchrun`` P stays sharded by rows: each process holds the neighbours and the
+    rows of P of its own block only (``affinity_in_.row_range``), unless ``init='spectral'``
+    (which needs the whole P).
+
     The default optimiser is SGD with momentum and per-coordinate gains
     (:class:`~torchdr_sc.optimize.DeltaBarDelta`, as openTSNE and FIt-SNE): on digits it
     reaches openTSNE's KL(P || Q) (0.757 vs 0.756) where plain SGD stops at 1.09.
@@ -190,6 +194,7 @@ class TSNE(_Repulsion, _ExactEmbedder):
     optimizer: Any = "DeltaBarDelta"
 
     _objective_method: ClassVar[str | None] = "tsne"
+    keeps_row_blocks: ClassVar[bool] = True
 
     def _check_method_params(self) -> None:
         super()._check_method_params()

@@ -117,7 +117,9 @@ class StudentAttraction:
         self, P: SparseAffinity, shard: RowShard, *, compile: bool | str, scale: float = 1.0
     ) -> None:
         self.scale = float(scale)
-        partial_shard = shard.start or shard.stop < P.n
+        # a row-sharded P holding exactly the shard's rows needs no selection (nor its copy)
+        held = P.row_range == (shard.start, shard.stop)
+        partial_shard = (shard.start or shard.stop < P.n) and not held
         mask = (P.rows >= shard.start) & (P.rows < shard.stop) if partial_shard else None
         self.P, self.mask = P, mask
         rows, cols, weights = P.rows, P.cols, P.weights

@@ -75,9 +75,20 @@ class ReferenceRows(NamedTuple):
     weights: torch.Tensor
 
 
-def _scale_to_one(P: SparseAffinity) -> float:
-    """``1 / sum P`` (summed in a fixed order), applied in the kernels instead of a copy of P."""
-    return 1.0 / float(fixed_order_sum(P.weights, torch.float64))
+def _scale_to_one(
+    P: SparseAffinity, reduce_scalar: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> float:
+    """``1 / sum P`` (summed in a fixed order), applied in the kernels instead of a copy of P.
+
+    A block of rows of a row-sharded P (``P.row_range``) adds the other processes' sums
+    with ``reduce_scalar``."""
+    total = fixed_order_sum(P.weights, torch.float64)
+    if not P.holds_all_rows:
+        if reduce_scalar is None:
+            msg = "P holds one block of rows: its total needs `reduce_scalar` (torchrun)."
+            raise ValueError(msg)
+        total = reduce_scalar(total.reshape(()))
+    return 1.0 / float(total)
 
 
 class _OnReference:
@@ -152,7 +163,8 @@ class TSNEObjective:
         self._terms = None
         if repulsion == "fft":
             self._terms = partial(student_repulsion_terms_fft, **(grid or {}))
-        self._attraction = StudentAttraction(P, self.shard, compile=compile, scale=_scale_to_one(P))
+        scale = _scale_to_one(P, reduce_scalar)
+        self._attraction = StudentAttraction(P, self.shard, compile=compile, scale=scale)
 
     @property
     def path(self) -> str:
