@@ -187,14 +187,16 @@ class TSNE(DenSNEOptions, _Repulsion, _ExactEmbedder):
         (``None``: no limit; openTSNE's option of the same name).
     densne
         Add den-SNE's density-preservation term (Narayan, Berger & Cho, Nat. Biotechnol.
-        2021; :mod:`~torchdr_sc.objective.densne`) over the last ``dens_frac`` of the
+        2021; ``torchdr_sc.objective.densne``) over the last ``dens_frac`` of the
         iterations: the loss gains ``-2 dens_lambda`` times the correlation between every
         point's log local radius in the data (P-weighted mean squared distance over its
         edges of P) and in the embedding (the same with t-SNE's Cauchy kernel), so that
         tight populations stay tight and diffuse ones diffuse. The embedding's radii run
         over P's edges, as in the ``densne`` program. Needs ``X`` in memory (the radii are
-        measured in it) and a metric of
-        :data:`~torchdr_sc.objective.density.DENSITY_METRICS`.
+        measured in it). The term should start once the embedding has expanded (at the
+        defaults, at iteration 525 of 750): in a compact embedding it outweighs t-SNE's
+        loss (a warning says so when it runs during early exaggeration). ``transform``
+        places new points with t-SNE's own objective.
     dens_lambda
         Weight of the density term (den-SNE's default 0.1; the factor 2 above makes its
         balance against the KL gradient the ``densne`` program's).
