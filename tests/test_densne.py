@@ -169,6 +169,11 @@ def test_output_dens_reports_radii_with_and_without_the_term(digits):
     np.testing.assert_allclose(
         plain.rad_orig_, graph_log_radius(plain.affinity_in_, x, "sqeuclidean"), rtol=1e-6
     )
+    # in the embedding: on its own entropic P of the same perplexity (densne's report)
+    from torchdr_sc.estimators.densne import embedding_affinity
+
+    own = embedding_affinity(torch.as_tensor(z), plain.perplexity)
+    np.testing.assert_allclose(plain.rad_emb_, graph_log_radius(own, z, "euclidean"), rtol=1e-6)
     assert plain.per_cell_outputs().keys() == {"rad_orig", "rad_emb"}
     assert np.isfinite(z).all()
     assert tdr.TSNE(max_iter=5, device="cpu").fit(x).per_cell_outputs() == {}

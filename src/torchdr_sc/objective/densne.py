@@ -11,9 +11,10 @@ embedding and rewards their correlation across points.
 - In the embedding, ``r_j = log(sum_k phi_jk e_jk^2 / sum_k phi_jk)`` over the same edges,
   with t-SNE's Cauchy kernel ``phi_jk = 1 / (1 + e_jk^2)`` and ``e_jk = |z_j - z_k|`` (the
   normaliser of Q cancels in the ratio, so these are the Q-weighted mean squared distances).
-- The term is ``-dens_lambda * corr`` with ``corr = sum_j (r_j - mean r) R_j / ((n - 1) s)``
-  and ``s^2`` the sample variance of ``r`` plus ``dens_var_shift`` (which keeps the term
-  bounded while the radii are nearly equal; without it, ``corr`` is Pearson's).
+- The term rewards ``corr = sum_j (r_j - mean r) R_j / ((n - 1) s)``, with ``s^2`` the
+  sample variance of ``r`` plus ``dens_var_shift`` (which keeps the term bounded while the
+  radii are nearly equal; without it, ``corr`` is Pearson's), weighted by ``dens_lambda``
+  as below.
 
 The gradient is the closed form of that correlation over P's edges: an edge ``(j, k)``
 moves ``z_j`` by ``2 phi_jk^2 (u_j + u_k) (z_j - z_k)`` times the weight below, where
@@ -26,11 +27,14 @@ the term here is ``2 * dens_lambda`` times the correlation's gradient, the same 
 between the two terms, i.e. the loss ``KL(P || Q) - 2 dens_lambda corr``.
 
 Where this stands against ``densne``. Its radii in the embedding are, as here, sums over the
-edges of the (sparse, kNN-based) P, not over all pairs: the Barnes-Hut tree only serves its
-KL repulsion. What differs: the radii and statistics here are taken at every iteration from
-the current positions, every row's sums run in the edges' order (the same bits for any
-number of threads), and under ``torchrun`` a process sums the rows it owns and the per-point
-radii are gathered from all processes (as :mod:`~torchdr_sc.objective.density` does).
+edges of the (sparse, kNN-based) P at the current positions, not over all pairs: its
+Barnes-Hut tree only serves the KL repulsion (here exact or FFT-interpolated). What
+differs: the ``eps`` above; the first iteration with the term, ``(t + 1) / max_iter > 1 -
+dens_frac`` (densMAP's rule, exactly the last ``dens_frac`` of the iterations; ``densne``
+starts one iteration earlier); every row's sums run in the edges' order (the same bits for
+any number of threads); and under ``torchrun`` a process sums the rows it owns, the
+per-point radii gathered from all processes (as :mod:`~torchdr_sc.objective.density`
+does).
 """
 
 from __future__ import annotations
@@ -148,8 +152,7 @@ class DenSNETerm:
         return mean_sq, phi_sum
 
     def correlation(self, z: torch.Tensor) -> float:
-        """The term's correlation at ``z`` (the loss is ``-dens_lambda`` times it, up to the
-        factor of the module's notes)."""
+        """The term's correlation at ``z`` (the loss adds ``-2 dens_lambda`` times it)."""
         radius = torch.log(RADIUS_EPS + self.embedding_radii(z)[0])
         return float(self._statistics(radius)[2])
 
