@@ -37,6 +37,11 @@ METHODS = {
         1797,
     ),
     "sne": (tdr.SNE, {"max_iter": 250, "early_exaggeration_iter": 100}, 899),
+    "densne": (
+        tdr.TSNE,
+        {"max_iter": 250, "early_exaggeration_iter": 100, "densne": True, "dens_frac": 0.4},
+        1797,
+    ),
 }
 
 WORKER = textwrap.dedent(
@@ -143,14 +148,16 @@ def test_two_processes_match_one_process_quality(two_ranks, digits_data, name):
     assert abs(acc_2 - acc_1) <= 0.02, (name, acc_1, acc_2)
 
 
-def test_two_processes_keep_the_densities_as_one_process(two_ranks, digits_data):
-    """densMAP's term sums each rank's rows with the radii gathered from all ranks."""
+@pytest.mark.parametrize("name", ["densmap", "densne"])
+def test_two_processes_keep_the_densities_as_one_process(two_ranks, digits_data, name):
+    """densMAP's and den-SNE's terms sum each rank's rows with the radii gathered from all
+    ranks."""
     X, _ = digits_data
-    cls, params, rows = METHODS["densmap"]
+    cls, params, rows = METHODS[name]
     single = cls(random_state=0, device="cpu", **params).fit_transform(X[:rows])
     one = radius_correlation(X[:rows], single)
-    two = radius_correlation(X[:rows], two_ranks[0]["densmap"])
-    print(f"densmap: radius correlation 1 process {one:.3f}, 2 processes {two:.3f}")
+    two = radius_correlation(X[:rows], two_ranks[0][name])
+    print(f"{name}: radius correlation 1 process {one:.3f}, 2 processes {two:.3f}")
     assert one > 0.7
     assert abs(two - one) <= 0.05
 

@@ -109,6 +109,7 @@ OPTIONS = {
         "dens_var_shift": 0.1,
         "n_epochs": 10,
     },
+    "densne": {"dens_lambda": 0.1, "dens_frac": 1.0, "dens_var_shift": 0.1, "max_iter": 10},
 }
 
 
@@ -119,7 +120,7 @@ def test_every_method_is_built_by_the_one_entry_point(method: str) -> None:
     options = dict(OPTIONS[method])
     if method == "tsnekhorn":
         options["z0"] = z
-    if method == "densmap":  # the data the graph was built on
+    if method in ("densmap", "densne"):  # the data the graph was built on
         options["data"], options["metric"] = x, "euclidean"
     objective = make_objective(method, P, **options)
     grad = objective(z.clone(), 0, Phase(10, exaggeration=2.0))

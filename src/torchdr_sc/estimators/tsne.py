@@ -16,6 +16,8 @@ from ..objective.interpolated import SUPPORTED_DIMS
 from ..optimize import OptimizeResult
 from ._base import Embedder
 from ._schedule import run_schedule
+from ._stages import require_data_in_memory
+from .densne import DenSNEOptions, densne_options, record_radii
 from .perplexity import PerplexityMixin
 
 logger = get_logger(__name__)
@@ -139,7 +141,7 @@ class _Repulsion:
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class TSNE(_Repulsion, _ExactEmbedder):
+class TSNE(DenSNEOptions, _Repulsion, _ExactEmbedder):
     """t-SNE (van der Maaten & Hinton 2008), exact or with FFT-interpolated repulsion.
 
     Input affinity: :class:`~torchdr_sc.affinity.EntropicAffinity` on the ``3 * perplexity``
@@ -187,8 +189,38 @@ class TSNE(_Repulsion, _ExactEmbedder):
     max_step_norm
         With the default optimiser, the longest step a point takes in one iteration
         (``None``: no limit; openTSNE's option of the same name).
+    densne
+        Add den-SNE's density-preservation term (Narayan, Berger & Cho, Nat. Biotechnol.
+        2021; ``torchdr_sc.objective.densne``) over the last ``dens_frac`` of the
+        iterations: the loss gains ``-2 dens_lambda`` times the correlation between every
+        point's log local radius in the data (P-weighted mean squared distance over its
+        edges of P) and in the embedding (the same with t-SNE's Cauchy kernel), so that
+        tight populations stay tight and diffuse ones diffuse. The embedding's radii run
+        over P's edges, as in the ``densne`` program. Needs ``X`` in memory (the radii are
+        measured in it). The term should start once the embedding has expanded (at the
+        defaults, at iteration 525 of 750): in a compact embedding it outweighs t-SNE's
+        loss (a warning says so when it runs during early exaggeration). ``transform``
+        places new points with t-SNE's own objective.
+    dens_lambda
+        Weight of the density term (den-SNE's default 0.1; the factor 2 above makes its
+        balance against the KL gradient the ``densne`` program's).
+    dens_frac
+        Fraction of the iterations, at the end, with the density term (0.3).
+    dens_var_shift
+        Added to the variance of the embedding's log radii in the term (0.1, den-SNE's
+        ``var_shift``).
+    output_dens
+        Also compute every point's log local radius in the data (on P) and in the embedding
+        (on the embedding's own entropic P of the same perplexity, as ``densne`` reports
+        them): ``rad_orig_``, ``rad_emb_``, with or without ``densne``.
     **kwargs
         See :class:`~torchdr_sc.estimators.Embedder` for the shared parameters.
+
+    Attributes
+    ----------
+    rad_orig_, rad_emb_
+        With ``output_dens``: every point's log local radius in the data and in the
+        embedding (numpy ``(n,)``).
     """
 
     optimizer: Any = "DeltaBarDelta"
@@ -199,6 +231,36 @@ class TSNE(_Repulsion, _ExactEmbedder):
     def _check_method_params(self) -> None:
         super()._check_method_params()
         self._check_repulsion()
+        self._check_density_params()
+
+    def data_needed(self) -> tuple[str, str] | None:
+        """den-SNE's radii are measured in the data: ``X`` in memory with ``densne`` or
+        ``output_dens``."""
+        if not self.needs_data_distances():
+            return None
+        return "densne / output_dens measure local radii in the data", (
+            " or set densne=False, output_dens=False"
+        )
+
+    def _optimize(
+        self, z0: torch.Tensor, P: SparseAffinity, ctx: DistContext, gen: torch.Generator
+    ) -> OptimizeResult:
+        if not self.needs_data_distances():
+            return super()._optimize(z0, P, ctx, gen)
+        data = self._fit_data
+        if data is None:
+            require_data_in_memory(self, None)
+        result = super()._optimize(z0, P, ctx, gen)
+        if self.output_dens:
+            record_radii(self, P, data, result.embedding)
+        return result
+
+    def per_cell_outputs(self) -> dict[str, Any]:
+        """Per-point results beside the embedding: ``rad_orig`` and ``rad_emb`` after a fit
+        with ``output_dens`` (written to ``obs`` by ``tl.tsne``), else nothing."""
+        if not self.output_dens or getattr(self, "rad_emb_", None) is None:
+            return {}
+        return {"rad_orig": self.rad_orig_, "rad_emb": self.rad_emb_}
 
     def _default_max_iter(self, n: int) -> int:
         """openTSNE's schedule: 250 exaggerated iterations, then 500 (750 in all)."""
@@ -213,15 +275,17 @@ class TSNE(_Repulsion, _ExactEmbedder):
         return max(n / 4.0, 50.0) / self._auto_lr(n)
 
     def _objective(self, P: SparseAffinity, ctx: DistContext) -> Objective:
-        return make_objective(
-            "tsne",
-            P,
-            shard=ctx.shard,
-            repulsion=self._choose_repulsion(P.n),
-            grid=self._grid_options(),
-            compile=self.compile,
-            reduce_scalar=ctx.reduce_scalar if ctx.active else None,
-        )
+        options = {
+            "shard": ctx.shard,
+            "repulsion": self._choose_repulsion(P.n),
+            "grid": self._grid_options(),
+            "compile": self.compile,
+            "reduce_scalar": ctx.reduce_scalar if ctx.active else None,
+        }
+        if not self.densne:
+            return make_objective("tsne", P, **options)
+        extra = densne_options(self, self._fit_data, ctx, self.planned_iterations(P.n))
+        return make_objective("densne", P, **options, **extra)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

@@ -31,6 +31,9 @@ The modules behind them:
   attraction as a C loop (and the build of the C kernels into
   :mod:`~torchdr_sc.objective.kernel_cache`).
 - :mod:`~torchdr_sc.objective.partial`: the arithmetic of new points on a fixed reference.
+- :mod:`~torchdr_sc.objective.density`: densMAP's density term on UMAP's epoch;
+  :mod:`~torchdr_sc.objective.densne`: den-SNE's on t-SNE's gradient (Narayan, Berger &
+  Cho 2021).
 - :mod:`~torchdr_sc.objective.pacmap`: PaCMAP's objective (near, mid-near and further pairs
   on a weight schedule), its pairs drawn by :mod:`~torchdr_sc.objective.pacmap_pairs`, its
   C loop in :mod:`~torchdr_sc.objective.native_pacmap`.

@@ -28,6 +28,7 @@ from ..distributed import RowShard
 from . import native, native_epoch, native_infonce, native_pacmap
 from .attraction import StudentAttraction
 from .density import DensMAPObjective
+from .densne import DenSNEObjective
 from .epoch import SampledEpoch
 from .exact import sne_attraction, sne_gradient, tsne_gradient
 from .infonce import InfoNCERepulsion, SampledStudentRepulsion
@@ -434,6 +435,7 @@ _CLASSES: dict[str, type] = {
     "infotsne": InfoTSNEObjective,
     "negative_sampling": NegativeSamplingObjective,
     "densmap": DensMAPObjective,
+    "densne": DenSNEObjective,
     "tsnekhorn": TSNEkhornObjective,
     "autograd": AutogradObjective,
     "pacmap": PACMAPObjective,
@@ -448,6 +450,7 @@ KERNELS: dict[str, tuple[Callable[[], Any], ...]] = {
     "infotsne": (native.library, native_infonce.library),
     "negative_sampling": (native_epoch.library,),
     "densmap": (native_epoch.library,),
+    "densne": (native.library,),
     "tsnekhorn": (native.library,),
     "pacmap": (native_pacmap.library,),
 }

@@ -128,6 +128,13 @@ def tsne(
     iterations, SGD with gains and PCA initialisation. ``sc.pl.tsne(adata, color=...)``
     plots the result.
 
+    den-SNE (Narayan, Berger & Cho 2021): ``densne=True`` adds its density-preservation
+    term, so that tight populations stay tight and diffuse ones diffuse (``dens_lambda``,
+    ``dens_frac``, ``dens_var_shift`` as :class:`~torchdr_sc.estimators.TSNE` takes them);
+    ``output_dens=True`` writes every cell's log local radius in the data and in the
+    embedding to ``obs['<key>_rad_orig']`` and ``obs['<key>_rad_emb']``, as ``tl.umap``
+    does for densMAP.
+
     Parameters
     ----------
     adata
