@@ -27,6 +27,7 @@ from ..affinity import SparseAffinity
 from ..distributed import RowShard
 from . import native, native_epoch, native_infonce, native_pacmap
 from .attraction import StudentAttraction
+from .cosne import COSNEObjective
 from .density import DensMAPObjective
 from .epoch import SampledEpoch
 from .exact import sne_attraction, sne_gradient, tsne_gradient
@@ -48,6 +49,7 @@ from .tsnekhorn import dense_gradient, fft_gradient
 __all__ = [
     "OBJECTIVES",
     "AutogradObjective",
+    "COSNEObjective",
     "InfoTSNEObjective",
     "NegativeSamplingObjective",
     "PACMAPObjective",
@@ -425,6 +427,7 @@ _CLASSES: dict[str, type] = {
     "tsnekhorn": TSNEkhornObjective,
     "autograd": AutogradObjective,
     "pacmap": PACMAPObjective,
+    "cosne": COSNEObjective,
 }
 #: The methods :func:`make_objective` builds.
 OBJECTIVES = tuple(_CLASSES)
