@@ -268,14 +268,16 @@ def test_bad_parameters_are_refused_before_any_work(blobs600, params, error, mat
         tdr.COSNE(**params).fit(x)
 
 
-def test_an_init_outside_the_ball_and_a_fit_without_data_are_refused(blobs600):
+def test_an_init_outside_the_ball_a_fit_without_data_and_transform_are_refused(blobs600):
     x, _ = blobs600
     init = np.full((600, 2), 0.8, dtype=np.float32)  # norm 1.13
     with pytest.raises(ValueError, match=r"`init` must hold points inside the unit ball.*1\.13"):
         tdr.COSNE(init=init, device="cpu").fit(x)
-    P = tdr.COSNE(perplexity=20, **FAST).fit(x).affinity_in_
+    fitted = tdr.COSNE(perplexity=20, **FAST).fit(x)
     with pytest.raises(ValueError, match="COSNE's h-loss reads the norms"):
-        tdr.COSNE(perplexity=20, **FAST).fit(None, affinity=P)
+        tdr.COSNE(perplexity=20, **FAST).fit(None, affinity=fitted.affinity_in_)
+    with pytest.raises(NotImplementedError, match="COSNE has no transform"):
+        fitted.transform(x[:5])
     with pytest.raises(ValueError, match=r"perplexity \(30\) must be smaller"):
         tdr.COSNE(device="cpu").fit(x[:25])
 
