@@ -19,7 +19,8 @@ Writing ``a_i = 1 - |y_i|^2``, ``u_ij = |y_i - y_j|^2`` and ``t_ij = 2 u_ij / (a
 ``r(t) = arccosh(1 + t) / sqrt(t (t + 2))`` (1 at ``t = 0``).
 
 The attraction runs over P's edges (each edge adds to both of its points), the repulsion over
-all pairs in row blocks (``O(n^2)`` per iteration, no ``n x n`` matrix beyond a block). The
+all pairs in row blocks, each pair once (``O(n^2)`` per iteration, no ``n x n`` matrix
+beyond a block). The
 differences ``y_i - y_j`` are formed coordinate by coordinate, not as ``|y_i|^2 + |y_j|^2 -
 2 y_i . y_j``: near the boundary ``a_i a_j`` is small and that cancellation would be
 magnified by ``1 / (a_i a_j)``.
@@ -53,9 +54,14 @@ BLOCK_PAIRS = 1 << 16
 
 
 def _row_blocks(shard: RowShard, n: int) -> list[tuple[int, int]]:
-    """The shard's rows in blocks of about :data:`BLOCK_PAIRS` pairs (at least one row)."""
-    size = max(1, BLOCK_PAIRS // max(1, n))
-    return [(s, min(s + size, shard.stop)) for s in range(shard.start, shard.stop, size)]
+    """The shard's rows in blocks whose tiles (rows ``[s, e)``, columns ``[s, n)``) hold
+    about :data:`BLOCK_PAIRS` pairs (at least one row each)."""
+    blocks, s = [], shard.start
+    while s < shard.stop:
+        e = min(s + max(1, BLOCK_PAIRS // max(1, n - s)), shard.stop)
+        blocks.append((s, e))
+        s = e
+    return blocks
 
 
 def _pair_coefficients(
@@ -106,28 +112,35 @@ def _attraction(
 def _repulsion_terms(
     z: torch.Tensor, a: torch.Tensor, gamma: float, shard: RowShard
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(rep, vsum)``: ``rep_i = sum_j v_ij^2 q_ij ((y_i - y_j) + u_ij y_i / a_i)`` for the
-    shard's rows (zero elsewhere) and ``vsum = sum_{i in shard, j != i} v_ij``. With
-    ``Z = gamma vsum`` the normaliser, ``dw/dD = -w^2 / gamma`` and each pair counted in
-    both orders, the repulsion's gradient is ``-8 rep / vsum``.
+    """``(rep, vsum)`` of the pairs ``i < j`` with ``i`` in the shard: ``rep`` holds, for
+    every point, ``sum v_ij^2 q_ij ((y_i - y_j) + u_ij y_i / a_i)`` over those of its pairs
+    (the pair's term for either end), and ``vsum = 2 sum v_ij`` (ordered pairs). Summed
+    over the shards they give every pair once. With ``Z = gamma vsum`` the normaliser,
+    ``dw/dD = -w^2 / gamma`` and each pair counted in both orders, the repulsion's gradient
+    is ``-8 rep / vsum``.
 
-    ``sum_j k_ij (y_i - y_j)`` is taken as ``y_i sum_j k_ij - (k y)_i`` (matrix-vector
-    products; in float32 an error of about ``1e-7 |y_i| / |y_i - y_j|`` relative)."""
+    Each pair is computed once: a row block ``[s, e)`` meets the columns ``[s, n)``, the
+    pairs ``j <= i`` of its square part set to zero. Every sum over a tile is a row or a
+    column sum of a product (one thread per output; ``torch.mv``'s bits change with the
+    thread count), added to ``rep`` block after block in a fixed order."""
     n = z.shape[0]
     coords = z.T.contiguous()
     half_a = a * 0.5
     rep = torch.zeros_like(z)
     vsum = torch.zeros((), dtype=z.dtype, device=z.device)
     for s, e in _row_blocks(shard, n):
-        diffs = [c[s:e, None] - c[None, :] for c in coords]
-        u, v, q = _pair_coefficients(diffs, half_a[s:e, None], a[None, :], gamma)
-        diag = torch.arange(e - s, device=z.device)
-        v[diag, diag + s] = 0.0  # no self-pair
-        vsum = vsum + fixed_order_sum(v)
+        diffs = [c[s:e, None] - c[None, s:] for c in coords]
+        u, v, q = _pair_coefficients(diffs, half_a[s:e, None], a[None, s:], gamma)
+        v[:, : e - s].triu_(1)  # each pair once, no self-pair
+        vsum = vsum + 2.0 * fixed_order_sum(v)
         k = v.square_().mul_(q)
-        radial = u.mul_(k).sum(1).div_(a[s:e])
+        ku = u.mul_(k)
+        radial_rows = ku.sum(1).div_(a[s:e])
+        radial_cols = ku.sum(0).div_(a[s:])
         for c, dc in enumerate(diffs):
-            rep[s:e, c] = dc.mul_(k).sum(1).addcmul_(radial, coords[c, s:e])
+            kd = dc.mul_(k)
+            rep[s:e, c] += kd.sum(1).addcmul_(radial_rows, coords[c, s:e])
+            rep[s:, c] += radial_cols.mul(coords[c, s:]).sub_(kd.sum(0))
     return rep, vsum
 
 
