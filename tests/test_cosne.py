@@ -127,6 +127,14 @@ def test_the_gradient_is_autograds(gamma, lambda1, exaggeration):
     assert objective.path == "repulsion exact"
 
 
+def test_the_objective_needs_the_data_of_its_affinity():
+    P = _affinity(10)
+    with pytest.raises(ValueError, match=r"needs the data of P's 10 samples; got None"):
+        make_objective("cosne", P)
+    with pytest.raises(ValueError, match="got 9 rows"):
+        make_objective("cosne", P, data=torch.zeros(9, 3))
+
+
 def test_row_blocks_and_shards_add_up_to_the_one_block_gradient(monkeypatch):
     """Several row blocks, and two shards whose gradients are summed, give one gradient."""
     from torchdr_sc.distributed import RowShard

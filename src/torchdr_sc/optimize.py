@@ -241,7 +241,7 @@ def _unknown_name(
 def optimizer_class(optimizer: str | type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """The optimiser class of an ``optimizer`` parameter, checked against the contract.
 
-    Accepted: a name of ``OPTIMIZERS``, or a subclass of ``torch.optim.Optimizer``
+    Accepted: a name of :data:`OPTIMIZERS`, or a subclass of ``torch.optim.Optimizer``
     whose ``step()`` runs without arguments (the loop never passes a closure). Nothing is
     instantiated (a first instantiation imports TorchDynamo, a slow import).
 

@@ -20,18 +20,17 @@ Writing ``a_i = 1 - |y_i|^2``, ``u_ij = |y_i - y_j|^2`` and ``t_ij = 2 u_ij / (a
 
 The attraction runs over P's edges (each edge adds to both of its points), the repulsion over
 all pairs in row blocks, each pair once (``O(n^2)`` per iteration, no ``n x n`` matrix
-beyond a block). The
-differences ``y_i - y_j`` are formed coordinate by coordinate, not as ``|y_i|^2 + |y_j|^2 -
-2 y_i . y_j``: near the boundary ``a_i a_j`` is small and that cancellation would be
-magnified by ``1 / (a_i a_j)``.
+beyond a block). The differences ``y_i - y_j`` are formed coordinate by coordinate, not as
+``|y_i|^2 + |y_j|^2 - 2 y_i . y_j``: near the boundary ``a_i a_j`` is small and that
+cancellation would be magnified by ``1 / (a_i a_j)``.
 
 No FFT or sampled path: the interpolation of :mod:`~torchdr_sc.objective.interpolated`
 needs a kernel of the Euclidean difference ``y_i - y_j`` (a convolution); the hyperbolic
 kernel depends on ``|y_i|`` and ``|y_j|`` too, so it is not one.
 
-Every sum is a row sum (one thread per row) or :func:`~torchdr_sc._reduce.fixed_order_sum`,
-and the transcendental functions are ``sqrt`` and ``log1p``: the same bits whatever the
-number of CPU threads.
+Every sum is a row or column sum (one thread per output), an ``index_add_`` over P's edges
+or :func:`~torchdr_sc._reduce.fixed_order_sum`, and the transcendental functions are
+``sqrt`` and ``log1p``: the same bits whatever the number of CPU threads.
 """
 
 from __future__ import annotations
@@ -228,7 +227,7 @@ class COSNEObjective:
         self,
         P: SparseAffinity,
         *,
-        data: torch.Tensor,
+        data: torch.Tensor | None = None,
         gamma: float = 2.0,
         lambda1: float = 1.0,
         shard: RowShard | None = None,
