@@ -252,6 +252,22 @@ def test_the_h_loss_orders_the_radii_by_the_input_norms(blobs600):
     assert spearmanr(radii0, np.linalg.norm(x, axis=1)).statistic < 0.9
 
 
+def test_targets_beyond_the_balls_reach_are_warned_about(blobs600, caplog):
+    x, _ = blobs600
+    params = {**FAST, "max_iter": 2, "perplexity": 20}
+    with caplog.at_level("WARNING", logger="torchdr_sc.objective.cosne"):
+        tdr.COSNE(**params).fit(x * 10)  # squared norms near 400 > 149 (float32)
+    assert "600 of 600 h-loss targets" in caplog.text
+    assert (
+        "beyond 149, the squared distance from the origin the ball holds in float32" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="torchdr_sc.objective.cosne"):
+        tdr.COSNE(**params).fit(x)  # squared norms of a few units
+        tdr.COSNE(lambda1=0.0, **params).fit(x * 10)  # no h-loss
+    assert "h-loss targets" not in caplog.text
+
+
 def test_a_given_init_inside_the_ball_is_used_as_given(blobs600):
     x, _ = blobs600
     init = _ball(600, seed=13).numpy() * 0.5

@@ -53,7 +53,8 @@ class COSNE(PerplexityMixin, Embedder):
     origin, large for many features, so that points are pushed towards the ball's edge;
     ``lambda1=0`` turns the term off (plain t-SNE in the ball), and data scaled so that
     ``|x_i|^2`` is a few units keeps the targets within the ball's usable range (a point
-    of norm ``1 - 1e-5``, the float32 limit, is 12.2 from the origin). On ``digits``, rows
+    of norm ``1 - 1e-5``, the float32 limit, is 12.2 from the origin; targets beyond are
+    logged as a warning). On ``digits``, rows
     scaled to a mean squared norm of 4 with ``lambda1=0.1`` give clusters as well separated
     as TSNE's (silhouettes, ``docs/guide/formulation.md``).
 

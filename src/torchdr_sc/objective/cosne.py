@@ -40,12 +40,15 @@ from typing import Any
 
 import torch
 
+from .._logging import get_logger
 from .._reduce import fixed_order_sum
 from ..affinity import SparseAffinity
 from ..distributed import RowShard
-from .poincare import distance_to_origin
+from .poincare import distance_to_origin, max_norm
 
 __all__ = ["COSNEObjective", "cosne_gradient", "h_loss_gradient"]
+
+logger = get_logger(__name__)
 
 #: Pairs per row block of the repulsion: its dozen temporaries (``block x n`` each) stay in
 #: a core's cache, which the chain of elementwise operations is bound by.
@@ -202,6 +205,27 @@ def cosne_gradient(
     return grad
 
 
+def _warn_unreachable(sqnorms_in: torch.Tensor, dtype: torch.dtype) -> None:
+    """Log a warning when some h-loss targets lie farther from the origin than a point of
+    ``dtype`` can be kept inside the ball (:func:`~torchdr_sc.objective.poincare.max_norm`):
+    those points end pressed against the edge (typical of Euclidean input)."""
+    edge = torch.tensor([[max_norm(dtype), 0.0]], dtype=torch.float64)
+    reach = float(distance_to_origin(edge)[0]) ** 2
+    beyond = int((sqnorms_in > reach).sum())
+    if beyond:
+        logger.warning(
+            "COSNE: %d of %d h-loss targets (squared input norms, up to %.3g) lie beyond %.3g, "
+            "the squared distance from the origin the ball holds in %s: those points are "
+            "pressed against its edge. Scale the data so that its squared norms are a few "
+            "units, or set lambda1=0.",
+            beyond,
+            sqnorms_in.numel(),
+            float(sqnorms_in.max()),
+            reach,
+            str(dtype).removeprefix("torch."),
+        )
+
+
 class COSNEObjective:
     """CO-SNE (Guo, Guo & Yu, CVPR 2022): the hyperbolic Cauchy kernel's KL divergence over
     all pairs (exact, in row blocks) and the h-loss; the Euclidean gradient, which
@@ -241,6 +265,8 @@ class COSNEObjective:
         self.shard, self._reduce = shard, reduce_scalar
         self.sqnorms_in = (data * data).sum(1)
         self._p_scale = 1.0 / float(fixed_order_sum(P.weights, torch.float64))
+        if self.lambda1 > 0:
+            _warn_unreachable(self.sqnorms_in, data.dtype)
 
     def __call__(self, z: torch.Tensor, iteration: int, phase: Any) -> torch.Tensor:
         """The Euclidean gradient at ``z``."""
