@@ -43,8 +43,9 @@ class COSNE(PerplexityMixin, Embedder):
     **Exact only.** The repulsion runs over all pairs in row blocks (``O(n^2)`` per
     iteration, no ``n x n`` matrix): there is no FFT path (the interpolation of TSNE's
     ``repulsion='fft'`` needs a kernel of ``y_i - y_j``, a convolution; the hyperbolic
-    kernel also depends on ``|y_i|`` and ``|y_j|``) and no sampled one (TorchDR's COSNE is
-    exact too). Use it up to some tens of thousands of points.
+    kernel also depends on ``|y_i|`` and ``|y_j|``) and no sampled one (a sampled
+    normaliser, as InfoTSNE's, would apply, but is not implemented; TorchDR's COSNE sums all
+    pairs of its embedding too). Use it up to some tens of thousands of points.
 
     **Euclidean input.** The paper's input is hyperbolic (points in a ball, whose norms
     encode depth in a hierarchy). As TorchDR's COSNE, the h-loss takes the squared
