@@ -98,6 +98,7 @@ OPTIONS = {
     "tsnekhorn": {"sinkhorn_iter": 5},
     "autograd": {"output": lambda z: 1.0 / (1.0 + torch.cdist(z, z) ** 2), "loss": "kl"},
     "pacmap": {"seed": 3, "n_further": 10},
+    "cosne": {"gamma": 2.0, "lambda1": 0.5},
     "densmap": {
         "kernel": SampledKernel("umap", a=1.58, b=0.9, repulsion=1.0, clip=4.0),
         "n_negatives": 5,
@@ -122,6 +123,9 @@ def test_every_method_is_built_by_the_one_entry_point(method: str) -> None:
         options["z0"] = z
     if method in ("densmap", "densne"):  # the data the graph was built on
         options["data"], options["metric"] = x, "euclidean"
+    if method == "cosne":  # the h-loss's norms; points inside the Poincaré ball
+        options["data"] = x
+        z = z / (1.0 + z.norm(dim=1, keepdim=True))
     objective = make_objective(method, P, **options)
     grad = objective(z.clone(), 0, Phase(10, exaggeration=2.0))
     assert grad.shape == z.shape

@@ -72,7 +72,7 @@ def test_optimize_with_a_scheduler_still_runs_torch_adam():
     assert float((out.embedding - 1.0).abs().max()) < 1.0
 
 
-@pytest.mark.parametrize("estimator", ["TSNE", "InfoTSNE", "PACMAP"])
+@pytest.mark.parametrize("estimator", ["TSNE", "InfoTSNE", "PACMAP", "COSNE"])
 def test_a_fit_does_not_import_torch_dynamo(estimator):
     code = textwrap.dedent(
         f"""

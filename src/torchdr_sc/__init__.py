@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         UMAPAffinity,
     )
     from .estimators import (
+        COSNE,
         PACMAP,
         PCA,
         SNE,
@@ -61,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            "COSNE",
             "PACMAP",
             "PCA",
             "SNE",
@@ -83,6 +85,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "COSNE",
     "PACMAP",
     "PCA",
     "SNE",

@@ -24,6 +24,7 @@ from ._reduce import fixed_order_std
 from ._validation import check_finite_rows
 from .affinity import SparseAffinity
 from .knn.ties import duplicate_groups
+from .objective.poincare import expmap0, project
 
 logger = get_logger(__name__)
 
@@ -370,6 +371,14 @@ def _spectral_or_fallback(
         logger.info("spectral init was not finite; using a random init")
         return _random(n, n_components, generator, device)
     return z
+
+
+def into_poincare_ball(z: torch.Tensor, given: bool = False) -> torch.Tensor:
+    """An initial embedding in the Poincaré ball (COSNE): a computed one (``given=False``)
+    through the exponential map at the origin, ``tanh(|z|) z / |z|`` (TorchDR's
+    ``init='hyperbolic'`` maps its normal draws so), a given one only kept strictly inside
+    (:func:`~torchdr_sc.objective.poincare.project`)."""
+    return project(z if given else expmap0(z))
 
 
 def initialize(

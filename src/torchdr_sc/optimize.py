@@ -19,7 +19,13 @@ import torch
 
 from ._logging import get_logger
 from ._threads import recheck_threads
-from .steppers import DELTA_BAR_DELTA_DEFAULTS, builtin_stepper, delta_bar_delta_update
+from .steppers import (
+    ADAM_DEFAULTS,
+    DELTA_BAR_DELTA_DEFAULTS,
+    builtin_stepper,
+    delta_bar_delta_update,
+    riemannian_adam_update,
+)
 
 logger = get_logger(__name__)
 
@@ -111,6 +117,31 @@ class DeltaBarDelta(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is not None:
                     delta_bar_delta_update(param, self.state[param], group)
+
+
+class RiemannianAdam(torch.optim.Optimizer):
+    """Adam on the Poincaré ball: COSNE's optimiser (the parameter's rows are points of the
+    unit ball, its gradient the Euclidean one; see
+    ``steppers.riemannian_adam_update``). Only meaningful for embeddings in
+    the ball, hence not among the names of ``OPTIMIZERS``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        betas: tuple[float, float] = ADAM_DEFAULTS["betas"],
+        eps: float = ADAM_DEFAULTS["eps"],
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> None:
+        """One update of every parameter from its ``.grad``."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    riemannian_adam_update(param, self.state[param], group)
 
 
 # -- what ``optimizer`` and ``scheduler`` accept, declared here only ---------------------------

@@ -2,6 +2,7 @@
 
 from ._base import Embedder
 from .contrastive import UMAP, LargeVis, find_ab_params
+from .cosne import COSNE
 from .incremental_pca import ExactIncrementalPCA, IncrementalPCA
 from .infotsne import InfoTSNE
 from .matcher import AffinityMatcher, GaussianKernel, NeighborEmbedding, StudentKernel
@@ -11,6 +12,7 @@ from .tsne import SNE, TSNE
 from .tsnekhorn import TSNEkhorn
 
 __all__ = [
+    "COSNE",
     "PACMAP",
     "PCA",
     "SNE",

@@ -37,6 +37,9 @@ The modules behind them:
 - :mod:`~torchdr_sc.objective.pacmap`: PaCMAP's objective (near, mid-near and further pairs
   on a weight schedule), its pairs drawn by :mod:`~torchdr_sc.objective.pacmap_pairs`, its
   C loop in :mod:`~torchdr_sc.objective.native_pacmap`.
+- :mod:`~torchdr_sc.objective.cosne`: CO-SNE's objective in the Poincaré ball (exact
+  repulsion in row blocks, the h-loss), the ball's geometry in
+  :mod:`~torchdr_sc.objective.poincare`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from ..affinity import SparseAffinity
 from ..distributed import RowShard
 from . import native, native_epoch, native_infonce, native_pacmap
 from .attraction import StudentAttraction
+from .cosne import COSNEObjective
 from .density import DensMAPObjective
 from .densne import DenSNEObjective
 from .epoch import SampledEpoch
@@ -49,6 +50,7 @@ from .tsnekhorn import dense_gradient, fft_gradient
 __all__ = [
     "OBJECTIVES",
     "AutogradObjective",
+    "COSNEObjective",
     "InfoTSNEObjective",
     "NegativeSamplingObjective",
     "PACMAPObjective",
@@ -439,6 +441,7 @@ _CLASSES: dict[str, type] = {
     "tsnekhorn": TSNEkhornObjective,
     "autograd": AutogradObjective,
     "pacmap": PACMAPObjective,
+    "cosne": COSNEObjective,
 }
 #: The methods :func:`make_objective` builds.
 OBJECTIVES = tuple(_CLASSES)
