@@ -153,7 +153,7 @@ class TSNE(DenSNEOptions, _Repulsion, _ExactEmbedder):
 
     Under ``torchrun`` P stays sharded by rows: each process holds the neighbours and the
     rows of P of its own block only (``affinity_in_.row_range``), unless ``init='spectral'``
-    (which needs the whole P).
+    or den-SNE (``densne`` / ``output_dens``) needs the whole P.
 
     The default optimiser is SGD with momentum and per-coordinate gains
     (:class:`~torchdr_sc.optimize.DeltaBarDelta`, as openTSNE and FIt-SNE): on digits it
@@ -227,6 +227,11 @@ class TSNE(DenSNEOptions, _Repulsion, _ExactEmbedder):
 
     _objective_method: ClassVar[str | None] = "tsne"
     keeps_row_blocks: ClassVar[bool] = True
+
+    def holds_row_blocks(self, ctx: DistContext | None) -> bool:
+        """P sharded by rows under ``torchrun``, except with den-SNE's term or radii (their
+        radii in the data are measured on every row of P)."""
+        return super().holds_row_blocks(ctx) and not self.needs_data_distances()
 
     def _check_method_params(self) -> None:
         super()._check_method_params()
