@@ -449,6 +449,27 @@ def test_compact_knn_symmetrisation_has_the_entries_of_the_sorting_one(
     assert bool((ours.weights > 0).all())
 
 
+@pytest.mark.parametrize("block", [1000, 2**18])
+def test_compact_union_in_csr_order_is_the_sorting_union_bit_for_bit(digits, block, monkeypatch):
+    """UMAP's P: the compact union then each row sorted equals symmetrize_knn exactly (the
+    same entries, bits, order and int64 ids) in less memory."""
+    from torchdr_sc.affinity import knn_union
+    from torchdr_sc.knn import knn
+
+    monkeypatch.setattr(knn_union, "SEARCH_BLOCK", block)  # 1000: many blocks of rows
+    graph = knn(digits.float(), 14, backend="torch")
+    w = torch.rand(graph.indices.shape, generator=torch.Generator().manual_seed(0))
+    w[:, -2:] = torch.where(w[:, -2:] > 0.5, w[:, -2:], 0.0)  # some zero weights too
+    lists = list(knn_union.sorted_neighbour_lists(graph.indices, w))
+    ours = knn_union.in_csr_order(knn_union.symmetrize_sorted_knn(lists, "fuzzy_union"))
+    ref = knn_union.symmetrize_knn(graph.indices, w, "fuzzy_union")
+    for got, want in zip(
+        (ours.rows, ours.cols, ours.weights), (ref.rows, ref.cols, ref.weights), strict=True
+    ):
+        assert got.dtype == want.dtype
+        assert torch.equal(got, want)
+
+
 def test_umap_affinity_uses_the_lean_symmetrisation(digits):
     x = digits.float()
     P = UMAPAffinity(n_neighbors=15)(x)

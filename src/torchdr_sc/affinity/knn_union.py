@@ -19,6 +19,8 @@ neighbours, 12 instead of 20 bytes per stored entry).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from .sparse import SparseAffinity
@@ -275,3 +277,34 @@ def _place_reverse(out, s, cols, fwd, alone, filled) -> None:
     pos = rank.sub_(first.index_select(0, targets)).add_(filled.index_select(0, targets))
     rows[pos], out_cols[pos], vals[pos] = targets, sources, w
     filled += counts
+
+
+def in_csr_order(P: SparseAffinity) -> SparseAffinity:
+    """``P`` (compact form: rows grouped, each row's columns in two sorted runs) with every
+    row's columns in increasing order and int64 indices: :func:`symmetrize_knn`'s layout.
+
+    Sorted in blocks of whole rows of about :data:`SEARCH_BLOCK` entries, written straight
+    into the int64 result: at most the compact P, the result and one block's temporaries
+    are held at once (32 bytes per entry), where :func:`symmetrize_knn` builds edge-sized
+    keys, positions and copies.
+    """
+    n, total = P.n, P.nnz
+    device = P.device
+    rows = torch.empty(total, dtype=torch.int64, device=device)
+    cols = torch.empty(total, dtype=torch.int64, device=device)
+    vals = torch.empty(total, dtype=P.weights.dtype, device=device)
+    counts = torch.bincount(P.rows.long(), minlength=n)
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    targets = torch.tensor(list(range(SEARCH_BLOCK, total, SEARCH_BLOCK)), dtype=crow.dtype)
+    bounds = sorted({0, *torch.searchsorted(crow, targets.to(device)).tolist(), n})
+    for r0, r1 in itertools.pairwise(bounds):
+        e0, e1 = int(crow[r0]), int(crow[r1])
+        if e1 <= e0:
+            continue
+        block_rows = P.rows[e0:e1].long()
+        key = (block_rows - r0) * n + P.cols[e0:e1].long()
+        order = torch.argsort(key)  # distinct keys: one order
+        rows[e0:e1] = block_rows.index_select(0, order)
+        cols[e0:e1] = P.cols[e0:e1].long().index_select(0, order)
+        vals[e0:e1] = P.weights[e0:e1].index_select(0, order)
+    return SparseAffinity(rows, cols, vals, int(n))

@@ -13,7 +13,7 @@ from ..knn import KNNGraph
 from ..knn import knn as knn_search
 from ._base import Affinity, check_solver_options, log_unconverged, warn_short_graph
 from ._distances import distances_in
-from .knn_union import symmetrize_knn
+from .knn_union import in_csr_order, sorted_neighbour_lists, symmetrize_sorted_knn
 from .root_search import root_search
 from .sparse import SparseAffinity
 
@@ -235,7 +235,10 @@ class UMAPAffinity(Affinity):
         w = torch.where(gap > 0, torch.exp(-gap.clamp_min(0) / sigma[:, None]), 1.0)
         w = w.to(d.dtype)
         if self.symmetrize and self.set_op_mix_ratio == 1.0:  # the default: lean in memory
-            return symmetrize_knn(knn.indices[:, :k], w, "fuzzy_union")
+            # the compact union (no temporary larger than the kNN lists), then each row's
+            # columns sorted: symmetrize_knn's entries, bits and order in less memory
+            lists = list(sorted_neighbour_lists(knn.indices[:, :k], w))
+            return in_csr_order(symmetrize_sorted_knn(lists, "fuzzy_union"))
         directed = SparseAffinity.from_knn(knn.indices[:, :k], w)
         return self._set_operations(directed) if self.symmetrize else directed
 
