@@ -36,6 +36,17 @@ def _blocks(indices, weights, world):
     return shards, starts, lists, sent
 
 
+def _receiver(sent, rank):
+    """The all-to-all as ``rank`` sees it: the entries every block sends it, in block order."""
+
+    def exchange(dest, *columns):
+        del dest, columns  # the same entries, built for every block in _blocks
+        parts = [(c[d == rank], i[d == rank], v[d == rank]) for d, c, i, v in sent]
+        return tuple(torch.cat([p[j] for p in parts]) for j in range(3))
+
+    return exchange
+
+
 @pytest.mark.parametrize("mode", ["mean", "sum", "fuzzy_union"])
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_row_blocks_equal_the_rows_of_the_whole_symmetric_p(mode, world):
@@ -43,15 +54,14 @@ def test_row_blocks_equal_the_rows_of_the_whole_symmetric_p(mode, world):
     whole = symmetrize_knn_compact(indices, weights, mode)
     shards, starts, lists, sent = _blocks(indices, weights, world)
     for rank, (shard, (cols, w)) in enumerate(zip(shards, lists, strict=True)):
-
-        def exchange(dest, *columns, rank=rank):
-            """What ``rank`` receives: the entries every block sends it, in block order."""
-            del dest, columns  # the same entries, built for every block in _blocks
-            parts = [(c[d == rank], i[d == rank], v[d == rank]) for d, c, i, v in sent]
-            return tuple(torch.cat([p[j] for p in parts]) for j in range(3))
-
         block = symmetrize_row_block(
-            cols, w, mode, start=shard.start, n=157, block_starts=starts, exchange=exchange
+            cols,
+            w,
+            mode,
+            start=shard.start,
+            n=157,
+            block_starts=starts,
+            exchange=_receiver(sent, rank),
         )
         assert block.row_range == (shard.start, shard.stop)
         assert not block.holds_all_rows or world == 1
@@ -65,3 +75,17 @@ def test_owners_of_row_ids():
     starts = [0, 4, 8]
     cols = torch.tensor([0, 3, 4, 7, 8, 11], dtype=torch.int32)
     assert owners(cols, starts).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_row_block_is_never_cached_in_obsp():
+    from torchdr_sc.adata import cache
+
+    indices, weights = _directed(60, 5)
+    _, starts, lists, sent = _blocks(indices, weights, 2)
+    cols, w = lists[0]
+    block = symmetrize_row_block(
+        cols, w, "mean", start=0, n=60, block_starts=starts, exchange=_receiver(sent, 0)
+    )
+    assert not block.holds_all_rows
+    assert not cache.storable(block)
+    assert cache.storable(symmetrize_knn_compact(indices, weights, "mean"))
