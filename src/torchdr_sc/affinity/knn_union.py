@@ -198,6 +198,20 @@ def symmetrize_knn_compact(
     return symmetrize_sorted_knn([cols, weights], mode)
 
 
+def union_values(weights: torch.Tensor, back: torch.Tensor, mode: str) -> torch.Tensor:
+    """``P + P^T`` (``'sum'``), its half (``'mean'``) or ``P + P^T - P * P^T``
+    (``'fuzzy_union'``) on ``P``'s pattern, ``back`` holding ``P^T`` there; computed in
+    place in ``weights`` (returned), in the order of :func:`symmetrize_knn`'s arithmetic,
+    so that every builder of the symmetric P gives the same bits."""
+    product = weights * back if mode == "fuzzy_union" else None
+    fwd = weights.add_(back)
+    if mode == "mean":
+        fwd.mul_(0.5)
+    elif product is not None:
+        fwd.sub_(product)
+    return fwd
+
+
 def symmetrize_sorted_knn(lists: list[torch.Tensor], mode: str) -> SparseAffinity:
     """:func:`symmetrize_knn_compact` from :func:`sorted_neighbour_lists`' output.
 
@@ -211,14 +225,8 @@ def symmetrize_sorted_knn(lists: list[torch.Tensor], mode: str) -> SparseAffinit
     n = cols.shape[0]
     device, narrow = cols.device, cols.dtype
     back, present = reverse_weights_sorted(cols, weights)
-    product = weights * back if mode == "fuzzy_union" else None
-    fwd = weights.add_(back)  # P + P^T, in place, in the order of symmetrize_knn's arithmetic
+    fwd = union_values(weights, back, mode)  # weights overwritten
     del back, weights
-    if mode == "mean":
-        fwd.mul_(0.5)
-    elif product is not None:
-        fwd.sub_(product)
-        del product
     # (j, i) is only in P^T where i is not among j's neighbours (its value is then fwd's)
     keep = fwd > 0
     alone = present.logical_not_().logical_and_(keep)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .knn_union import union_values
 from .sparse import SparseAffinity
 
 #: ``exchange(dest, *columns)``: sends entry ``e`` of every column to process ``dest[e]`` and
@@ -83,14 +84,8 @@ def symmetrize_row_block(
     back = w_in.index_select(0, pos) if w_in.numel() else torch.zeros_like(flat_w)
     back = torch.where(present, back, torch.zeros((), dtype=back.dtype)).view(m, k)
     del pos
-    product = weights * back if mode == "fuzzy_union" else None
-    fwd = weights + back  # the same operations as symmetrize_sorted_knn
+    fwd = union_values(weights.clone(), back, mode)  # the caller's lists stay as they are
     del back
-    if mode == "mean":
-        fwd.mul_(0.5)
-    elif product is not None:
-        fwd.sub_(product)
-        del product
     keep = fwd > 0
     # entries of P^T alone: received (i, j) with i not among this row's neighbours
     received_is_own, _ = _find(in_key, own_key)

@@ -52,23 +52,30 @@ class DensMAPOptions:
     output_dens: bool = False
 
     def _check_density_params(self) -> None:
-        for name in ("densmap", "output_dens"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                msg = f"`{name}` must be True or False; got {getattr(self, name)!r}."
-                raise TypeError(msg)
-        check_number("dens_lambda", self.dens_lambda, low=0, closed="left")
-        check_number("dens_frac", self.dens_frac, low=0, high=1, closed="both")
-        check_number("dens_var_shift", self.dens_var_shift, low=0, closed="left")
-        if self.needs_data_distances() and self.metric_in not in DENSITY_METRICS:  # type: ignore[attr-defined]
-            msg = (
-                f"densmap / output_dens need one of the metrics {DENSITY_METRICS}; got "
-                f"metric_in={self.metric_in!r}: pass one of them or densmap=False."  # type: ignore[attr-defined]
-            )
-            raise ValueError(msg)
+        check_density_options(self, "densmap")
 
     def needs_data_distances(self) -> bool:
         """Whether the fit needs the data's distances at the graph's edges."""
         return bool(self.densmap or self.output_dens)
+
+
+def check_density_options(est: Any, switch: str) -> None:
+    """Check the density options of ``est`` (densMAP's or den-SNE's): ``switch``
+    (``'densmap'`` / ``'densne'``) and ``output_dens`` booleans, ``dens_lambda >= 0``,
+    ``dens_frac`` in [0, 1], ``dens_var_shift >= 0``, a metric the radii support."""
+    for name in (switch, "output_dens"):
+        if not isinstance(getattr(est, name), (bool, np.bool_)):
+            msg = f"`{name}` must be True or False; got {getattr(est, name)!r}."
+            raise TypeError(msg)
+    check_number("dens_lambda", est.dens_lambda, low=0, closed="left")
+    check_number("dens_frac", est.dens_frac, low=0, high=1, closed="both")
+    check_number("dens_var_shift", est.dens_var_shift, low=0, closed="left")
+    if est.needs_data_distances() and est.metric_in not in DENSITY_METRICS:
+        msg = (
+            f"{switch} / output_dens need one of the metrics {DENSITY_METRICS}; got "
+            f"metric_in={est.metric_in!r}: pass one of them or {switch}=False."
+        )
+        raise ValueError(msg)
 
 
 def density_options(est: Any, data: Any, ctx: DistContext, n_epochs: int) -> dict[str, Any]:

@@ -12,16 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._validation import check_number
 from ..affinity import EntropicAffinity, SparseAffinity
 from ..affinity.knn_union import sorted_neighbour_lists, symmetrize_sorted_knn
 from ..distributed import DistContext
 from ..knn import knn
-from ..objective import DENSITY_METRICS
 from ..quality import graph_log_radius
+from .densmap import check_density_options
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -52,19 +50,7 @@ class DenSNEOptions:
     output_dens: bool = False
 
     def _check_density_params(self) -> None:
-        for name in ("densne", "output_dens"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                msg = f"`{name}` must be True or False; got {getattr(self, name)!r}."
-                raise TypeError(msg)
-        check_number("dens_lambda", self.dens_lambda, low=0, closed="left")
-        check_number("dens_frac", self.dens_frac, low=0, high=1, closed="both")
-        check_number("dens_var_shift", self.dens_var_shift, low=0, closed="left")
-        if self.needs_data_distances() and self.metric_in not in DENSITY_METRICS:  # type: ignore[attr-defined]
-            msg = (
-                f"densne / output_dens need one of the metrics {DENSITY_METRICS}; got "
-                f"metric_in={self.metric_in!r}: pass one of them or densne=False."  # type: ignore[attr-defined]
-            )
-            raise ValueError(msg)
+        check_density_options(self, "densne")
 
     def needs_data_distances(self) -> bool:
         """Whether the fit needs the data's distances at P's edges."""
