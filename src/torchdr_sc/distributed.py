@@ -120,6 +120,22 @@ class DistContext:
         """First row of every rank's block (rank order)."""
         return [shard_of(self.n, r, self.world_size).start for r in range(self.world_size)]
 
+    def all_gather_concat(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-D ``local`` (any lengths) concatenated in rank order, on every rank.
+
+        The lengths are gathered first; every piece is padded to the longest one for the
+        collective (gloo and NCCL gather equal shapes only), then trimmed.
+        """
+        length = torch.tensor([local.shape[0]], dtype=torch.int64, device=local.device)
+        lengths = [torch.empty_like(length) for _ in range(self.world_size)]
+        dist.all_gather(lengths, length)
+        sizes = [int(x) for x in lengths]
+        padded = local.new_zeros(max(sizes))
+        padded[: local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:size] for p, size in zip(parts, sizes, strict=True)])
+
     def exchange(self, dest: torch.Tensor, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Send entry ``e`` of every column to rank ``dest[e]``; return what this rank got.
 

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .._device import check_n_jobs, cpu_threads, resolve_device
 from .._validation import check_number
 from .._version import package_version
+from ..affinity import SparseAffinity
+from ..distributed import resolve_distributed
 from ..initialization import check_init_array
 from . import cache as affinity_cache
 from . import log
@@ -31,7 +34,6 @@ from .uns import to_uns
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from ..affinity import SparseAffinity
     from ..knn import KNNGraph
 
 
@@ -394,7 +396,8 @@ def results_changes(
     """
     _check_finite(embedding)
     obsm_key, uns_key = output_keys(method.name, key_added)
-    store = slot is not None and not reused and affinity_cache.storable(est.affinity_in_)
+    affinity = whole_affinity(est.affinity_in_) if slot is not None and not reused else None
+    store = affinity is not None and affinity_cache.storable(affinity)
     if slot is not None and not reused and not store:
         limit = affinity_cache.MAX_CACHED_NNZ
         log.hint(f"    input affinity not cached: more than {limit} entries")
@@ -420,11 +423,27 @@ def results_changes(
         _check_finite(np.asarray(values)[:, None])
         changes.add("obs", f"{uns_key}_{name}", np.asarray(values), f"{method.label} {name}")
     if store:
-        changes.add("obsp", slot.key, affinity_cache.to_obsp(est.affinity_in_), "input affinity P")
+        changes.add("obsp", slot.key, affinity_cache.to_obsp(affinity), "input affinity P")
         entries = dict(adata.uns.get(affinity_cache.UNS_KEY, {}))
         entries[slot.key] = slot.description(package_version())
         changes.add("uns", affinity_cache.UNS_KEY, entries, "descriptions of the cached affinities")
     return changes
+
+
+def whole_affinity(P: SparseAffinity) -> SparseAffinity | None:
+    """``P`` with every row, for the cache: a row block of a ``torchrun`` fit (TSNE) is
+    gathered from all processes when the whole P is small enough to be cached (every
+    process takes part and gets it); ``None`` when it is not."""
+    if P.holds_all_rows:
+        return P
+    ctx = resolve_distributed("auto", P.n)
+    if not ctx.active:
+        return None
+    total = ctx.reduce_scalar(torch.tensor(float(P.nnz), dtype=torch.float64))
+    if float(total) > affinity_cache.MAX_CACHED_NNZ:
+        return None
+    rows, cols, weights = (ctx.all_gather_concat(t) for t in (P.rows, P.cols, P.weights))
+    return SparseAffinity(rows, cols, weights, P.n)
 
 
 def _check_finite(embedding: np.ndarray) -> None:

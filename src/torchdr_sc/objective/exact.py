@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .._device import one_thread_on_cpu
 from .._logging import get_logger
 from .._reduce import fixed_order_sum
 from ..affinity import SparseAffinity
@@ -47,9 +48,12 @@ def matvec_columns(m: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """``m @ coords.T`` as one matrix-vector product per coordinate.
 
     ``coords`` is ``(d, n)``. For the thin right-hand sides of embeddings (d = 2 or 3),
-    ``d`` BLAS gemv calls are several times faster on CPU than one gemm.
+    ``d`` BLAS gemv calls are several times faster on CPU than one gemm. On the CPU they
+    run on one thread: MKL splits a long row's sum between threads on some machines
+    (AVX-512), which changed the last bits with the thread count.
     """
-    return torch.stack([torch.mv(m, c) for c in coords], 1)
+    with one_thread_on_cpu(m.device):
+        return torch.stack([torch.mv(m, c) for c in coords], 1)
 
 
 def _sqdist_block(zb: torch.Tensor, z: torch.Tensor, sq: torch.Tensor, s: int) -> torch.Tensor:
